@@ -1,0 +1,46 @@
+# Composer recipes for fine-tuning on OCI. `make help` lists the targets.
+SHELL := /bin/bash
+VENV  ?= .venv
+PY    := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+BUILD ?= build
+SAMPLE_MB ?= 8
+SAMPLE := $(BUILD)/c4_sample
+TOKENIZER := $(BUILD)/tokenizer
+YAML ?= yamls/cpu/c4_zstd.yaml
+
+.DEFAULT_GOAL := help
+.PHONY: help install test sample tokenizer convert train bench clean
+
+help:  ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
+
+$(STAMP): setup.py constraints.txt
+	python3 -m venv $(VENV)
+	$(PY) -m pip install -q -U pip
+	$(PY) -m pip install -c constraints.txt -e '.[dev]'
+	touch $@
+
+install: $(STAMP)  ## create .venv and install the project with its test tools (once)
+
+test: $(STAMP)  ## run the test suite (installs first if needed)
+	$(PY) -m pytest tests -q; rc=$$?; [ $$rc -eq 5 ] && echo "no tests collected" && exit 0; exit $$rc
+
+sample: $(STAMP)  ## write the offline C4-format sample (SAMPLE_MB=8)
+	$(PY) -m data_prep.sample --out $(SAMPLE) --size-mb $(SAMPLE_MB)
+
+tokenizer: $(STAMP)  ## train the small offline BPE tokenizer into build/tokenizer
+	$(PY) -m data_prep.tokenizer --data-dir $(SAMPLE) --out $(TOKENIZER)
+
+convert: sample  ## convert the sample to MDS, raw and zstd
+	$(PY) -m data_prep.convert --data-files '$(SAMPLE)/c4-train.*.json.gz' --remote $(BUILD)/mds/c4_uncompressed --compression none
+	$(PY) -m data_prep.convert --data-files '$(SAMPLE)/c4-train.*.json.gz' --remote $(BUILD)/mds/c4_zstd --compression zstd
+
+train: convert tokenizer  ## fine-tune with a recipe (YAML=yamls/cpu/c4_zstd.yaml)
+	$(VENV)/bin/composer train.py $(YAML)
+
+bench: convert tokenizer  ## the six tests end to end, offline, then the report
+	$(PY) scripts/bench.py
+
+clean:  ## remove build outputs and results (keeps .venv)
+	rm -rf $(BUILD) results

@@ -1,0 +1,34 @@
+"""Composer recipes for fine-tuning on OCI: C4 -> MDS -> Object Storage -> FSDP."""
+from setuptools import find_packages, setup
+
+# The stack that installs and runs together (see DESIGN.md); Composer 0.32.1 pins torch<2.7.1.
+STACK = [
+    'llm-foundry==0.22.0',
+    'mosaicml==0.32.1',
+    'mosaicml-streaming==0.12.0',
+    'torch==2.7.0',
+    'transformers==4.51.3',
+    'datasets==3.6.0',
+    'oci>=2.130',
+    'tokenizers',
+    'tqdm',
+    'matplotlib',
+    'zstandard',
+    'setuptools<81',  # llm-foundry 0.22 imports pkg_resources, removed in setuptools 81
+]
+
+setup(
+    name='oci-c4-recipes',
+    version='0.1.0',
+    description=__doc__,
+    packages=find_packages(include=['callbacks', 'callbacks.*', 'data_prep', 'data_prep.*']),
+    python_requires='>=3.10',
+    install_requires=STACK,
+    extras_require={'dev': ['pytest>=8', 'pytest-timeout', 'moto[server]>=5', 'boto3']},
+    entry_points={
+        'console_scripts': [
+            'c4-sample=data_prep.sample:main',
+            'c4-convert=data_prep.convert:main',
+        ],
+    },
+)
