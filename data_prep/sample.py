@@ -17,6 +17,7 @@ import argparse
 import ast
 import datetime as dt
 import gzip
+import io
 import json
 import os
 import re
@@ -32,7 +33,7 @@ from tqdm import tqdm
 DEFAULT_OUT = 'build/c4_sample'
 _SENTENCE_END = re.compile(r'(?<=[.!?])\s+(?=[A-Z])')
 _WORD = re.compile(r"^[A-Za-z][A-Za-z'-]*[,;:]?$")
-_SWAP_FRACTION = 0.12  # share of words replaced: breaks verbatim repeats across documents
+_SWAP_FRACTION = 0.2  # share of words replaced: breaks verbatim repeats across documents
 _TOPICS = ('science', 'software', 'travel', 'health', 'cooking', 'sports', 'finance', 'music')
 
 
@@ -111,7 +112,9 @@ def write_file(path: str, seed: int, target_bytes: int) -> tuple[int, int]:
     base = dt.datetime(2019, 4, 18, tzinfo=dt.timezone.utc)
     docs = nbytes = 0
     tmp = f'{path}.tmp'
-    with gzip.open(tmp, 'wt', encoding='utf-8', compresslevel=6) as f:
+    # mtime=0 keeps the gzip header, and so the file, byte-identical across runs.
+    with open(tmp, 'wb') as raw, gzip.GzipFile(fileobj=raw, mode='wb', compresslevel=6, mtime=0) as gz, \
+            io.TextIOWrapper(gz, encoding='utf-8') as f:
         while nbytes < target_bytes:
             text = _document(rng, pool, vocab)
             stamp = base + dt.timedelta(seconds=int(rng.integers(0, 86400 * 400)))

@@ -1,0 +1,62 @@
+"""Shared fixtures: a small C4-format sample, the tokenizer trained on it, MDS datasets.
+
+Built once per test session in a temporary directory; every test gets real files.
+"""
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+PY = sys.executable
+COMPOSER = str(Path(sys.executable).parent / 'composer')  # the launcher installed beside this python
+
+
+@pytest.fixture(scope='session')
+def sample_dir(tmp_path_factory) -> Path:
+    from data_prep.sample import generate
+    out = tmp_path_factory.mktemp('c4_sample')
+    generate(str(out), size_mb=3, train_files=4, val_files=1, seed=17, workers=2)
+    return out
+
+
+@pytest.fixture(scope='session')
+def tokenizer_dir(sample_dir, tmp_path_factory) -> Path:
+    from data_prep.tokenizer import train
+    out = tmp_path_factory.mktemp('tokenizer')
+    train(str(sample_dir), str(out), max_mb=2)
+    return out
+
+
+def sample_texts(sample_dir: Path, split: str = 'train') -> list[str]:
+    """Every document text of the sample, in file and line order."""
+    import gzip
+    import json
+    texts = []
+    for path in sorted(sample_dir.glob(f'c4-{split}.*.json.gz')):
+        with gzip.open(path, 'rt', encoding='utf-8') as f:
+            texts.extend(json.loads(line)['text'] for line in f)
+    return texts
+
+
+@pytest.fixture(scope='session')
+def mds_zstd(sample_dir, tmp_path_factory) -> Path:
+    """A zstd MDS dataset of the sample's train split at <root>/train (the recipes' layout)."""
+    from streaming import MDSWriter
+    root = tmp_path_factory.mktemp('mds_zstd')
+    with MDSWriter(out=str(root / 'train'), columns={'text': 'str'}, compression='zstd',
+                   size_limit=1 << 19) as writer:
+        for text in sample_texts(sample_dir):
+            writer.write({'text': text})
+    return root
+
+
+def run(cmd: list[str], timeout: float = 300, env: dict | None = None, **kw) -> subprocess.CompletedProcess:
+    """Runs a command from the repository root; fails the test with its output on error."""
+    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=timeout,
+                          env={**os.environ, **(env or {})}, **kw)
+    if proc.returncode != 0:
+        pytest.fail(f'{" ".join(map(str, cmd))} exited {proc.returncode}\n{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}')
+    return proc
