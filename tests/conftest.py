@@ -60,3 +60,16 @@ def run(cmd: list[str], timeout: float = 300, env: dict | None = None, **kw) -> 
     if proc.returncode != 0:
         pytest.fail(f'{" ".join(map(str, cmd))} exited {proc.returncode}\n{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}')
     return proc
+
+
+@pytest.fixture
+def oci_store(tmp_path, monkeypatch):
+    """A local OCI-compatible store (data_prep.local_store) on a free 127.0.0.1 port, with
+    bucket `c4-bench`, and the environment pointing the oci SDK and our transport at it.
+    Use URLs like oci://c4-bench@local/prefix; `oci_store.requests()` is its request log."""
+    from data_prep.local_store import start_store
+    store = start_store(tmp_path / 'oci_store', buckets=['c4-bench'])
+    for key, value in store.env().items():
+        monkeypatch.setenv(key, value)
+    yield store
+    store.stop()
