@@ -24,9 +24,11 @@ from __future__ import annotations
 import argparse
 import base64
 import hashlib
+import http.client
 import json
 import os
 import random
+import re
 import shutil
 import signal
 import socket
@@ -50,6 +52,7 @@ DEFAULT_BUCKETS = ('c4-bench',)
 FAULT_KINDS = ('503', '500', '429', 'reset')
 CHUNK = 1 << 20
 ENDPOINT_ENV = 'OCI_OBJECT_STORAGE_ENDPOINT'
+SETTLE_PATH = '/_local/settle'
 
 
 # ----------------------------------------------------------------------------- knobs
@@ -67,6 +70,7 @@ class Knobs:
     fault_rate: float = 0.0       # fraction of requests that fail
     fault_kinds: tuple = FAULT_KINDS
     seed: int | None = None       # makes the fault sequence repeatable
+    fault_match: str = ''         # regex on "METHOD /path": only matching requests may fail
 
     @classmethod
     def from_env(cls) -> 'Knobs':
@@ -74,7 +78,8 @@ class Knobs:
                    bandwidth_mbps=_env('OCI_STORE_BANDWIDTH_MBPS', 0.0, float),
                    fault_rate=_env('OCI_STORE_FAULT_RATE', 0.0, float),
                    fault_kinds=_env('OCI_STORE_FAULT_KINDS', FAULT_KINDS, _kinds),
-                   seed=_env('OCI_STORE_SEED', None, int))
+                   seed=_env('OCI_STORE_SEED', None, int),
+                   fault_match=os.environ.get('OCI_STORE_FAULT_MATCH', ''))
 
     def check(self) -> 'Knobs':
         if self.latency_ms < 0 or self.bandwidth_mbps < 0:
@@ -82,6 +87,10 @@ class Knobs:
         if not 0 <= self.fault_rate <= 1:
             raise ValueError(f'fault rate must be between 0 and 1, got {self.fault_rate}')
         self.fault_kinds = _kinds(self.fault_kinds)
+        try:
+            re.compile(self.fault_match)
+        except re.error as e:
+            raise ValueError(f'fault match {self.fault_match!r} is not a regex: {e}')
         return self
 
 
@@ -351,8 +360,13 @@ class Handler(BaseHTTPRequestHandler):
     # plumbing -------------------------------------------------------------
     def _dispatch(self):
         self.t0, self.sent, self.received, self.fault = time.monotonic(), 0, 0, None
-        self.status = 0
+        self.status, self.shaped = 0, 0
         server: StoreServer = self.server
+        if self.path == SETTLE_PATH:  # not a store request: see RunningStore.requests
+            server.settle()
+            return self._empty(204)
+        with server.busy:
+            server.inflight += 1
         try:
             split = urlsplit(self.path)
             self.query = {k: v[0] for k, v in parse_qs(split.query).items()}
@@ -362,7 +376,7 @@ class Handler(BaseHTTPRequestHandler):
             if 'Authorization' not in self.headers:
                 raise StoreError(401, 'NotAuthenticated', 'The required information to '
                                  'complete authentication was not provided')
-            self.fault = server.draw_fault()
+            self.fault = server.draw_fault(f'{self.command} {unquote(split.path)}')
             if self.fault in ('503', '500', '429'):
                 self.close_connection = True  # the request body, if any, is left unread
                 code = {'503': 'ServiceUnavailable', '500': 'InternalServerError',
@@ -382,6 +396,9 @@ class Handler(BaseHTTPRequestHandler):
             self._json(500, {'code': 'InternalServerError', 'message': repr(e)})
         finally:
             server.log_request_line(self)
+            with server.busy:
+                server.inflight -= 1
+                server.busy.notify_all()
 
     do_GET = do_PUT = do_POST = do_DELETE = do_HEAD = _dispatch
 
@@ -419,9 +436,11 @@ class Handler(BaseHTTPRequestHandler):
     def _throttle(self, nbytes: int):
         """Sleep so this connection stays under the configured MB/s."""
         rate = self.server.knobs.bandwidth_mbps * 1e6
-        if rate:
-            self.shaped = getattr(self, 'shaped', 0) + nbytes
-            ahead = self.shaped / rate - (time.monotonic() - self.t0)
+        if rate:  # the clock starts with the body, so latency does not count as transfer
+            if not self.shaped:
+                self.shape_t0 = time.monotonic()
+            self.shaped += nbytes
+            ahead = self.shaped / rate - (time.monotonic() - self.shape_t0)
             if ahead > 0:
                 time.sleep(ahead)
 
@@ -661,10 +680,16 @@ class StoreServer(ThreadingHTTPServer):
         self.rng_lock = threading.Lock()
         self.log_file = open(log_path, 'a', buffering=1) if log_path else None
         self.log_lock = threading.Lock()
+        self.busy, self.inflight = threading.Condition(), 0
 
-    def draw_fault(self):
+    def settle(self, timeout: float = 10.0) -> None:
+        """Wait until no request is being handled, so each one answered is also logged."""
+        with self.busy:
+            self.busy.wait_for(lambda: self.inflight == 0, timeout)
+
+    def draw_fault(self, request: str):
         k = self.knobs
-        if not k.fault_rate:
+        if not k.fault_rate or (k.fault_match and not re.search(k.fault_match, request)):
             return None
         with self.rng_lock:
             if self.rng.random() < k.fault_rate:
@@ -743,6 +768,11 @@ class RunningStore:
 
     def requests(self) -> list[dict]:
         """The request log so far: dicts with method, path, query, status, bytes, in, fault, ms."""
+        if self.proc.poll() is None:  # a response can reach the client before its log line
+            conn = http.client.HTTPConnection('127.0.0.1', self.port, timeout=15)
+            conn.request('GET', SETTLE_PATH)
+            conn.getresponse().read()
+            conn.close()
         if not self.log_path.exists():
             return []
         with open(self.log_path) as f:
@@ -783,7 +813,7 @@ def start_store(data_dir, port: int = 0, knobs: Knobs | None = None, log_path=No
     cmd = [sys.executable, '-m', 'data_prep.local_store', 'serve', '--data-dir', str(data_dir),
            '--port', str(port), '--log', str(log_path), '--latency-ms', str(knobs.latency_ms),
            '--bandwidth-mbps', str(knobs.bandwidth_mbps), '--fault-rate', str(knobs.fault_rate),
-           '--fault-kinds', ','.join(knobs.fault_kinds)]
+           '--fault-kinds', ','.join(knobs.fault_kinds), '--fault-match', knobs.fault_match]
     if knobs.seed is not None:
         cmd += ['--seed', str(knobs.seed)]
     for b in buckets:
@@ -805,7 +835,7 @@ def start_store(data_dir, port: int = 0, knobs: Knobs | None = None, log_path=No
 
 def _serve(args) -> int:
     knobs = Knobs(args.latency_ms, args.bandwidth_mbps, args.fault_rate, args.fault_kinds,
-                  args.seed)
+                  args.seed, args.fault_match)
     server = StoreServer(args.data_dir, args.port, knobs, args.log)
     for b in args.bucket or ():
         try:
@@ -866,7 +896,7 @@ def _start(args) -> int:
     run.mkdir(parents=True, exist_ok=True)
     log = open(run / 'store.log', 'a')
     knobs = Knobs(args.latency_ms, args.bandwidth_mbps, args.fault_rate, args.fault_kinds,
-                  args.seed)
+                  args.seed, args.fault_match)
     store = start_store(args.data_dir, args.port, knobs, run / 'requests.jsonl',
                         args.bucket or DEFAULT_BUCKETS, stdout=log)
     info = {'pid': store.proc.pid, 'port': store.port, 'endpoint': store.endpoint}
@@ -933,6 +963,9 @@ def main(argv=None) -> int:
     knob.add_argument('--fault-kinds', type=_kinds, default=env.fault_kinds,
                       help=f'comma list of {",".join(FAULT_KINDS)}: how they fail; reset cuts '
                            f'a GET body half-way (env OCI_STORE_FAULT_KINDS, default all)')
+    knob.add_argument('--fault-match', default=env.fault_match,
+                      help='regex on "METHOD /path": only matching requests may fail, e.g. '
+                           '"GET .*/o/" (env OCI_STORE_FAULT_MATCH, default all)')
     knob.add_argument('--seed', type=int, default=env.seed,
                       help='seed for the fault sequence (env OCI_STORE_SEED)')
     knob.add_argument('--bucket', action='append',
@@ -948,7 +981,8 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     try:
         if getattr(args, 'fault_rate', None) is not None:
-            Knobs(args.latency_ms, args.bandwidth_mbps, args.fault_rate, args.fault_kinds).check()
+            Knobs(args.latency_ms, args.bandwidth_mbps, args.fault_rate, args.fault_kinds,
+                  args.seed, args.fault_match).check()
         return {'serve': _serve, 'start': _start, 'stop': _stop, 'status': _status}[args.cmd](args)
     except (ValueError, OSError, RuntimeError) as e:
         print(f'local_store: {e}', file=sys.stderr)
