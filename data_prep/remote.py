@@ -111,3 +111,25 @@ def open_remote(url: str) -> Remote:
         return OCIRemote(url)
     raise RemoteError(f'unsupported remote {url!r}: use a local path, s3://bucket/prefix '
                       f'or oci://bucket@namespace/prefix')
+
+
+# Schemes Composer and streaming also accept (checkpoints to gs://, azure://, ...): passed through.
+_OTHER_SCHEMES = {'gs', 'azure', 'dbfs', 'hf', 'wandb', 'sftp'}
+
+
+def check_url(url: str) -> None:
+    """Fails fast, in one line, on a URL we cannot use: unknown scheme, missing bucket,
+    missing or broken credentials. Local paths need not exist yet (outputs)."""
+    scheme = urlparse(url).scheme
+    if scheme in _OTHER_SCHEMES:
+        return
+    remote = open_remote(url)
+    if isinstance(remote, LocalRemote):
+        return
+    try:
+        remote.list('.probe-')  # one cheap list call: bucket exists and credentials work
+    except RemoteError:
+        raise
+    except Exception as err:  # SDK errors differ by backend; the first line says what failed
+        first = (str(err).strip().splitlines() or [type(err).__name__])[0]
+        raise RemoteError(f'cannot use {url}: {type(err).__name__}: {first}') from None

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))  # train.py and scripts/ are importable from tests
 PY = sys.executable
 COMPOSER = str(Path(sys.executable).parent / 'composer')  # the launcher installed beside this python
 
