@@ -362,13 +362,15 @@ def _validate(cfg: ConvertConfig) -> None:
             raise ConvertError('--format tokens needs --tokenizer')
         if cfg.concat_tokens < 1:
             raise ConvertError('--concat-tokens must be >= 1')
-        try:
-            from transformers import AutoTokenizer
-            AutoTokenizer.from_pretrained(cfg.tokenizer)
-        except Exception as exc:
-            raise ConvertError(f'cannot load tokenizer {cfg.tokenizer!r}: '
-                               f'{str(exc).splitlines()[0] if str(exc) else type(exc).__name__}'
-                               ) from None
+
+
+def _check_tokenizer(cfg: ConvertConfig) -> None:
+    try:
+        from transformers import AutoTokenizer
+        AutoTokenizer.from_pretrained(cfg.tokenizer)
+    except Exception as exc:
+        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise ConvertError(f'cannot load tokenizer {cfg.tokenizer!r}: {first}') from None
 
 
 def publish(remote: Remote, split: str, manifests: dict[str, dict]) -> str:
@@ -400,7 +402,7 @@ def convert(cfg: ConvertConfig) -> dict:
     Raises ConvertError / InputError (one line for the user) or BadRecordError (file:line).
     """
     t0 = time.perf_counter()
-    cfg.compression = _normalize_compression(cfg.compression)
+    # Cheap checks first, so a wrong bucket or input says so in a second, not after imports.
     _validate(cfg)
     split = cfg.out_split or cfg.split
     if cfg.remote.startswith('oci://'):
@@ -413,6 +415,9 @@ def convert(cfg: ConvertConfig) -> dict:
         raise ConvertError(f'cannot open {cfg.remote}: {type(exc).__name__}: {exc}') from None
     listing = check_remote(remote, f'{split}/')
     inputs = resolve_inputs(cfg.dataset, cfg.subset, cfg.split, cfg.data_files)
+    cfg.compression = _normalize_compression(cfg.compression)  # imports streaming (seconds)
+    if cfg.format == 'tokens':
+        _check_tokenizer(cfg)
 
     limits = _limits(len(inputs), cfg.max_docs)
     parts = {f'part-{inp.index:05d}': (inp, limits[i], _part_digest(cfg, inp, limits[i]))

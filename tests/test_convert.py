@@ -1,0 +1,255 @@
+"""data_prep.convert: real MDS files, real worker processes, a real S3 server on 127.0.0.1.
+
+Kept small (the 3 MB session sample, small shards, --max-docs) so the file runs in about a
+minute and a half on two cores.
+"""
+import gzip
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from conftest import PY, ROOT, run, sample_texts
+from data_prep.convert import ConvertConfig, convert
+from data_prep.records import BadRecordError
+from data_prep.verify import iter_samples, sample_digest, verify
+
+SMALL = '64kb'  # shard size limit: several shards per part even on the small sample
+
+
+def _texts(url: str, split: str = 'train') -> list[str]:
+    # An MDS sample of one `str` column: a uint32 size, then the UTF-8 bytes.
+    return [s[4:].decode('utf-8') for s in iter_samples(url, split)]
+
+
+def _cfg(sample_dir, remote, **kw) -> ConvertConfig:
+    kw.setdefault('size_limit', SMALL)
+    kw.setdefault('workers', 2)
+    return ConvertConfig(remote=str(remote), data_files=str(sample_dir / 'c4-train.*.json.gz'),
+                         progress=False, **kw)
+
+
+@pytest.fixture(scope='module')
+def reference(sample_dir, tmp_path_factory):
+    """An uninterrupted zstd conversion of the sample's train files, and its summary."""
+    out = tmp_path_factory.mktemp('ref')
+    summary = convert(_cfg(sample_dir, out, compression='zstd'))
+    return out, summary
+
+
+def test_every_record_once_in_order_verified_and_published(sample_dir, reference):
+    out, s = reference
+    texts = sample_texts(sample_dir)
+    assert s['published'] and s['index'] == str(out / 'train' / 'index.json')
+    assert s['documents'] == s['samples'] == len(texts)
+    assert s['parts'] == s['parts_converted'] == 4 and s['workers'] == 2
+    assert sum(s['skipped'].values()) == 0
+    assert _texts(str(out)) == texts  # input file order, then line order
+    index = json.loads((out / 'train' / 'index.json').read_text())
+    assert len(index['shards']) > 4  # more than one shard per part
+    assert all(sh['raw_data']['basename'].startswith('part-000') for sh in index['shards'])
+    for part in range(4):
+        assert (out / 'train' / f'part-{part:05d}' / 'manifest.json').exists()
+    report = verify(str(out))
+    assert report['ok'], report['problems']
+    assert report['splits']['train']['samples'] == len(texts)
+    listed = [p for p in (out / 'train').rglob('*') if p.is_file()]
+    assert s['objects'] == len(listed) and s['bytes'] == sum(p.stat().st_size for p in listed)
+
+
+def test_rerun_skips_complete_parts_and_redoes_a_broken_one(sample_dir, reference, tmp_path):
+    import shutil
+    ref, _ = reference
+    out = tmp_path / 'copy'
+    shutil.copytree(ref, out)
+    # Lose one shard of part 2 (a failed late upload): that part alone is redone.
+    victim = sorted((out / 'train' / 'part-00002').glob('shard.*'))[1]
+    victim.unlink()
+    s = convert(_cfg(sample_dir, out, compression='zstd'))
+    assert s['parts_converted'] == 1 and s['parts_already_complete'] == 3
+    assert victim.exists() and s['published']
+    assert sample_digest(str(out), 'train') == sample_digest(str(ref), 'train')
+
+
+def test_sigkill_then_rerun_gives_the_same_dataset(sample_dir, reference, tmp_path):
+    out = tmp_path / 'killed'
+    cmd = [PY, '-m', 'data_prep.convert', '--data-files', str(sample_dir / 'c4-train.*.json.gz'),
+           '--remote', str(out), '--compression', 'zstd', '--size-limit', '16kb',
+           '--workers', '1', '--no-progress']
+    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    deadline = time.time() + 120
+    while not list(out.glob('train/part-*/manifest.json')):
+        assert proc.poll() is None, proc.communicate()
+        assert time.time() < deadline
+        time.sleep(0.02)
+    os.kill(proc.pid, signal.SIGKILL)  # the command; its workers die with it
+    proc.wait()
+    time.sleep(0.2)
+    assert not (out / 'train' / 'index.json').exists(), 'published before the end'
+    done = len(list(out.glob('train/part-*/manifest.json')))
+    assert 1 <= done < 4
+    bad = verify(str(out))
+    assert not bad['ok']  # a half-written dataset is not a dataset
+    r = run(cmd + ['--json'])
+    s = json.loads(r.stdout)
+    assert s['published'] and s['parts_already_complete'] == done
+    assert s['parts_converted'] == 4 - done
+    # Shard boundaries differ (16kb vs 64kb), the samples in order must not.
+    ref, _ = reference
+    assert [x for x in iter_samples(str(out), 'train')] == [x for x in iter_samples(str(ref), 'train')]
+    assert verify(str(out))['ok']
+
+
+def _write_gz(path: Path, lines: list[bytes]) -> None:
+    with gzip.open(path, 'wb') as f:
+        f.write(b'\n'.join(lines) + b'\n')
+
+
+GOOD = json.dumps({'text': 'A good document.', 'url': 'u', 'timestamp': 't'}).encode()
+BAD = {
+    'malformed_json': b'{"text": "unterminated',
+    'invalid_utf8': b'{"text": "caf\xe9 au lait"}',
+    'missing_text': b'{"content": "no text field"}',
+    'non_string_text': b'{"text": 42}',
+    'empty_text': b'{"text": "  "}',
+}
+
+
+@pytest.mark.parametrize('reason', sorted(BAD))
+def test_bad_record_stops_naming_file_and_line(tmp_path, reason):
+    data = tmp_path / 'in'
+    data.mkdir()
+    _write_gz(data / 'c4-train.00000-of-00002.json.gz', [GOOD] * 5)
+    _write_gz(data / 'c4-train.00001-of-00002.json.gz', [GOOD] * 3 + [BAD[reason]] + [GOOD])
+    cfg = ConvertConfig(remote=str(tmp_path / 'out'), data_files=str(data / '*.json.gz'),
+                        progress=False, workers=2)
+    with pytest.raises(BadRecordError) as err:
+        convert(cfg)
+    assert err.value.reason == reason and err.value.line == 4
+    assert str(err.value).startswith(f'{data / "c4-train.00001-of-00002.json.gz"}:4: ')
+    assert not (tmp_path / 'out' / 'train' / 'index.json').exists()
+
+
+def test_skip_counts_each_reason_and_cli_error_is_one_line(tmp_path):
+    data = tmp_path / 'in'
+    data.mkdir()
+    lines = [GOOD]
+    for reason in sorted(BAD):
+        lines += [BAD[reason], GOOD]
+    _write_gz(data / 'c4-train.00000-of-00001.json.gz', lines)
+    proc = subprocess.run([PY, '-m', 'data_prep.convert', '--data-files', str(data / '*.gz'),
+                           '--remote', str(tmp_path / 'out'), '--no-progress'],
+                          cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 1
+    err = proc.stderr.strip().splitlines()
+    assert len(err) == 1 and 'c4-train.00000-of-00001.json.gz:2: empty document' in err[0]
+    assert 'Traceback' not in proc.stderr
+    s = convert(ConvertConfig(remote=str(tmp_path / 'out'), data_files=str(data / '*.gz'),
+                              progress=False, on_bad_record='skip'))
+    assert s['published'] and s['documents'] == s['samples'] == len(BAD) + 1
+    assert s['skipped'] == {reason: 1 for reason in BAD}
+    assert _texts(str(tmp_path / 'out')) == ['A good document.'] * (len(BAD) + 1)
+
+
+def test_unreachable_inputs_and_remotes_are_one_line(tmp_path, sample_dir):
+    env = {'AWS_EC2_METADATA_DISABLED': 'true', 'AWS_ACCESS_KEY_ID': '',
+           'AWS_SECRET_ACCESS_KEY': '', 'AWS_SHARED_CREDENTIALS_FILE': str(tmp_path / 'none'),
+           'AWS_CONFIG_FILE': str(tmp_path / 'none'), 'HF_HUB_OFFLINE': '1',
+           'S3_ENDPOINT_URL': 'http://127.0.0.1:9'}
+    files = str(sample_dir / 'c4-train.*.json.gz')
+    cases = [
+        (['--dataset', 'allenai/c4', '--subset', 'en', '--remote', str(tmp_path / 'o')],
+         "cannot reach dataset 'allenai/c4'"),
+        (['--data-files', str(tmp_path / 'nothing-*.json.gz'), '--remote', str(tmp_path / 'o')],
+         'no input files match'),
+        (['--data-files', files, '--remote', 's3://c4-bench/x'], 'missing or invalid credentials'),
+    ]
+    for args, message in cases:
+        proc = subprocess.run([PY, '-m', 'data_prep.convert', *args], cwd=ROOT, text=True,
+                              capture_output=True, timeout=60, env={**os.environ, **env})
+        assert proc.returncode == 2, proc.stderr
+        lines = proc.stderr.strip().splitlines()
+        assert len(lines) == 1 and message in lines[0], proc.stderr
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(('127.0.0.1', 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def s3_server(monkeypatch):
+    from moto.server import ThreadedMotoServer
+    port = _free_port()
+    server = ThreadedMotoServer(ip_address='127.0.0.1', port=port, verbose=False)
+    server.start()
+    env = {'S3_ENDPOINT_URL': f'http://127.0.0.1:{port}', 'AWS_ACCESS_KEY_ID': 'testing',
+           'AWS_SECRET_ACCESS_KEY': 'testing', 'AWS_DEFAULT_REGION': 'us-east-1',
+           'AWS_EC2_METADATA_DISABLED': 'true'}
+    for k, v in env.items():
+        monkeypatch.setenv(k, v)
+    import boto3
+    boto3.client('s3', endpoint_url=env['S3_ENDPOINT_URL']).create_bucket(Bucket='c4-bench')
+    yield env
+    server.stop()
+
+
+def test_s3_raw_conversion_verified_and_missing_bucket(sample_dir, s3_server, reference):
+    from data_prep.stats import bucket_stats
+    cmd = [PY, '-m', 'data_prep.convert', '--data-files', str(sample_dir / 'c4-train.*.json.gz'),
+           '--compression', 'none', '--size-limit', SMALL, '--workers', '2',
+           '--upload-workers', '8', '--no-progress', '--json']
+    proc = subprocess.run(cmd + ['--remote', 's3://no-such-bucket/c4'], cwd=ROOT, text=True,
+                          capture_output=True, timeout=60)
+    assert proc.returncode == 2 and proc.stderr.count('\n') == 1, proc.stderr
+    assert 'does not exist' in proc.stderr
+    s = json.loads(run(cmd + ['--remote', 's3://c4-bench/c4_raw']).stdout)
+    assert s['published'] and s['index'] == 's3://c4-bench/c4_raw/train/index.json'
+    stats = bucket_stats('s3://c4-bench/c4_raw')
+    assert (stats['bytes'], stats['objects']) == (s['bytes'], s['objects'])
+    report = verify('s3://c4-bench/c4_raw')
+    assert report['ok'], report['problems']
+    ref, _ = reference  # zstd locally, raw in the bucket: the same samples
+    assert sample_digest('s3://c4-bench/c4_raw', 'train') == sample_digest(str(ref), 'train')
+    import boto3
+    names = [o['Key'] for o in boto3.client('s3', endpoint_url=s3_server['S3_ENDPOINT_URL'])
+             .list_objects_v2(Bucket='c4-bench', Prefix='c4_raw/')['Contents']]
+    assert all(n.endswith(('.mds', 'index.json', 'manifest.json')) for n in names)
+
+
+def test_multi_node_last_node_publishes(sample_dir, reference, tmp_path):
+    out = tmp_path / 'nodes'
+    s0 = convert(_cfg(sample_dir, out, compression='zstd', num_nodes=2, node_rank=0))
+    assert not s0['published'] and s0['parts_pending'] == ['part-00001', 'part-00003']
+    assert not (out / 'train' / 'index.json').exists()
+    s1 = convert(_cfg(sample_dir, out, compression='zstd', num_nodes=2, node_rank=1))
+    assert s1['published'] and s1['parts_converted'] == 2
+    ref, _ = reference
+    assert sample_digest(str(out), 'train') == sample_digest(str(ref), 'train')
+
+
+def test_tokens_format_matches_llm_foundry_concatenation(sample_dir, tokenizer_dir, tmp_path):
+    from transformers import AutoTokenizer
+    tok = AutoTokenizer.from_pretrained(str(tokenizer_dir))
+    out = tmp_path / 'tok'
+    s = convert(_cfg(sample_dir, out, format='tokens', tokenizer=str(tokenizer_dir),
+                     concat_tokens=128, max_docs=40, compression='zstd'))
+    assert s['published'] and s['documents'] == 40 and s['samples'] > 10
+    index = json.loads((out / 'train' / 'index.json').read_text())
+    assert index['shards'][0]['column_names'] == ['tokens']
+    assert index['shards'][0]['column_encodings'] == ['ndarray:int32']
+    # Part 0 holds the first 10 documents of file 0, concatenated with eos between them.
+    texts = sample_texts(sample_dir)[:10]
+    stream = [i for t in texts for i in tok(t)['input_ids'] + [tok.eos_token_id]]
+    first = next(iter_samples(str(out), 'train'))
+    from streaming.base.format.mds.encodings import mds_decode
+    tokens = mds_decode('ndarray:int32', first[4:])
+    assert tokens.dtype == np.int32 and tokens.tolist() == stream[:128]
