@@ -768,18 +768,22 @@ class RunningStore:
 
     def requests(self) -> list[dict]:
         """The request log so far: dicts with method, path, query, status, bytes, in, fault, ms."""
-        if self.proc.poll() is None:  # a response can reach the client before its log line
-            conn = http.client.HTTPConnection('127.0.0.1', self.port, timeout=15)
-            conn.request('GET', SETTLE_PATH)
-            conn.getresponse().read()
-            conn.close()
+        self._settle()
         if not self.log_path.exists():
             return []
         with open(self.log_path) as f:
             return [json.loads(line) for line in f if line.strip()]
 
+    def _settle(self) -> None:
+        if self.proc.poll() is None:  # a response can reach the client before its log line
+            conn = http.client.HTTPConnection('127.0.0.1', self.port, timeout=15)
+            conn.request('GET', SETTLE_PATH)
+            conn.getresponse().read()
+            conn.close()
+
     def clear_log(self) -> None:
         # Truncate in place: the server appends to the same open file (O_APPEND).
+        self._settle()
         with open(self.log_path, 'r+') as f:
             f.truncate(0)
 

@@ -112,6 +112,8 @@ def _config_file(s: _Settings) -> dict:
     except oci.exceptions.ProfileNotFound:
         raise CredentialsError(f'OCI credentials: profile [{s.profile}] not found in '
                                f'{s.config_file} (set OCI_CLI_PROFILE)')
+    except oci.exceptions.InvalidKeyFilePath as e:  # its message names the file, no secret
+        raise CredentialsError('OCI credentials: ' + str(e).split('. For more info')[0])
     except Exception as e:  # parse errors: name the file, never echo its contents
         raise CredentialsError(f'OCI credentials: cannot read {s.config_file}: '
                                f'{type(e).__name__}')

@@ -1,0 +1,242 @@
+"""Our OCI transport, for real: the oci SDK against the local store on 127.0.0.1, through
+streaming's MDSWriter and StreamingDataset; s3:// through streaming's S3 code against moto."""
+import os
+import socket
+from collections import Counter
+from pathlib import Path
+
+import oci
+import pytest
+from streaming import MDSWriter, StreamingDataset
+from streaming.base.util import clean_stale_shared_memory
+
+from data_prep import oci_transport
+from data_prep.local_store import Knobs, start_store
+from data_prep.oci_transport import CorruptObject, CredentialsError, OCIRemote
+
+COLUMNS = {'id': 'int', 'text': 'str'}
+
+
+def write_mds(url: str, n: int, size_limit: int = 1 << 14, compression=None) -> None:
+    oci_transport.register()
+    with MDSWriter(out=url, columns=COLUMNS, compression=compression, size_limit=size_limit,
+                   max_workers=4) as writer:
+        for i in range(n):
+            writer.write({'id': i, 'text': f'document {i} ' + 'lorem ipsum ' * (i % 40)})
+
+
+def read_ids(remote: str, cache: Path, workers: int = 0) -> list[int]:
+    """Every sample id of one full pass of StreamingDataset over `remote`."""
+    oci_transport.register()
+    clean_stale_shared_memory()
+    ds = StreamingDataset(remote=remote, local=str(cache), shuffle=False, batch_size=8,
+                          download_timeout=30)
+    if not workers:
+        return [s['id'] for s in ds]
+    from torch.utils.data import DataLoader
+    loader = DataLoader(ds, batch_size=8, num_workers=workers)
+    return [int(i) for batch in loader for i in batch['id']]
+
+
+def shard_gets(log: list[dict]) -> Counter:
+    return Counter(r['path'] for r in log if r['method'] == 'GET' and '/shard.' in r['path'])
+
+
+def test_register_installs_ours_idempotently():
+    from streaming.base.storage import download, upload
+    oci_transport.register()
+    oci_transport.register()
+    assert download.DOWNLOADER_MAPPINGS['oci'] is oci_transport.OCIDownloader
+    assert getattr(upload, upload.UPLOADERS['oci']) is oci_transport.OCIUploader
+
+
+def test_one_request_per_shard_download(oci_store, tmp_path):
+    write_mds('oci://c4-bench@local/one/train', 600, compression='zstd')
+    oci_store.clear_log()
+    assert sorted(read_ids('oci://c4-bench@local/one/train', tmp_path / 'c1')) == list(range(600))
+    log = oci_store.requests()
+    gets = shard_gets(log)
+    shards = [n for n in OCIRemote('oci://c4-bench@local/one/train').list() if 'shard.' in n]
+    assert len(shards) > 5 and len(gets) == len(shards) and set(gets.values()) == {1}
+    # with the namespace in the URL nothing but the index and the shards is asked for
+    assert len(log) == len(shards) + 1 and all(r['status'] == 200 for r in log)
+
+    # without it, the namespace is asked for once in this process, then cached
+    oci_transport._namespaces.clear()
+    oci_store.clear_log()
+    assert sorted(read_ids('oci://c4-bench/one/train', tmp_path / 'c2')) == list(range(600))
+    log = oci_store.requests()
+    assert [r['path'] for r in log].count('/n') == 1
+    assert len(log) == len(shards) + 2 and set(shard_gets(log).values()) == {1}
+
+
+def test_flaky_store_conversion_and_streaming_lose_nothing(tmp_path, monkeypatch):
+    """10% of requests fail (503, 500, 429, or a connection reset, mid-body for GETs)."""
+    knobs = Knobs(fault_rate=0.1, seed=6)  # its first faults: every kind
+    with start_store(tmp_path / 'store', knobs=knobs, buckets=['c4-bench']) as store:
+        for k, v in store.env().items():
+            monkeypatch.setenv(k, v)
+        write_mds('oci://c4-bench/flaky/train', 3000, compression='zstd', size_limit=1 << 13)
+        remote = OCIRemote('oci://c4-bench/flaky/train')
+        assert 'index.json' in remote.list()
+        # a full pass in two DataLoader workers (forked: each makes its own client)
+        ids = read_ids('oci://c4-bench/flaky/train', tmp_path / 'cache', workers=2)
+        assert sorted(ids) == list(range(3000))
+        faults = Counter(r['fault'] for r in store.requests() if r['fault'])
+    assert sum(faults.values()) >= 10 and set(faults) == {'503', '500', '429', 'reset'}, faults
+
+
+def test_truncated_transfer_is_retried_then_refused(tmp_path, monkeypatch):
+    knobs = Knobs(fault_rate=1.0, fault_kinds=('reset',), fault_match=r'^GET .*/o/')
+    with start_store(tmp_path / 'store', knobs=knobs, buckets=['b']) as store:
+        for k, v in store.env().items():
+            monkeypatch.setenv(k, v)
+        OCIRemote('oci://b@local/x').write('blob', os.urandom(300_000))
+        monkeypatch.setenv('OCI_TRANSPORT_ATTEMPTS', '3')
+        local = tmp_path / 'dl' / 'blob'
+        with pytest.raises(Exception) as e:
+            oci_transport.download_file('oci://b@local/x/blob', str(local), timeout=30)
+        assert not isinstance(e.value, AssertionError)
+        assert not local.exists() and list(local.parent.iterdir()) == []  # no temp left over
+        gets = [r for r in store.requests() if r['method'] == 'GET']
+        assert len(gets) == 3 and all(r['fault'] == 'reset' and r['bytes'] < 300_000 for r in gets)
+
+
+def test_object_damaged_in_the_bucket_is_detected(oci_store, tmp_path, caplog):
+    write_mds('oci://c4-bench@local/dmg/train', 300)
+    shard = oci_store.data_dir / 'buckets' / 'c4-bench' / 'dmg' / 'train' / 'shard.00000.mds'
+    with open(shard, 'r+b') as f:
+        f.truncate(shard.stat().st_size // 2)
+    local = tmp_path / 'cache' / 'shard.00000.mds'
+    with pytest.raises(CorruptObject):
+        oci_transport.download_file('oci://c4-bench@local/dmg/train/shard.00000.mds', str(local))
+    assert not local.exists()
+    with pytest.raises(CorruptObject):
+        OCIRemote('oci://c4-bench@local/dmg/train').read('shard.00000.mds')
+    # streaming: no sample of the damaged shard is read. (StreamingDataset itself only logs
+    # a failed background download and ends the pass early; it does not raise.)
+    ids = read_ids('oci://c4-bench@local/dmg/train', tmp_path / 'c2')
+    assert ids == [] and 'do not match the MD5' in caplog.text
+
+
+def test_download_timeout_is_honoured(tmp_path, monkeypatch):
+    with start_store(tmp_path / 'store', knobs=Knobs(latency_ms=3000), buckets=['b']) as store:
+        for k, v in store.env().items():
+            monkeypatch.setenv(k, v)
+        (store.data_dir / 'buckets' / 'b' / 'obj').write_bytes(b'x' * 10)
+        with pytest.raises(TimeoutError):
+            oci_transport.download_file('oci://b@local/obj', str(tmp_path / 'obj'), timeout=1)
+        assert not (tmp_path / 'obj').exists()
+
+
+def test_multipart_upload_and_abort(tmp_path, monkeypatch):
+    monkeypatch.setenv('OCI_MULTIPART_THRESHOLD_MB', '1')
+    monkeypatch.setenv('OCI_MULTIPART_PART_MB', '1')
+    data = os.urandom(3 * (1 << 20) + 12345)
+    src = tmp_path / 'big.bin'
+    src.write_bytes(data)
+    with start_store(tmp_path / 'store', buckets=['b']) as store:
+        for k, v in store.env().items():
+            monkeypatch.setenv(k, v)
+        oci_transport.upload_file(str(src), 'b', 'local', 'mp/big.bin')
+        assert OCIRemote('oci://b@local/mp').read('big.bin') == data
+        parts = [r for r in store.requests() if r['method'] == 'PUT' and '/u/' in r['path']]
+        assert len(parts) == 4
+    # every part upload fails: the upload is aborted, no parts stay behind
+    knobs = Knobs(fault_rate=1.0, fault_kinds=('503',), fault_match=r'^PUT .*/u/')
+    with start_store(tmp_path / 'store', knobs=knobs) as store:
+        for k, v in store.env().items():
+            monkeypatch.setenv(k, v)
+        monkeypatch.setenv('OCI_TRANSPORT_ATTEMPTS', '2')
+        with pytest.raises(oci.exceptions.ServiceError):
+            oci_transport.upload_file(str(src), 'b', 'local', 'mp/failed.bin')
+        assert [r['status'] for r in store.requests() if r['method'] == 'DELETE'] == [204]
+        assert oci_transport.client().list_multipart_uploads('local', 'b').data == []
+        assert 'failed.bin' not in OCIRemote('oci://b@local/mp').list()
+
+
+def test_remote_lists_every_page_and_round_trips(oci_store):
+    bucket_dir = oci_store.data_dir / 'buckets' / 'c4-bench' / 'many'
+    bucket_dir.mkdir(parents=True)
+    for i in range(1005):  # objects are files: make them without 1005 PUTs
+        (bucket_dir / f'o{i:05d}').write_bytes(b'x' * (i % 7))
+    remote = OCIRemote('oci://c4-bench/many')
+    oci_store.clear_log()
+    listing = remote.list()
+    assert len(listing) == 1005 and listing['o00006'] == 6
+    assert sum('/o' in r['path'] and r['method'] == 'GET' for r in oci_store.requests()) == 2
+    remote.write('sub/index.json', b'{"a": 1}')
+    assert remote.read('sub/index.json') == b'{"a": 1}'
+    assert remote.list('sub/') == {'sub/index.json': 8}
+    remote.delete('sub/index.json')
+    remote.delete('sub/index.json')  # deleting what is gone is fine
+    assert remote.list('sub/') == {}
+    assert remote.join('a', 'b') == 'oci://c4-bench/many/a/b'
+    from data_prep.remote import open_remote
+    assert isinstance(open_remote('oci://c4-bench@local/x'), OCIRemote)
+
+
+def one_line_error(monkeypatch, **env) -> str:
+    for k, v in env.items():
+        monkeypatch.setenv(k, v)
+    with pytest.raises(CredentialsError) as e:
+        OCIRemote('oci://c4-bench/x').list()
+    msg = str(e.value)
+    assert '\n' not in msg and 'PRIVATE KEY' not in msg and 'hunter2' not in msg
+    return msg
+
+
+def test_credentials_errors_are_one_clear_line(oci_store, tmp_path, monkeypatch):
+    cfg = Path(oci_store.env()['OCI_CONFIG_FILE'])
+    key = next(l.split('=', 1)[1] for l in cfg.read_text().splitlines() if l.startswith('key_file'))
+    assert 'config file' in one_line_error(monkeypatch, OCI_CONFIG_FILE=str(tmp_path / 'nope'))
+    assert '[OTHER]' in one_line_error(monkeypatch, OCI_CONFIG_FILE=str(cfg), OCI_CLI_PROFILE='OTHER')
+    bad = tmp_path / 'bad_config'
+    bad.write_text(cfg.read_text().replace(key, str(tmp_path / 'gone.pem')) + 'pass_phrase=hunter2\n')
+    assert 'gone.pem' in one_line_error(monkeypatch, OCI_CONFIG_FILE=str(bad), OCI_CLI_PROFILE='DEFAULT')
+    bad.write_text('[DEFAULT]\nuser=ocid1.user.oc1..x\nfingerprint=nope\nkey_file=' + key + '\n')
+    msg = one_line_error(monkeypatch, OCI_CONFIG_FILE=str(bad))
+    assert 'fingerprint malformed' in msg and 'tenancy missing' in msg
+    assert 'not one of' in one_line_error(monkeypatch, OCI_CLI_AUTH='password')
+    monkeypatch.delenv('OCI_RESOURCE_PRINCIPAL_VERSION', raising=False)
+    assert 'OCI_RESOURCE_PRINCIPAL_VERSION' in one_line_error(monkeypatch, OCI_CLI_AUTH='resource_principal')
+    assert 'security_token_file' in one_line_error(monkeypatch, OCI_CLI_AUTH='security_token',
+                                                   OCI_CONFIG_FILE=str(cfg))
+
+
+def test_security_token_auth_signs_requests(oci_store, tmp_path, monkeypatch):
+    cfg = Path(oci_store.env()['OCI_CONFIG_FILE'])
+    token = tmp_path / 'token'
+    token.write_text('eyJhbGciOiJub25lIn0.e30.')  # the store checks a signature is there, not whose
+    session = tmp_path / 'session_config'
+    session.write_text(cfg.read_text() + f'security_token_file={token}\n')
+    monkeypatch.setenv('OCI_CLI_AUTH', 'security_token')
+    monkeypatch.setenv('OCI_CONFIG_FILE', str(session))
+    OCIRemote('oci://c4-bench/tok').write('a', b'signed')
+    assert OCIRemote('oci://c4-bench/tok').read('a') == b'signed'
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(('127.0.0.1', 0))
+        return s.getsockname()[1]
+
+
+def test_s3_url_works_through_streaming_against_moto(tmp_path, monkeypatch):
+    """OCI's S3 compatibility API path: s3:// + S3_ENDPOINT_URL, streaming's own S3 code."""
+    boto3 = pytest.importorskip('boto3')
+    from moto.server import ThreadedMotoServer
+    server = ThreadedMotoServer(ip_address='127.0.0.1', port=free_port(), verbose=False)
+    server.start()
+    try:
+        host, port = server.get_host_and_port()
+        for k, v in {'S3_ENDPOINT_URL': f'http://{host}:{port}', 'AWS_ACCESS_KEY_ID': 'test',
+                     'AWS_SECRET_ACCESS_KEY': 'test', 'AWS_DEFAULT_REGION': 'us-east-1'}.items():
+            monkeypatch.setenv(k, v)
+        boto3.client('s3', endpoint_url=f'http://{host}:{port}').create_bucket(Bucket='c4-bench')
+        write_mds('s3://c4-bench/s3test/train', 500, compression='zstd')
+        assert sorted(read_ids('s3://c4-bench/s3test/train', tmp_path / 'cache')) == list(range(500))
+        from data_prep.remote import open_remote
+        assert 'index.json' in open_remote('s3://c4-bench/s3test/train').list()
+    finally:
+        server.stop()
