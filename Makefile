@@ -42,5 +42,17 @@ train: convert tokenizer  ## fine-tune with a recipe (YAML=yamls/cpu/c4_zstd.yam
 bench: convert tokenizer  ## the six tests end to end, offline, then the report
 	$(PY) scripts/bench.py
 
+STORE_DIR ?= .store/data
+.PHONY: store store-stop bench-store
+
+store: $(STAMP)  ## start the local OCI store in the background (127.0.0.1:9300, STORE_DIR=.store/data)
+	$(PY) -m data_prep.local_store start --data-dir $(STORE_DIR)
+
+store-stop:  ## stop the local OCI store started by make store
+	$(PY) -m data_prep.local_store stop --data-dir $(STORE_DIR)
+
+bench-store: $(STAMP)  ## GET throughput of the local OCI store on loopback (MB/s)
+	$(PY) scripts/bench_store.py
+
 clean:  ## remove build outputs and results (keeps .venv)
 	rm -rf $(BUILD) results

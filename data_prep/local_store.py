@@ -444,8 +444,13 @@ class Handler(BaseHTTPRequestHandler):
             if ahead > 0:
                 time.sleep(ahead)
 
+    def _step(self) -> int:
+        """Write size: about 10 ms of transfer when shaped, so sleeps stay coarse."""
+        rate = self.server.knobs.bandwidth_mbps * 1e6
+        return CHUNK if not rate else int(min(max(rate / 100, 16 << 10), CHUNK))
+
     def _send_bytes(self, data: bytes):
-        step = CHUNK if not self.server.knobs.bandwidth_mbps else 64 << 10
+        step = self._step()
         for i in range(0, len(data), step):
             self.wfile.write(data[i:i + step])
             self.sent += len(data[i:i + step])
@@ -464,7 +469,7 @@ class Handler(BaseHTTPRequestHandler):
             else:
                 f.seek(offset)
                 while count > 0:
-                    chunk = f.read(min(64 << 10, count))
+                    chunk = f.read(min(self._step(), count))
                     if not chunk:
                         break
                     self.wfile.write(chunk)

@@ -1,0 +1,130 @@
+"""GET throughput of the local OCI store on loopback: it must not be the bottleneck.
+
+    python scripts/bench_store.py [--objects 8 --size-mb 64 --connections 1,4 --json out.json]
+
+Starts a store on a free port with no shaping, puts shard-sized objects in it, then reads
+them back three ways and prints MB/s:
+  raw      plain HTTP GETs read into a reused buffer: what the store itself can serve
+  oci-sdk  our transport (oci SDK, signed requests, temp file, size + MD5 check, rename):
+           what a StreamingDataset download gets
+  shaped   the same raw GETs with --latency-ms / --bandwidth-mbps, to show the knobs bite
+"""
+from __future__ import annotations
+
+import argparse
+import http.client
+import json
+import os
+import sys
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from data_prep.local_store import Knobs, start_store  # noqa: E402
+
+BUCKET = 'bench'
+
+
+def raw_gets(port: int, names: list[str], connections: int, size: int) -> float:
+    """Read every object once over `connections` keep-alive connections; returns MB/s."""
+    def worker(mine: list[str]) -> int:
+        conn = http.client.HTTPConnection('127.0.0.1', port, timeout=60)
+        buf = memoryview(bytearray(8 << 20))
+        total = 0
+        for name in mine:
+            conn.request('GET', f'/n/local/b/{BUCKET}/o/{name}', headers={'Authorization': 'bench'})
+            resp = conn.getresponse()
+            while n := resp.readinto(buf):
+                total += n
+        conn.close()
+        return total
+    chunks = [names[i::connections] for i in range(connections)]
+    t0 = time.perf_counter()
+    with ThreadPoolExecutor(connections) as pool:
+        got = sum(pool.map(worker, chunks))
+    elapsed = time.perf_counter() - t0
+    assert got == size * len(names), f'read {got} bytes, expected {size * len(names)}'
+    return got / elapsed / 1e6
+
+
+def sdk_gets(store, names: list[str], connections: int, out_dir: Path) -> float:
+    os.environ.update(store.env())
+    from data_prep import oci_transport
+    oci_transport.client()  # build the client (key load) outside the timed part
+
+    def one(name: str) -> int:
+        local = out_dir / name
+        oci_transport.download_file(f'oci://{BUCKET}@local/{name}', str(local), timeout=120)
+        size = local.stat().st_size
+        local.unlink()
+        return size
+    t0 = time.perf_counter()
+    with ThreadPoolExecutor(connections) as pool:
+        got = sum(pool.map(one, names))
+    return got / (time.perf_counter() - t0) / 1e6
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+    p.add_argument('--objects', type=int, default=8, help='objects to read (default 8)')
+    p.add_argument('--size-mb', type=int, default=64, help='object size in MiB (default 64, '
+                   'streaming\'s default shard size)')
+    p.add_argument('--connections', default='1,4', help='parallel connections to try (1,4)')
+    p.add_argument('--rounds', type=int, default=3, help='best of N rounds (default 3)')
+    p.add_argument('--latency-ms', type=float, default=20, help='shaped run: latency (20)')
+    p.add_argument('--bandwidth-mbps', type=float, default=100,
+                   help='shaped run: MB/s per connection (100)')
+    p.add_argument('--data-dir', help='store data dir (default: a temp dir, removed after)')
+    p.add_argument('--json', help='also write the figures to this file')
+    args = p.parse_args()
+    conns = [int(c) for c in args.connections.split(',')]
+    size = args.size_mb << 20
+    names = [f'shard.{i:05d}.mds' for i in range(args.objects)]
+    tmp = tempfile.TemporaryDirectory(prefix='bench_store_')
+    data_dir = Path(args.data_dir or Path(tmp.name) / 'data')
+    results = {'objects': args.objects, 'size_mb': args.size_mb, 'cpus': os.cpu_count(),
+               'raw': {}, 'oci_sdk': {}, 'shaped': {}}
+
+    with start_store(data_dir, buckets=[BUCKET]) as store:
+        block = os.urandom(1 << 20)
+        for name in names:  # objects are files: write them straight into the bucket
+            path = data_dir / 'buckets' / BUCKET / name
+            if not path.exists() or path.stat().st_size != size:
+                with open(path, 'wb') as f:
+                    for _ in range(args.size_mb):
+                        f.write(block)
+        raw_gets(store.port, names[:1], 1, size)  # warm the page cache
+        print(f'local OCI store GET throughput, loopback, no shaping: {args.objects} x '
+              f'{args.size_mb} MiB objects, best of {args.rounds}, {os.cpu_count()} CPUs')
+        for c in conns:
+            mbps = max(raw_gets(store.port, names, c, size) for _ in range(args.rounds))
+            results['raw'][c] = round(mbps)
+            print(f'  raw HTTP GET   {c:2d} connection(s): {mbps:8.0f} MB/s')
+        out_dir = Path(tmp.name) / 'downloads'
+        out_dir.mkdir()
+        for c in conns:
+            mbps = max(sdk_gets(store, names, c, out_dir) for _ in range(args.rounds))
+            results['oci_sdk'][c] = round(mbps)
+            print(f'  oci SDK (ours) {c:2d} connection(s): {mbps:8.0f} MB/s  '
+                  f'(signed GET, temp file, size + MD5 check)')
+        store.clear_log()
+
+    knobs = Knobs(latency_ms=args.latency_ms, bandwidth_mbps=args.bandwidth_mbps)
+    with start_store(data_dir, knobs=knobs) as store:
+        c = max(conns)
+        mbps = raw_gets(store.port, names[:c], c, size)
+        results['shaped'] = {'latency_ms': args.latency_ms,
+                             'bandwidth_mbps': args.bandwidth_mbps, 'connections': c,
+                             'mbps': round(mbps)}
+        print(f'  shaped ({args.latency_ms:g} ms, {args.bandwidth_mbps:g} MB/s per connection), '
+              f'{c} connection(s): {mbps:.0f} MB/s (expect about {c * args.bandwidth_mbps:g})')
+    if args.json:
+        Path(args.json).write_text(json.dumps(results, indent=2))
+    tmp.cleanup()
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())
