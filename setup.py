@@ -30,5 +30,12 @@ setup(
             'c4-sample=data_prep.sample:main',
             'c4-convert=data_prep.convert:main',
         ],
+        # llm-foundry looks callbacks up here, so a yaml's `callbacks:` section can name them
+        'llmfoundry_callbacks': [
+            'data_wait=callbacks.data_wait:DataWait',
+            'cache_stats=callbacks.cache_stats:CacheStats',
+            'throughput=callbacks.throughput:Throughput',
+            'run_report=callbacks.run_report:RunReport',
+        ],
     },
 )

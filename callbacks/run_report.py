@@ -1,0 +1,233 @@
+"""`run_report`: rank 0 writes ``run_metrics.json`` and ``steps.jsonl`` in the run's folder.
+
+The folder defaults to ``results/runs/{run_name}`` (relative to the working directory;
+``{run_name}`` is replaced by the trainer's run name). The report gathers what the other
+callbacks of this package measured (``data_wait``, ``throughput``, ``cache_stats``: whichever
+the yaml names; missing ones give nulls) and adds the run's identity.
+
+When it is written:
+
+- FIT_START: a first report with ``"status": "running"`` (a run killed hard leaves this);
+- FIT_END: the full report, ``"status": "completed"``, or ``"stopped_early"`` when fit ended
+  before the max_duration it started with (e.g. an early-stopping callback);
+- close() without FIT_END (an exception, SIGTERM, Ctrl-C): ``"status": "failed"`` with the
+  error when Python has one, else ``"interrupted"``. No collective is attempted then, so the
+  numbers are rank 0's own (``"partial": true``).
+
+``steps.jsonl``: one JSON object per training step, appended as the run goes and rewritten at
+FIT_END with every rank's data wait::
+
+    {"step": 1, "t_s": 3.21, "step_s": 3.21, "samples": 16, "tokens": 2011,
+     "samples_per_s": 4.98, "tokens_per_s": 626.5, "mfu": null,
+     "data_wait_ms": 2950.1, "data_wait_ms_max": 2950.1, "data_wait_ms_per_rank": [2950.1],
+     "data_wait_fraction": 0.919}
+
+``t_s`` is seconds since FIT_START at the step's end, ``step_s`` the step's wall time (rank 0),
+``data_wait_ms`` the mean over ranks and ``data_wait_fraction`` = data_wait_ms / step_s.
+
+yaml::
+
+    callbacks:
+      run_report:
+        folder: results/runs/{run_name}   # where run_metrics.json and steps.jsonl go
+"""
+from __future__ import annotations
+
+import datetime
+import json
+import logging
+import os
+import sys
+from typing import Any, Optional
+
+from composer.core import Callback, State
+from composer.loggers import Logger
+from composer.utils import dist
+
+from callbacks._common import (DEFAULT_FOLDER, find_callback, is_rank_zero, now, r, run_folder,
+                               write_json, write_jsonl)
+from callbacks.cache_stats import CacheStats, dataset_info, streaming_dataset
+from callbacks.data_wait import DataWait
+from callbacks.throughput import Throughput
+
+log = logging.getLogger(__name__)
+
+METRICS_FILE = 'run_metrics.json'
+STEPS_FILE = 'steps.jsonl'
+
+
+def _iso() -> str:
+    return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec='seconds')
+
+
+class RunReport(Callback):
+
+    def __init__(self, folder: str = DEFAULT_FOLDER) -> None:
+        self.folder_template = folder
+        self.folder: Optional[str] = None
+        self._fit_start: Optional[float] = None
+        self._started_at: Optional[str] = None
+        self._max_duration = None
+        self._written_steps = 0
+        self._finished = False
+
+    # ------------------------------------------------------------------ paths
+    @property
+    def metrics_path(self) -> str:
+        return os.path.join(self.folder, METRICS_FILE)
+
+    @property
+    def steps_path(self) -> str:
+        return os.path.join(self.folder, STEPS_FILE)
+
+    # ------------------------------------------------------------------ events
+    def fit_start(self, state: State, logger: Logger) -> None:
+        self.folder = run_folder(self.folder_template, state.run_name)
+        self._fit_start, self._started_at = now(), _iso()
+        self._max_duration = state.max_duration
+        self._written_steps, self._finished = 0, False
+        if is_rank_zero():
+            os.makedirs(self.folder, exist_ok=True)
+            write_jsonl(self.steps_path, [])
+            write_json(self.metrics_path, self._report(state, 'running', {}, partial=True))
+
+    def batch_end(self, state: State, logger: Logger) -> None:
+        if is_rank_zero():
+            self._append_steps(state)
+
+    def fit_end(self, state: State, logger: Logger) -> None:
+        # Collectives first, on every rank and in the same order, then rank 0 writes.
+        dw, tp, cs = self._sources(state)
+        parts: dict[str, Any] = {}
+        if dw:
+            parts.update(dw.summary(state))
+        if tp:
+            parts.update(tp.summary(state))
+        if cs:
+            parts.update(cs.summary(state))
+        self._finished = True
+        if not is_rank_zero():
+            return
+        status = 'completed'
+        md = self._max_duration
+        if md is not None and state.timestamp.get(md.unit) < md:
+            status = 'stopped_early'
+        rows = self._step_rows(state, parts.get('_wait_ms_per_rank'))
+        write_jsonl(self.steps_path, rows)
+        self._written_steps = len(rows)
+        report = self._report(state, status, parts, partial=False)
+        write_json(self.metrics_path, report)
+        log.info('run_report: %s %s', self.metrics_path, json.dumps(
+            {k: report.get(k) for k in ('status', 'steps', 'wall_s', 'throughput_samples_per_s',
+                                        'data_wait_fraction', 'cache_hit_rate')}))
+
+    def close(self, state: State, logger: Logger) -> None:
+        if self._finished or self.folder is None or not is_rank_zero():
+            return
+        err = getattr(sys, 'last_value', None)  # set for an uncaught exception, before atexit
+        status = 'failed' if err is not None and not isinstance(err, (SystemExit, KeyboardInterrupt)) \
+            else 'interrupted'
+        dw, tp, cs = self._sources(state)
+        parts: dict[str, Any] = {}
+        try:
+            if dw:
+                parts.update(dw.failed_summary())
+            if tp:
+                parts.update(tp.summary(state))
+            if cs:
+                parts.update(cs.failed_summary(state))
+        except Exception as e:  # the report must still be written
+            log.warning('run_report: could not collect every metric of a failed run: %r', e)
+        self._append_steps(state)
+        report = self._report(state, status, parts, partial=True)
+        if err is not None:
+            report['error'] = f'{type(err).__name__}: {err}'[:2000]
+        write_json(self.metrics_path, report)
+        self._finished = True
+
+    # ------------------------------------------------------------------ building
+    @staticmethod
+    def _sources(state: State):
+        return (find_callback(state, DataWait), find_callback(state, Throughput),
+                find_callback(state, CacheStats))
+
+    def _report(self, state: State, status: str, parts: dict, partial: bool) -> dict[str, Any]:
+        info = dataset_info(streaming_dataset(state))
+        wall = now() - self._fit_start if self._fit_start is not None else None
+        report: dict[str, Any] = {
+            'run_name': state.run_name,
+            'status': status,
+            'partial': partial,
+            'remote': info['remote'],
+            'compression': info['compression'],
+            'local': info['local'],
+            'split': info['split'],
+            'world_size': dist.get_world_size(),
+            'steps': int(state.timestamp.batch),
+            'samples': int(state.timestamp.sample),
+            'tokens': int(state.timestamp.token),
+            'max_duration': str(self._max_duration) if self._max_duration is not None else None,
+            'started_at': self._started_at,
+            'ended_at': None if status == 'running' else _iso(),
+            'wall_s': r(wall),
+        }
+        keys = ['time_to_first_batch_s',
+                'throughput_samples_per_s', 'throughput_tokens_per_s',
+                'throughput_samples_per_s_per_device', 'throughput_tokens_per_s_per_device',
+                'throughput_overall_samples_per_s', 'throughput_overall_tokens_per_s',
+                'throughput_is_steady_state', 'throughput_warmup_batches',
+                'mfu', 'mfu_overall', 'peak_flops_per_device',
+                'data_wait_s', 'data_wait_fraction', 'data_wait_p50_ms', 'data_wait_p95_ms',
+                'data_wait_max_ms',
+                'cache_hits', 'cache_misses', 'cache_hit_rate', 'bytes_downloaded',
+                'cache_evictions', 'cache_shards_at_start', 'cache_shards_at_end',
+                'cache_bytes_at_end', 'num_shards', 'cache_stats_all_ranks',
+                'data_wait_per_rank']
+        for k in keys:
+            report[k] = parts.get(k)
+        # The run's wall time is rank 0's FIT_START..now; data_wait's own wall matches it.
+        if report['data_wait_s'] is not None and wall:
+            report['data_wait_fraction'] = r(report['data_wait_s'] / wall)
+        return report
+
+    def _step_rows(self, state: State, wait_per_rank: Optional[list[list[float]]] = None,
+                   start: int = 0) -> list[dict]:
+        """Rows ``start``.. of the per-step file: throughput and data wait, joined by position
+        (both callbacks append one record at every BATCH_END)."""
+        dw, tp, _ = self._sources(state)
+        tsteps = tp.steps if tp else []
+        dsteps = dw.steps if dw else []
+        if wait_per_rank is None:
+            wait_per_rank = [[s['wait_ms'] for s in dsteps[start:]]]
+            offset = start
+        else:
+            offset = 0
+        n = min(len(tsteps), len(dsteps)) if tp and dw else max(len(tsteps), len(dsteps))
+        rows = []
+        for i in range(start, n):
+            t = tsteps[i] if i < len(tsteps) else None
+            d = dsteps[i] if i < len(dsteps) else None
+            row: dict[str, Any] = {'step': (t or d)['step']}
+            if t:
+                row.update({'t_s': r(t['t']), 'step_s': r(t['step_s']), 'samples': t['samples'],
+                            'tokens': t['tokens'], 'samples_per_s': r(t['samples_per_s'], 3),
+                            'tokens_per_s': r(t['tokens_per_s'], 2), 'mfu': r(t['mfu'], 5)})
+            if d:
+                per_rank = [w[i - offset] for w in wait_per_rank if i - offset < len(w)]
+                mean = sum(per_rank) / len(per_rank) if per_rank else None
+                step_ms = t['step_s'] * 1000.0 if t else d['step_ms']
+                row.update({'data_wait_ms': r(mean, 3),
+                            'data_wait_ms_max': r(max(per_rank), 3) if per_rank else None,
+                            'data_wait_ms_per_rank': [r(w, 3) for w in per_rank],
+                            'data_wait_fraction': r(mean / step_ms) if mean is not None else None})
+            rows.append(row)
+        return rows
+
+    def _append_steps(self, state: State) -> None:
+        new = self._step_rows(state, start=self._written_steps)
+        if not new or self.folder is None:
+            return
+        with open(self.steps_path, 'a') as f:
+            for row in new:
+                f.write(json.dumps(row) + '\n')
+        self._written_steps += len(new)

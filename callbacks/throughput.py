@@ -1,0 +1,135 @@
+"""`throughput`: samples/s and tokens/s, global and per device, steady state and overall; MFU.
+
+Composer's timestamp already counts samples and tokens over all ranks (it all-reduces them each
+step), so this callback needs no collective of its own. Times come from rank-local monotonic
+clocks taken at FIT_START and every BATCH_END.
+
+- per step (BATCH_END): ``throughput/samples_per_s``, ``throughput/tokens_per_s``, their
+  ``throughput/device/...`` versions (divided by world size) and ``throughput/device/mfu`` when
+  the peak is known;
+- per run (``summary()``): *overall* = everything from FIT_START to the last BATCH_END
+  (worker start-up and first shard downloads included); *steady* = from the end of batch
+  ``warmup_batches`` to the last batch. The headline ``throughput_*_per_s`` numbers are the
+  steady ones (overall when the run is too short to have a steady part).
+
+MFU = model FLOP/s per device / peak FLOP/s per device. Model FLOPs come from the model's
+``flops_per_batch(batch)`` (llm-foundry's MPT and HF models have it), taken on this rank and
+multiplied by the world size (ranks get equal batches). The peak is ``peak_flops_per_device``
+if given, else Composer's table for the detected GPU and precision (H100 SXM bf16: 989.5
+TFLOP/s); on a CPU there is none and MFU is null.
+
+yaml::
+
+    callbacks:
+      throughput:
+        warmup_batches: 3            # batches left out of the steady-state numbers
+        peak_flops_per_device: null  # e.g. 989.5e12 to force the H100 bf16 peak
+"""
+from __future__ import annotations
+
+from typing import Any, Optional
+
+from composer.core import Callback, State
+from composer.loggers import Logger
+from composer.models import ComposerModel
+from composer.utils import dist
+
+from callbacks._common import now, r
+
+
+class Throughput(Callback):
+
+    def __init__(self, warmup_batches: int = 3, peak_flops_per_device: Optional[float] = None):
+        if warmup_batches < 0:
+            raise ValueError(f'warmup_batches must be >= 0, got {warmup_batches}')
+        self.warmup_batches = int(warmup_batches)
+        self.peak_override = float(peak_flops_per_device) if peak_flops_per_device else None
+        self.steps: list[dict] = []
+        self._fit_start: Optional[float] = None
+        self._start_samples = self._start_tokens = 0
+        self._prev: Optional[tuple[float, int, int]] = None
+        self._peak: Optional[float] = None
+        self.world_size = 1
+
+    def fit_start(self, state: State, logger: Logger) -> None:
+        self.world_size = dist.get_world_size()
+        self._fit_start = now()
+        self._start_samples = int(state.timestamp.sample)
+        self._start_tokens = int(state.timestamp.token)
+        self._prev = (self._fit_start, self._start_samples, self._start_tokens)
+        self.steps = []
+        self._peak = self.peak_override
+        if self._peak is None:
+            from composer.callbacks.speed_monitor import get_gpu_flops_available
+            self._peak = get_gpu_flops_available(state) or None  # 0 on CPU: unknown
+
+    def _flops(self, state: State) -> Optional[float]:
+        model = state.model
+        if not isinstance(model, ComposerModel):
+            model = getattr(model, 'module', model)  # through DDP
+        fn = getattr(model, 'flops_per_batch', None)
+        if fn is None or state.batch is None:
+            return None
+        try:
+            return float(fn(state.batch)) * self.world_size
+        except Exception:  # a model whose estimate does not fit this batch: no MFU, no crash
+            return None
+
+    def batch_end(self, state: State, logger: Logger) -> None:
+        if self._prev is None:
+            return
+        t, samples, tokens = now(), int(state.timestamp.sample), int(state.timestamp.token)
+        t0, s0, k0 = self._prev
+        dt = max(t - t0, 1e-9)
+        flops = self._flops(state)
+        rec = {'step': int(state.timestamp.batch), 't': t - self._fit_start, 'step_s': dt,
+               'samples': samples - s0, 'tokens': tokens - k0,
+               'samples_per_s': (samples - s0) / dt, 'tokens_per_s': (tokens - k0) / dt,
+               'flops': flops}
+        rec['mfu'] = (flops / dt / self.world_size / self._peak) if flops and self._peak else None
+        self.steps.append(rec)
+        self._prev = (t, samples, tokens)
+        metrics = {'throughput/samples_per_s': rec['samples_per_s'],
+                   'throughput/tokens_per_s': rec['tokens_per_s'],
+                   'throughput/device/samples_per_s': rec['samples_per_s'] / self.world_size,
+                   'throughput/device/tokens_per_s': rec['tokens_per_s'] / self.world_size}
+        if rec['mfu'] is not None:
+            metrics['throughput/device/mfu'] = rec['mfu']
+        logger.log_metrics(metrics)
+
+    def _rate(self, steps: list[dict], span_s: float) -> dict[str, Optional[float]]:
+        samples = sum(s['samples'] for s in steps)
+        tokens = sum(s['tokens'] for s in steps)
+        flops = [s['flops'] for s in steps]
+        ok = span_s > 0 and steps
+        out = {'samples_per_s': samples / span_s if ok else None,
+               'tokens_per_s': tokens / span_s if ok else None}
+        out['mfu'] = (sum(flops) / span_s / self.world_size / self._peak
+                      if ok and self._peak and all(f is not None for f in flops) else None)
+        return out
+
+    def summary(self, state: Optional[State] = None) -> dict[str, Any]:
+        """Run throughput. Local only (the timestamp is already global): safe on any rank."""
+        steps = self.steps
+        overall = self._rate(steps, steps[-1]['t'] if steps else 0.0)
+        steady_steps = steps[self.warmup_batches:]
+        steady = None
+        if steady_steps and len(steps) > self.warmup_batches:
+            span = steps[-1]['t'] - (steps[self.warmup_batches - 1]['t'] if self.warmup_batches else 0.0)
+            steady = self._rate(steady_steps, span)
+        head = steady or overall
+        ws = self.world_size
+        dev = lambda x: None if x is None else x / ws  # noqa: E731
+        return {
+            'throughput_samples_per_s': r(head['samples_per_s'], 3),
+            'throughput_tokens_per_s': r(head['tokens_per_s'], 2),
+            'throughput_samples_per_s_per_device': r(dev(head['samples_per_s']), 3),
+            'throughput_tokens_per_s_per_device': r(dev(head['tokens_per_s']), 2),
+            'throughput_is_steady_state': steady is not None,
+            'throughput_warmup_batches': self.warmup_batches,
+            'throughput_overall_samples_per_s': r(overall['samples_per_s'], 3),
+            'throughput_overall_tokens_per_s': r(overall['tokens_per_s'], 2),
+            'mfu': r(head['mfu'], 5),
+            'mfu_overall': r(overall['mfu'], 5),
+            'peak_flops_per_device': self._peak,
+        }
