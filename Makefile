@@ -8,9 +8,12 @@ SAMPLE_MB ?= 8
 SAMPLE := $(BUILD)/c4_sample
 TOKENIZER := $(BUILD)/tokenizer
 YAML ?= yamls/cpu/c4_zstd.yaml
+MDS_ROOT ?= $(BUILD)/mds
+BENCH_MB ?= 48
+REMOTE ?= $(MDS_ROOT)/c4_zstd
 
 .DEFAULT_GOAL := help
-.PHONY: help install test sample tokenizer convert train bench clean
+.PHONY: help install test sample tokenizer convert bench-convert verify train bench clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -32,9 +35,16 @@ sample: $(STAMP)  ## write the offline C4-format sample (SAMPLE_MB=8)
 tokenizer: $(STAMP)  ## train the small offline BPE tokenizer into build/tokenizer
 	$(PY) -m data_prep.tokenizer --data-dir $(SAMPLE) --out $(TOKENIZER)
 
-convert: sample  ## convert the sample to MDS, raw and zstd
-	$(PY) -m data_prep.convert --data-files '$(SAMPLE)/c4-train.*.json.gz' --remote $(BUILD)/mds/c4_uncompressed --compression none
-	$(PY) -m data_prep.convert --data-files '$(SAMPLE)/c4-train.*.json.gz' --remote $(BUILD)/mds/c4_zstd --compression zstd
+convert: sample  ## convert the sample to MDS, raw and zstd (MDS_ROOT=build/mds, or s3://.., oci://..)
+	$(PY) -m data_prep.convert --data-files '$(SAMPLE)/c4-train.*.json.gz' --remote $(MDS_ROOT)/c4_uncompressed --compression none
+	$(PY) -m data_prep.convert --data-files '$(SAMPLE)/c4-train.*.json.gz' --remote $(MDS_ROOT)/c4_zstd --compression zstd
+	@echo "datasets: $(MDS_ROOT)/c4_uncompressed/train  $(MDS_ROOT)/c4_zstd/train"
+
+bench-convert: $(STAMP)  ## ours vs the seed's one-loop conversion vs the per-core limit (BENCH_MB=48)
+	$(PY) scripts/bench_convert.py --size-mb $(BENCH_MB)
+
+verify: $(STAMP)  ## check a dataset: shards, sizes, hashes, sample counts (REMOTE=build/mds/c4_zstd)
+	$(PY) -m data_prep.verify $(REMOTE)
 
 train: convert tokenizer  ## fine-tune with a recipe (YAML=yamls/cpu/c4_zstd.yaml)
 	$(VENV)/bin/composer train.py $(YAML)

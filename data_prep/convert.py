@@ -234,6 +234,19 @@ def _tokens_writer_samples(cfg: dict, texts):
     # The tail shorter than concat_tokens is dropped, as llm-foundry does at the end of a stream.
 
 
+def _text_writer_class():
+    """MDSWriter whose encode_sample for the one-`str`-column case skips the generic path
+    (numpy header per sample): same bytes, a uint32 size then the UTF-8 text."""
+    from streaming import MDSWriter
+
+    class TextMDSWriter(MDSWriter):
+        def encode_sample(self, sample: dict[str, Any]) -> bytes:
+            data = sample['text'].encode('utf-8')
+            return len(data).to_bytes(4, 'little') + data
+
+    return TextMDSWriter
+
+
 def convert_part(task: dict) -> dict:
     """Converts one input file into REMOTE/SPLIT/PART/, verifies it and writes its manifest."""
     from streaming import MDSWriter
@@ -249,7 +262,8 @@ def convert_part(task: dict) -> dict:
         shutil.rmtree(local, ignore_errors=True)
         out = (local, remote.join(split, part))
     columns = {'tokens': 'ndarray:int32'} if cfg['format'] == 'tokens' else {'text': 'str'}
-    writer = MDSWriter(columns=columns, out=out, compression=cfg['compression'],
+    writer_class = MDSWriter if cfg['format'] == 'tokens' else _text_writer_class()
+    writer = writer_class(columns=columns, out=out, compression=cfg['compression'],
                        hashes=sorted(cfg['hashes']), size_limit=cfg['size_limit'],
                        max_workers=task['upload_threads'], exist_ok=True)
     counters = _W.get('counters')

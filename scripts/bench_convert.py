@@ -1,0 +1,162 @@
+"""`make bench-convert`: the same input converted three ways in one run, and the ratios.
+
+(a) ours: data_prep.convert.convert() with all workers (one part per input file);
+(b) the seed walkthrough's naive loop: one load_dataset(streaming=True) iterator into one
+    MDSWriter;
+(c) the per-core limit, on the same input: gunzip + json.loads + zstd level 3, one core.
+
+All three read the same C4-format json.gz files (generated if missing) and write zstd MDS
+(the limit only compresses). MB/s are of uncompressed input JSON. Libraries are imported
+before any clock starts, so every figure is the work itself. Targets on a 2-core machine:
+(a) >= 1.7x (b), and every worker of (a) >= 60% of (c).
+
+    python scripts/bench_convert.py [--size-mb 96] [--workers N] [--json results/bench_convert.json]
+"""
+from __future__ import annotations
+
+import argparse
+import glob
+import gzip
+import json
+import os
+import shutil
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+C4_EN_TEXT_GB = 828.6  # allenai/c4 en, text only
+C4_EN_FILES = 1024
+
+
+def per_core_limit(files: list[str], level: int = 3, chunk: int = 1 << 26) -> dict:
+    """gunzip + json.loads + zstd (in shard-sized chunks of text), one core, no MDS, no I/O out."""
+    import zstandard
+    comp = zstandard.ZstdCompressor(level=level)
+    t0 = time.perf_counter()
+    nbytes = text_bytes = 0
+    for path in files:
+        buf: list[bytes] = []
+        size = 0
+        with gzip.open(path, 'rb') as f:
+            for line in f:
+                nbytes += len(line)
+                text = json.loads(line)['text'].encode('utf-8')
+                buf.append(text)
+                size += len(text)
+                if size >= chunk:
+                    comp.compress(b''.join(buf))
+                    text_bytes += size
+                    buf, size = [], 0
+        if buf:
+            comp.compress(b''.join(buf))
+            text_bytes += size
+    seconds = time.perf_counter() - t0
+    return {'seconds': seconds, 'input_bytes': nbytes, 'text_bytes': text_bytes,
+            'mb_per_s': nbytes / 1e6 / seconds}
+
+
+def naive_loop(files: list[str], out: str, compression: str = 'zstd') -> dict:
+    """The seed walkthrough: one streaming iterator, one MDSWriter, one Python loop."""
+    import datasets
+    from streaming import MDSWriter
+    shutil.rmtree(out, ignore_errors=True)
+    t0 = time.perf_counter()
+    ds = datasets.load_dataset('json', data_files=files, split='train', streaming=True)
+    n = 0
+    with MDSWriter(columns={'text': 'str'}, out=out, compression=compression) as writer:
+        for sample in ds:
+            writer.write({'text': sample['text']})
+            n += 1
+    seconds = time.perf_counter() - t0
+    return {'seconds': seconds, 'samples': n}
+
+
+def ours(files_glob: str, out: str, workers: int, compression: str = 'zstd') -> dict:
+    from data_prep.convert import ConvertConfig, convert
+    shutil.rmtree(out, ignore_errors=True)
+    return convert(ConvertConfig(remote=out, data_files=files_glob, compression=compression,
+                                 workers=workers, progress=False))
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
+    p.add_argument('--size-mb', type=float, default=96, help='MB of text in the input (default 96)')
+    p.add_argument('--files', type=int, default=8, help='input json.gz files (default 8)')
+    p.add_argument('--workers', type=int, default=os.cpu_count(),
+                   help=f'workers for (a) (default the cores, {os.cpu_count()})')
+    p.add_argument('--build', default='build/bench_convert', help='work folder')
+    p.add_argument('--json', default='results/bench_convert.json', help='where to save figures')
+    args = p.parse_args(argv)
+
+    from data_prep.sample import generate
+    import datasets  # noqa: F401  (imports before any clock)
+    import streaming  # noqa: F401
+    import zstandard  # noqa: F401
+    datasets.logging.set_verbosity_error()
+    datasets.disable_progress_bars()
+
+    data = Path(args.build) / f'input_{args.size_mb:g}mb_{args.files}f'
+    generate(str(data), size_mb=args.size_mb, train_files=args.files, val_files=0)
+    files_glob = str(data / 'c4-train.*.json.gz')
+    files = sorted(glob.glob(files_glob))
+    load0 = os.getloadavg()
+
+    c = per_core_limit(files)
+    print(f'(c) per-core limit   {c["mb_per_s"]:7.1f} MB/s  ({c["input_bytes"] / 1e6:.1f} MB JSON '
+          f'in {c["seconds"]:.2f} s, one core)', flush=True)
+    b = naive_loop(files, str(Path(args.build) / 'naive'))
+    b['mb_per_s'] = c['input_bytes'] / 1e6 / b['seconds']
+    print(f'(b) naive loop       {b["mb_per_s"]:7.1f} MB/s  ({b["seconds"]:.2f} s, '
+          f'{b["samples"]:,} samples)', flush=True)
+    a = ours(files_glob, str(Path(args.build) / 'ours'), args.workers)
+    print(f'(a) ours, {a["workers"]} workers  {a["mb_per_s"]:7.1f} MB/s  ({a["seconds"]:.2f} s, '
+          f'{a["samples"]:,} samples; workers at '
+          f'{", ".join(f"{w:.1f}" for w in a["worker_mb_per_s"])} MB/s)', flush=True)
+    load1 = os.getloadavg()
+    if a['samples'] != b['samples'] or a['input_bytes'] != c['input_bytes']:
+        print(f'MISMATCH: ours {a["samples"]} samples / {a["input_bytes"]} bytes, naive '
+              f'{b["samples"]} samples, limit read {c["input_bytes"]} bytes', file=sys.stderr)
+        return 1
+
+    speedup = b['seconds'] / a['seconds']
+    worker_share = min(a['worker_mb_per_s']) / c['mb_per_s']
+    text_per_json = c['text_bytes'] / c['input_bytes']
+    # Projection: C4 en is 828.6 GB of text; our JSON per text ratio converts it to input bytes.
+    c4_json_mb = C4_EN_TEXT_GB * 1e3 / text_per_json
+    per_worker = sum(a['worker_mb_per_s']) / len(a['worker_mb_per_s'])
+    proj = {}
+    for cores in (2, 16, 64, 128, 256):
+        workers = min(cores, C4_EN_FILES)
+        proj[cores] = c4_json_mb / (per_worker * workers) / 3600
+    result = {
+        'input': {'files': len(files), 'json_mb': c['input_bytes'] / 1e6,
+                  'text_mb': c['text_bytes'] / 1e6, 'gz_mb': sum(map(os.path.getsize, files)) / 1e6},
+        'limit': c, 'naive': b,
+        'ours': {k: a[k] for k in ('seconds', 'mb_per_s', 'worker_mb_per_s', 'workers', 'samples',
+                                    'bytes', 'objects', 'parts')},
+        'speedup_vs_naive': speedup, 'min_worker_share_of_limit': worker_share,
+        'targets_met': {'speedup>=1.7': speedup >= 1.7, 'worker>=0.6*limit': worker_share >= 0.6},
+        'loadavg_before': load0, 'loadavg_after': load1, 'cpus': os.cpu_count(),
+        'c4_en_projection_hours': proj, 'c4_en_json_gb_estimate': c4_json_mb / 1e3,
+    }
+    print(f'\nours / naive          {speedup:.2f}x   (target >= 1.7x: '
+          f'{"met" if speedup >= 1.7 else "NOT met"})')
+    print(f'slowest worker / limit {worker_share:.0%}   (target >= 60%: '
+          f'{"met" if worker_share >= 0.6 else "NOT met"})')
+    print(f'load average before {load0[0]:.2f}, after {load1[0]:.2f} on {os.cpu_count()} cores')
+    print(f'projection, all of C4 en ({C4_EN_TEXT_GB} GB text ~ {c4_json_mb / 1e3:.0f} GB JSON, '
+          f'{C4_EN_FILES} files) at {per_worker:.1f} MB/s per worker, CPU-bound:')
+    for cores, hours in proj.items():
+        print(f'  {cores:4d} cores: {hours:7.1f} h')
+    if args.json:
+        os.makedirs(os.path.dirname(args.json) or '.', exist_ok=True)
+        with open(args.json, 'w') as f:
+            json.dump(result, f, indent=1)
+        print(f'figures saved to {args.json}')
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())
