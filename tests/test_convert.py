@@ -253,3 +253,22 @@ def test_tokens_format_matches_llm_foundry_concatenation(sample_dir, tokenizer_d
     from streaming.base.format.mds.encodings import mds_decode
     tokens = mds_decode('ndarray:int32', first[4:])
     assert tokens.dtype == np.int32 and tokens.tolist() == stream[:128]
+
+
+def test_oci_zstd_conversion_through_our_transport(sample_dir, oci_store, reference):
+    url = 'oci://c4-bench@local/c4_zstd'
+    s = convert(_cfg(sample_dir, url, compression='zstd', max_docs=200, upload_workers=4))
+    assert s['published'] and s['index'] == f'{url}/train/index.json'
+    assert s['documents'] == s['samples'] == 200
+    report = verify(url)
+    assert report['ok'], report['problems']
+    assert _texts(url) == [t for i in range(4)
+                           for t in _file_texts(sample_dir, i)[:50]]
+    puts = [r for r in oci_store.requests() if r['method'] == 'PUT']
+    assert sum(r['path'].endswith('/train/index.json') for r in puts) == 1  # root written once
+
+
+def _file_texts(sample_dir, i):
+    path = sorted(sample_dir.glob('c4-train.*.json.gz'))[i]
+    with gzip.open(path, 'rt', encoding='utf-8') as f:
+        return [json.loads(line)['text'] for line in f]
