@@ -195,6 +195,17 @@ _clients: dict = {}     # (pid, settings, timeout) -> client; a forked child mak
 _namespaces: dict = {}  # settings -> namespace; safe to inherit across fork
 
 
+def _after_fork_in_child() -> None:
+    # A DataLoader worker forked while a parent thread held the lock would deadlock on it,
+    # and must not share the parent's pooled connections.
+    global _lock
+    _lock = threading.Lock()
+    _clients.clear()
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
 def client(read_timeout: float = 60.0):
     """The process's ObjectStorageClient for the current environment and read timeout."""
     import oci

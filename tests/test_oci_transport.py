@@ -86,6 +86,26 @@ def test_flaky_store_conversion_and_streaming_lose_nothing(tmp_path, monkeypatch
     assert sum(faults.values()) >= 10 and set(faults) == {'503', '500', '429', 'reset'}, faults
 
 
+def test_flaky_store_real_conversion_then_streaming(tmp_path, monkeypatch):
+    """`python -m data_prep.convert` into a store failing 10% of requests, then a full pass."""
+    from conftest import PY, run, sample_texts
+    from data_prep.sample import generate
+    generate(str(tmp_path / 'in'), size_mb=1, train_files=2, val_files=1, seed=5, workers=1)
+    with start_store(tmp_path / 'store', knobs=Knobs(fault_rate=0.1, seed=6),
+                     buckets=['c4-bench']) as store:
+        for k, v in store.env().items():
+            monkeypatch.setenv(k, v)
+        run([PY, '-m', 'data_prep.convert', '--data-files', str(tmp_path / 'in' / 'c4-train.*.json.gz'),
+             '--remote', 'oci://c4-bench/conv', '--compression', 'zstd', '--workers', '1',
+             '--size-limit', '32768', '--no-progress'], timeout=240)
+        oci_transport.register()
+        clean_stale_shared_memory()
+        ds = StreamingDataset(remote='oci://c4-bench/conv', split='train', local=str(tmp_path / 'cache'),
+                              shuffle=False, batch_size=8)
+        assert Counter(s['text'] for s in ds) == Counter(sample_texts(tmp_path / 'in'))
+        assert sum(1 for r in store.requests() if r['fault']) >= 5
+
+
 def test_truncated_transfer_is_retried_then_refused(tmp_path, monkeypatch):
     knobs = Knobs(fault_rate=1.0, fault_kinds=('reset',), fault_match=r'^GET .*/o/')
     with start_store(tmp_path / 'store', knobs=knobs, buckets=['b']) as store:
@@ -102,7 +122,7 @@ def test_truncated_transfer_is_retried_then_refused(tmp_path, monkeypatch):
         assert len(gets) == 3 and all(r['fault'] == 'reset' and r['bytes'] < 300_000 for r in gets)
 
 
-def test_object_damaged_in_the_bucket_is_detected(oci_store, tmp_path, caplog):
+def test_object_damaged_in_the_bucket_is_detected(oci_store, tmp_path):
     write_mds('oci://c4-bench@local/dmg/train', 300)
     shard = oci_store.data_dir / 'buckets' / 'c4-bench' / 'dmg' / 'train' / 'shard.00000.mds'
     with open(shard, 'r+b') as f:
@@ -114,9 +134,14 @@ def test_object_damaged_in_the_bucket_is_detected(oci_store, tmp_path, caplog):
     with pytest.raises(CorruptObject):
         OCIRemote('oci://c4-bench@local/dmg/train').read('shard.00000.mds')
     # streaming: no sample of the damaged shard is read. (StreamingDataset itself only logs
-    # a failed background download and ends the pass early; it does not raise.)
-    ids = read_ids('oci://c4-bench@local/dmg/train', tmp_path / 'c2')
-    assert ids == [] and 'do not match the MD5' in caplog.text
+    # a failed background download and ends the pass early; the next pass raises.)
+    clean_stale_shared_memory()
+    ds = StreamingDataset(remote='oci://c4-bench@local/dmg/train', local=str(tmp_path / 'c2'),
+                          shuffle=False, batch_size=8)
+    assert [s['id'] for s in ds] == []
+    assert not (tmp_path / 'c2' / 'shard.00000.mds').exists()
+    with pytest.raises(RuntimeError, match='Background thread failed'):
+        next(iter(ds))
 
 
 def test_download_timeout_is_honoured(tmp_path, monkeypatch):
