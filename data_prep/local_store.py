@@ -94,6 +94,13 @@ class Knobs:
         return self
 
 
+def _kinds_arg(value: str) -> tuple:
+    try:
+        return _kinds(value)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e))
+
+
 def _kinds(value) -> tuple:
     kinds = tuple(k.strip() for k in (value.split(',') if isinstance(value, str) else value)
                   if k.strip())
@@ -812,7 +819,7 @@ class RunningStore:
 
 
 def start_store(data_dir, port: int = 0, knobs: Knobs | None = None, log_path=None,
-                buckets=(), stdout=None) -> RunningStore:
+                buckets=()) -> RunningStore:
     """Start `serve` as a real subprocess (port 0 = a free one) and wait until it listens."""
     data_dir = Path(data_dir).resolve()
     knobs = (knobs or Knobs()).check()
@@ -830,12 +837,16 @@ def start_store(data_dir, port: int = 0, knobs: Knobs | None = None, log_path=No
     root = Path(__file__).resolve().parent.parent
     env = {**os.environ, 'PYTHONPATH': os.pathsep.join(
         [str(root), *filter(None, [os.environ.get('PYTHONPATH')])])}
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=stdout, env=env, text=True,
+    (data_dir / 'run').mkdir(parents=True, exist_ok=True)
+    errors = open(data_dir / 'run' / 'store.log', 'a+')
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=errors, env=env, text=True,
                             cwd=root, start_new_session=True)
     line = proc.stdout.readline()  # serve prints one JSON line once it is listening
     if not line:
         proc.wait()
-        raise RuntimeError(f'local store did not start (exit code {proc.returncode})')
+        errors.seek(0)
+        last = (errors.read().strip().splitlines() or [f'exit code {proc.returncode}'])[-1]
+        raise RuntimeError(f'did not start: {last.removeprefix("local_store: ")}')
     info = json.loads(line)
     return RunningStore(proc, data_dir, info['port'], log_path)
 
@@ -845,7 +856,11 @@ def start_store(data_dir, port: int = 0, knobs: Knobs | None = None, log_path=No
 def _serve(args) -> int:
     knobs = Knobs(args.latency_ms, args.bandwidth_mbps, args.fault_rate, args.fault_kinds,
                   args.seed, args.fault_match)
-    server = StoreServer(args.data_dir, args.port, knobs, args.log)
+    try:
+        server = StoreServer(args.data_dir, args.port, knobs, args.log)
+    except OSError as e:
+        raise OSError(f'cannot listen on 127.0.0.1:{args.port} ({e.strerror}): another store? '
+                      f'`make store-stop`, or pick --port') from None
     for b in args.bucket or ():
         try:
             server.storage.create_bucket(b)
@@ -903,11 +918,10 @@ def _start(args) -> int:
         return 0
     run = _run_dir(args.data_dir)
     run.mkdir(parents=True, exist_ok=True)
-    log = open(run / 'store.log', 'a')
     knobs = Knobs(args.latency_ms, args.bandwidth_mbps, args.fault_rate, args.fault_kinds,
                   args.seed, args.fault_match)
     store = start_store(args.data_dir, args.port, knobs, run / 'requests.jsonl',
-                        args.bucket or DEFAULT_BUCKETS, stdout=log)
+                        args.bucket or DEFAULT_BUCKETS)
     info = {'pid': store.proc.pid, 'port': store.port, 'endpoint': store.endpoint}
     (run / 'store.json').write_text(json.dumps(info))
     (run / 'store.pid').write_text(f'{store.proc.pid}\n')
@@ -969,7 +983,7 @@ def main(argv=None) -> int:
                       help='MB/s per connection, 0 = unlimited (env OCI_STORE_BANDWIDTH_MBPS)')
     knob.add_argument('--fault-rate', type=float, default=env.fault_rate,
                       help='fraction of requests that fail, 0..1 (env OCI_STORE_FAULT_RATE)')
-    knob.add_argument('--fault-kinds', type=_kinds, default=env.fault_kinds,
+    knob.add_argument('--fault-kinds', type=_kinds_arg, default=env.fault_kinds,
                       help=f'comma list of {",".join(FAULT_KINDS)}: how they fail; reset cuts '
                            f'a GET body half-way (env OCI_STORE_FAULT_KINDS, default all)')
     knob.add_argument('--fault-match', default=env.fault_match,
