@@ -72,6 +72,9 @@ def _quiet_datasets() -> None:
     import datasets
     datasets.logging.set_verbosity_error()
     datasets.disable_progress_bars()
+    # Each load_dataset('text') would otherwise send a HEAD to the hub to count a download
+    # (up to 3 s per input file where the network drops packets); we read files, not scripts.
+    datasets.config.HF_UPDATE_DOWNLOAD_COUNTS = False
 
 
 def resolve_inputs(dataset: str | None = None, subset: str | None = None, split: str = 'train',
