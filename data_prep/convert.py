@@ -574,8 +574,8 @@ def format_summary(s: dict) -> str:
         f'  records skipped    {skipped_txt}',
         f'  in the remote      {s["bytes"]:,} bytes in {s["objects"]:,} objects '
         f'(this run wrote {s["run_bytes_written"]:,} bytes in {s["run_objects_written"]:,})',
-        f'  seconds            {s["seconds"]:.2f} (+ {s["startup_seconds"]:.1f} s starting up: '
-        f'checks, imports)',
+        f'  seconds            {s["seconds"]:.2f} (+ {s.get("startup_seconds", 0):.1f} s starting '
+        f'up: checks, imports)',
         f'  input              {s["run_input_bytes"] / 1e6:,.1f} MB of JSON this run, '
         f'{s["mb_per_s"]:.1f} MB/s with {s["workers"]} workers',
     ]
