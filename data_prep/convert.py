@@ -388,7 +388,8 @@ def _check_tokenizer(cfg: ConvertConfig) -> None:
         raise ConvertError(f'cannot load tokenizer {cfg.tokenizer!r}: {first}') from None
 
 
-def publish(remote: Remote, split: str, manifests: dict[str, dict]) -> str:
+def publish(remote: Remote, split: str, manifests: dict[str, dict],
+            existing: bool = False) -> str:
     """Merges the verified part indexes with streaming's merge_index; writes the root last."""
     from streaming.base.util import merge_index
     urls = [remote.join(split, part, INDEX) for part in sorted(manifests)]
@@ -407,6 +408,12 @@ def publish(remote: Remote, split: str, manifests: dict[str, dict]) -> str:
     got = sum(s['samples'] for s in merged['shards'])
     if got != want:
         raise ConvertError(f'merged index counts {got} samples, the parts {want}; not published')
+    if existing:
+        try:
+            if remote.read(f'{split}/{INDEX}') == data:
+                return remote.join(split, INDEX)  # already published, byte for byte
+        except Exception:
+            pass
     remote.write(f'{split}/{INDEX}', data)
     return remote.join(split, INDEX)
 
@@ -474,7 +481,8 @@ def convert(cfg: ConvertConfig) -> dict:
     if pending and set(pending) & set(mine):
         bad = sorted(set(pending) & set(mine))[0]
         raise ConvertError(f'part {bad} failed verification after conversion: {pending[bad]}')
-    index_url = publish(remote, split, manifests) if not pending else None
+    index_url = (publish(remote, split, manifests, existing=f'{split}/{INDEX}' in listing)
+                 if not pending else None)
     if index_url:
         listing = remote.list(f'{split}/')
 
