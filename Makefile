@@ -9,7 +9,7 @@ SAMPLE := $(BUILD)/c4_sample
 TOKENIZER := $(BUILD)/tokenizer
 YAML ?= yamls/cpu/c4_zstd.yaml
 MDS_ROOT ?= $(BUILD)/mds
-BENCH_MB ?= 48
+BENCH_MB ?= 96
 REMOTE ?= $(MDS_ROOT)/c4_zstd
 
 .DEFAULT_GOAL := help
@@ -40,7 +40,7 @@ convert: sample  ## convert the sample to MDS, raw and zstd (MDS_ROOT=build/mds,
 	$(PY) -m data_prep.convert --data-files '$(SAMPLE)/c4-train.*.json.gz' --remote $(MDS_ROOT)/c4_zstd --compression zstd
 	@echo "datasets: $(MDS_ROOT)/c4_uncompressed/train  $(MDS_ROOT)/c4_zstd/train"
 
-bench-convert: $(STAMP)  ## ours vs the seed's one-loop conversion vs the per-core limit (BENCH_MB=48)
+bench-convert: $(STAMP)  ## ours vs the seed's one-loop conversion vs the per-core limit (BENCH_MB=96)
 	$(PY) scripts/bench_convert.py --size-mb $(BENCH_MB)
 
 verify: $(STAMP)  ## check a dataset: shards, sizes, hashes, sample counts (REMOTE=build/mds/c4_zstd)
