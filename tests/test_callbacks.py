@@ -3,18 +3,21 @@
 Three short runs (8 batches) prove the issue's claims, each run proving more than one:
   A  `composer -n 2`, empty cache, plain store: hit rate 0, downloads = the shards it read,
      the report and steps.jsonl cover both ranks; also the no-latency data-wait baseline;
-  B  one rank, A's cache, immediately after: hit rate 1.0, nothing downloaded;
+  B  one rank, A's cache, immediately after: hit rate 1.0, nothing downloaded; SIGTERM after
+     3 steps, so it also proves an interrupted run still writes its report, marked as such;
   C  `composer -n 2`, empty cache, the store adding 2 s to every request: data wait clearly up.
 The store's own request log is the independent witness for what was downloaded.
 """
 import json
 import os
-import shutil
+import signal
+import subprocess
+import time
 from pathlib import Path
 
 import pytest
 
-from conftest import COMPOSER, run
+from conftest import COMPOSER, PY, ROOT, run
 
 RECIPE = 'yamls/cpu/c4_zstd.yaml'
 BUCKET, PREFIX = 'c4-bench', 'c4_zstd'
@@ -108,15 +111,39 @@ def test_empty_cache_two_ranks(cold_two_ranks):
     assert report['mfu'] is None  # no known peak on a CPU
 
 
-def test_second_run_same_cache_hits_everything(cold_two_ranks, store, tokenizer_dir):
+def test_second_run_same_cache_hits_everything_and_sigterm_is_reported(cold_two_ranks, store,
+                                                                     tokenizer_dir):
+    """The warm-cache run is also the interrupted run: SIGTERM (a preemption) after 3 steps."""
     _, _, _, cache, tmp = cold_two_ranks
     cached = shards_in_cache(cache)
-    report, steps, log = train(store, tokenizer_dir, tmp, 'warm1', cache)
-    assert report['status'] == 'completed' and report['world_size'] == 1
+    folder = tmp / 'runs' / 'warm1'
+    store.clear_log()
+    proc = subprocess.Popen(
+        [PY, 'train.py', RECIPE, f'variables.data_remote={REMOTE}', f'variables.data_local={cache}',
+         f'tokenizer.name={tokenizer_dir}', f'save_folder={tmp}/ckpt-warm1',
+         'variables.run_name=warm1', 'max_duration=40ba', f'callbacks.run_report.folder={folder}'],
+        cwd=ROOT, env={**os.environ, **store.env()}, stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT, text=True)
+    steps_file = folder / 'steps.jsonl'
+    deadline = time.monotonic() + 240
+    while proc.poll() is None and time.monotonic() < deadline:
+        if steps_file.exists() and len(steps_file.read_text().splitlines()) >= 3:
+            proc.send_signal(signal.SIGTERM)
+            break
+        time.sleep(0.1)
+    out, _ = proc.communicate(timeout=120)
+    assert proc.returncode == 128 + signal.SIGTERM, out[-3000:]
+    report = json.loads((folder / 'run_metrics.json').read_text())
+    steps = [json.loads(line) for line in steps_file.read_text().splitlines()]
+    # the cache served everything: nothing downloaded, the store saw no shard request
+    assert report['world_size'] == 1 and report['cache_shards_at_start'] == len(cached)
     assert report['cache_hit_rate'] == 1.0 and report['cache_misses'] == 0
-    assert 0 < report['cache_hits'] <= len(cached) and report['cache_shards_at_start'] == len(cached)
-    assert report['bytes_downloaded'] == 0 and shard_gets(log) == []
-    assert len(steps) == STEPS
+    assert 0 < report['cache_hits'] <= len(cached)
+    assert report['bytes_downloaded'] == 0 and shard_gets(store.requests()) == []
+    # stopped before the end: the report says so and still carries the numbers so far
+    assert report['status'] == 'interrupted' and report['partial'] is True
+    assert 3 <= report['steps'] < 40 and len(steps) == report['steps']
+    assert report['data_wait_s'] is not None and report['throughput_samples_per_s'] > 0
 
 
 def test_store_latency_raises_data_wait(cold_two_ranks, store, tokenizer_dir, tmp_path):
