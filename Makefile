@@ -8,12 +8,26 @@ SAMPLE_MB ?= 8
 SAMPLE := $(BUILD)/c4_sample
 TOKENIZER := $(BUILD)/tokenizer
 YAML ?= yamls/cpu/c4_zstd.yaml
-MDS_ROOT ?= $(BUILD)/mds
 BENCH_MB ?= 96
-REMOTE ?= $(MDS_ROOT)/c4_zstd
+# The local OCI-compatible store (data_prep/local_store.py) is the default bucket offline.
+STORE_DIR ?= .store/data
+STORE_PORT ?= 9300
+STORE_ENV := OCI_CLI_AUTH=api_key OCI_CLI_PROFILE=DEFAULT OCI_CONFIG_FILE=$(CURDIR)/$(STORE_DIR)/client/config \
+             OCI_OBJECT_STORAGE_ENDPOINT=http://127.0.0.1:$(STORE_PORT)
+MDS_ROOT ?= oci://c4-bench@local/c4
+REMOTE ?= $(MDS_ROOT)/zstd
+# A remote given on the command line (oci://, s3://) is real: no local store, no shaping.
+ifeq ($(origin REMOTE),command line)
+  BENCH_ARGS += --remote $(REMOTE)
+endif
+ifneq ($(YAML),yamls/cpu/c4_zstd.yaml)
+  BENCH_ARGS += --recipes $(dir $(YAML))
+endif
+USE_STORE = $(if $(findstring @local/,$(MDS_ROOT)/ $(REMOTE)/),store)
+ENV = $(if $(USE_STORE),$(STORE_ENV))
 
 .DEFAULT_GOAL := help
-.PHONY: help install test sample tokenizer convert bench-convert verify train bench clean
+.PHONY: help install test sample tokenizer convert bench-convert verify train bench store store-stop bench-store clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -33,36 +47,33 @@ sample: $(STAMP)  ## write the offline C4-format sample (SAMPLE_MB=8)
 	$(PY) -m data_prep.sample --out $(SAMPLE) --size-mb $(SAMPLE_MB)
 
 tokenizer: $(STAMP)  ## train the small offline BPE tokenizer into build/tokenizer
-	$(PY) -m data_prep.tokenizer --data-dir $(SAMPLE) --out $(TOKENIZER)
-
-convert: sample  ## convert the sample to MDS, raw and zstd (MDS_ROOT=build/mds, or s3://.., oci://..)
-	$(PY) -m data_prep.convert --data-files '$(SAMPLE)/c4-train.*.json.gz' --remote $(MDS_ROOT)/c4_uncompressed --compression none
-	$(PY) -m data_prep.convert --data-files '$(SAMPLE)/c4-train.*.json.gz' --remote $(MDS_ROOT)/c4_zstd --compression zstd
-	@echo "datasets: $(MDS_ROOT)/c4_uncompressed/train  $(MDS_ROOT)/c4_zstd/train"
-
-bench-convert: $(STAMP)  ## ours vs the seed's one-loop conversion vs the per-core limit (BENCH_MB=96)
-	$(PY) scripts/bench_convert.py --size-mb $(BENCH_MB)
-
-verify: $(STAMP)  ## check a dataset: shards, sizes, hashes, sample counts (REMOTE=build/mds/c4_zstd)
-	$(PY) -m data_prep.verify $(REMOTE)
-
-train: convert tokenizer  ## fine-tune with a recipe (YAML=yamls/cpu/c4_zstd.yaml)
-	$(VENV)/bin/composer train.py $(YAML)
-
-bench: convert tokenizer  ## the six tests end to end, offline, then the report
-	$(PY) scripts/bench.py
-
-STORE_DIR ?= .store/data
-.PHONY: store store-stop bench-store
+	@test -f $(TOKENIZER)/tokenizer.json || $(PY) -m data_prep.tokenizer --data-dir $(SAMPLE) --out $(TOKENIZER)
 
 store: $(STAMP)  ## start the local OCI store in the background (127.0.0.1:9300, STORE_DIR=.store/data)
-	$(PY) -m data_prep.local_store start --data-dir $(STORE_DIR)
+	@$(PY) -m data_prep.local_store start --data-dir $(STORE_DIR) --port $(STORE_PORT)
 
 store-stop:  ## stop the local OCI store started by make store
 	$(PY) -m data_prep.local_store stop --data-dir $(STORE_DIR)
 
+convert: sample $(USE_STORE)  ## convert the sample to MDS, raw and zstd, into MDS_ROOT (default: the local store)
+	$(ENV) $(PY) -m data_prep.convert --data-files '$(SAMPLE)/c4-train.*.json.gz' --remote $(MDS_ROOT)/uncompressed --compression none
+	$(ENV) $(PY) -m data_prep.convert --data-files '$(SAMPLE)/c4-train.*.json.gz' --remote $(MDS_ROOT)/zstd --compression zstd
+	@echo "datasets: $(MDS_ROOT)/uncompressed/train  $(MDS_ROOT)/zstd/train"
+
+verify: $(STAMP) $(USE_STORE)  ## check a dataset: shards, sizes, hashes, sample counts (REMOTE=oci://c4-bench@local/c4/zstd)
+	$(ENV) $(PY) -m data_prep.verify $(REMOTE)
+
+train: convert tokenizer  ## fine-tune with a recipe on the converted data (YAML=yamls/cpu/c4_zstd.yaml)
+	$(ENV) $(VENV)/bin/composer train.py $(YAML)
+
+bench: $(STAMP)  ## the six tests end to end, offline, then the report (REMOTE=..., YAML=... for real ones)
+	$(PY) scripts/bench.py $(BENCH_ARGS)
+
+bench-convert: $(STAMP)  ## ours vs the seed's one-loop conversion vs the per-core limit (BENCH_MB=96)
+	$(PY) scripts/bench_convert.py --size-mb $(BENCH_MB)
+
 bench-store: $(STAMP)  ## GET throughput of the local OCI store on loopback (MB/s)
 	$(PY) scripts/bench_store.py
 
-clean:  ## remove build outputs and results (keeps .venv)
+clean:  ## remove build outputs and results (keeps .venv and the store's data)
 	rm -rf $(BUILD) results

@@ -1,0 +1,217 @@
+"""`make bench`: the seed walkthrough's six tests end to end, then a one-page report.
+
+1-2. convert the C4 sample to MDS, uncompressed and zstd, into the bucket (skipped when the
+     dataset is already there and verified: the conversion itself is resumable);
+3-4. bucket bytes, object count and listing time of each variant;
+5-6. stream each variant into the CPU recipe's fine-tune: cold cache, then warm, over a
+     store shaped like a bucket in another region; then a cold pair with no shaping.
+
+Offline by default, against the local OCI store (data in .store/data, started here).
+`--remote oci://bucket@namespace/prefix` or `s3://bucket/prefix` runs the same steps there
+(no shaping: the network is real); `--recipes DIR` picks the yamls (DIR/c4_uncompressed.yaml
+and DIR/c4_zstd.yaml), e.g. `--recipes yamls` on an 8xH100 node.
+"""
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from tqdm import tqdm
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from scripts.bench_report import write_report  # noqa: E402
+
+VARIANTS = {'uncompressed': 'none', 'zstd': 'zstd'}
+BUCKET = 'c4-bench'
+# A bucket in another region, as the local store's knobs (README: "Shaping"): ~40 ms per
+# request is a cross-region round trip in North America, 25 MB/s one TCP stream across it.
+SHAPED = {'latency_ms': 40.0, 'bandwidth_mbps': 25.0}
+
+
+def stage(n: int, text: str) -> None:
+    print(f'\n== [{n}/6] {text}', flush=True)
+
+
+def prepare_inputs(args) -> tuple[Path, Path]:
+    from data_prep.sample import generate
+    from data_prep.tokenizer import train as train_tokenizer
+    sample = Path(args.build) / 'c4_sample'
+    generate(str(sample), size_mb=args.sample_mb)
+    tokenizer = Path(args.build) / 'tokenizer'
+    if not (tokenizer / 'tokenizer.json').exists():
+        train_tokenizer(str(sample), str(tokenizer))
+    return sample, tokenizer
+
+
+def start_stores(args):
+    """Two store processes over one data directory: shaped (region-like) and plain."""
+    from data_prep.local_store import Knobs, start_store
+    data = Path(args.store_dir)
+    plain = start_store(data, buckets=[BUCKET], log_path=data / 'run' / 'bench-plain.jsonl')
+    shaped = start_store(data, knobs=Knobs(**SHAPED), log_path=data / 'run' / 'bench-shaped.jsonl')
+    return {'plain': plain, 'shaped': shaped}
+
+
+def convert_variants(args, sample: Path, remote: str, out: Path) -> dict:
+    """Converts (or finds converted and verified) both variants; returns their summaries."""
+    from data_prep.convert import ConvertConfig, convert, format_summary
+    summaries = {}
+    for n, (variant, compression) in enumerate(VARIANTS.items(), start=1):
+        stage(n, f'convert the sample to MDS, {variant}, into {remote}/{variant}')
+        cache = Path(args.build) / 'bench' / f'convert-{variant}.json'
+        summary = convert(ConvertConfig(remote=f'{remote}/{variant}',
+                                        data_files=str(sample / 'c4-train.*.json.gz'),
+                                        compression=None if compression == 'none' else compression))
+        if summary['parts_converted'] == 0 and cache.exists():
+            previous = json.loads(cache.read_text())
+            if previous.get('bytes') == summary['bytes']:  # same dataset: keep its conversion speed
+                summary = {**previous, 'reused': True}
+                print(f'  already converted and verified; conversion speed from {cache}')
+        else:
+            cache.parent.mkdir(parents=True, exist_ok=True)
+            cache.write_text(json.dumps(summary))
+        print(format_summary(summary))
+        summaries[variant] = summary
+    (out / 'conversion.json').write_text(json.dumps(summaries, indent=1))
+    return summaries
+
+
+def bucket_stats(remote: str) -> dict:
+    from data_prep.stats import bucket_stats as stats
+    rows = {}
+    for n, variant in enumerate(VARIANTS, start=3):
+        stage(n, f'bucket bytes and objects, {variant}')
+        rows[variant] = stats(f'{remote}/{variant}')
+        s = rows[variant]
+        print(f'  {s["bytes"]:,} bytes in {s["objects"]} objects, listed in {s["list_seconds"]:.3f} s')
+    return rows
+
+
+def train_run(args, recipe: Path, remote: str, env: dict, name: str, cache: Path, out: Path) -> dict:
+    """One fine-tune through `composer train.py`, progress from its console; returns run_metrics."""
+    run_dir = out / 'runs' / name
+    cmd = [str(Path(sys.executable).parent / 'composer'), '-n', str(args.nproc), 'train.py', str(recipe),
+           f'variables.data_remote={remote}', f'variables.data_local={cache}',
+           f'variables.run_name={name}', f'callbacks.run_report.folder={run_dir}',
+           'console_log_interval=1ba', 'save_folder=null', *args.override]
+    if args.steps:
+        cmd.append(f'max_duration={args.steps}ba')
+    run_dir.mkdir(parents=True, exist_ok=True)
+    with open(run_dir / 'train.log', 'w') as log, tqdm(desc=f'  {name}', unit='step') as bar:
+        proc = subprocess.Popen(cmd, cwd=ROOT, env={**os.environ, **env}, stdout=subprocess.PIPE,
+                                stderr=subprocess.STDOUT, text=True)
+        for line in proc.stdout:
+            log.write(line)
+            if m := re.match(r'\[batch=(\d+)/(\d+)\]', line):
+                bar.total = int(m[2])
+                bar.update(int(m[1]) - bar.n)
+        proc.wait()
+    if proc.returncode != 0:
+        tail = ''.join(open(run_dir / 'train.log').readlines()[-15:])
+        raise SystemExit(f'error: run {name} failed (exit {proc.returncode}); log: '
+                         f'{run_dir / "train.log"}\n{tail}')
+    return json.loads((run_dir / 'run_metrics.json').read_text())
+
+
+def plan_runs(shaping: bool) -> list[tuple[str, str, str]]:
+    """(store, variant, cache state): cold then warm per variant, then a plain cold pair."""
+    stores = ['shaped', 'plain'] if shaping else ['direct']
+    runs = [(stores[0], v, c) for v in VARIANTS for c in ('cold', 'warm')]
+    if shaping:
+        runs += [('plain', v, 'cold') for v in VARIANTS]
+    return runs
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog='scripts/bench.py', description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument('--remote', help='real bucket: oci://bucket@namespace/prefix or s3://bucket/prefix '
+                                    '(default: the local OCI store, shaped)')
+    p.add_argument('--recipes', default='yamls/cpu',
+                   help='folder with c4_uncompressed.yaml and c4_zstd.yaml (default yamls/cpu)')
+    p.add_argument('--sample-mb', type=float, default=8, help='MB of sample text (default 8)')
+    p.add_argument('--steps', type=int, default=0, help='steps per run (default: the recipe\'s)')
+    p.add_argument('--nproc', type=int, default=1, help='processes per run: composer -n (default 1)')
+    p.add_argument('--build', default='build', help='sample and tokenizer folder (default build)')
+    p.add_argument('--store-dir', default='.store/data', help='local store data (default .store/data)')
+    p.add_argument('--out', default='results/bench', help='reports go to OUT/<timestamp>/')
+    p.add_argument('override', nargs='*', help='extra key=value overrides for every run')
+    args = p.parse_args(argv)
+    recipes = {v: Path(args.recipes) / f'c4_{v}.yaml' for v in VARIANTS}
+    missing = [str(r) for r in recipes.values() if not r.exists()]
+    if missing:
+        p.error(f'no recipe {missing[0]} (--recipes must hold c4_uncompressed.yaml and c4_zstd.yaml)')
+
+    started = time.time()
+    out = Path(args.out) / dt.datetime.now().strftime('%Y%m%d-%H%M%S')
+    out.mkdir(parents=True)
+    print(f'bench -> {out}')
+    from data_prep.remote import RemoteError, check_url
+    stores = {}
+    try:
+        if args.remote:
+            check_url(args.remote)
+            remote, envs = args.remote.rstrip('/'), {'direct': {}}
+        else:
+            stores = start_stores(args)
+            remote = f'oci://{BUCKET}@local/c4'
+            envs = {name: s.env() for name, s in stores.items()}
+            os.environ.update(envs['plain'])  # conversion and listing talk to the plain store
+            print(f'local OCI store: {stores["plain"].endpoint} (plain), {stores["shaped"].endpoint} '
+                  f'(shaped: {SHAPED["latency_ms"]:.0f} ms per request, {SHAPED["bandwidth_mbps"]:.0f} MB/s)')
+        sample, tokenizer = prepare_inputs(args)
+        conversions = convert_variants(args, sample, remote, out)
+        buckets = bucket_stats(remote)
+        if stores:  # listing as seen from "another region"
+            os.environ.update(envs['shaped'])
+            from data_prep.stats import bucket_stats as stats
+            for v in VARIANTS:
+                buckets[v]['list_seconds_shaped'] = stats(f'{remote}/{v}')['list_seconds']
+
+        runs = []
+        plan = plan_runs(shaping=bool(stores))
+        for n, variant in enumerate(VARIANTS, start=5):
+            stage(n, f'fine-tune on {variant}: ' + ', '.join(f'{c} cache ({s} store)' for s, v, c in plan if v == variant))
+        caches = out / 'cache'
+        for store, variant, cache_state in plan:
+            cache = caches / f'{store}-{variant}'
+            if cache_state == 'cold':
+                shutil.rmtree(cache, ignore_errors=True)
+            name = f'{variant}-{cache_state}-{store}'
+            overrides_env = envs[store]
+            metrics = train_run(args, recipes[variant], f'{remote}/{variant}', overrides_env,
+                                name, cache, out)
+            runs.append({'name': name, 'variant': variant, 'cache': cache_state, 'store': store,
+                         'metrics': metrics, 'steps_file': str(out / 'runs' / name / 'steps.jsonl')})
+    except RemoteError as err:
+        print(f'error: {err}', file=sys.stderr)
+        return 2
+    finally:
+        for s in stores.values():
+            s.stop()
+
+    report = write_report(out, conversions=conversions, buckets=buckets, runs=runs,
+                          shaping=SHAPED if stores else None, remote=remote,
+                          recipes=str(args.recipes), seconds=time.time() - started)
+    latest = Path(args.out) / 'latest'
+    if latest.is_symlink() or latest.exists():
+        latest.unlink()
+    latest.symlink_to(out.name)
+    print('\n' + report)
+    print(f'\nreport: {out / "report.md"} (also {latest}/), {len(runs)} runs, '
+          f'{time.time() - started:.0f} s')
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())
