@@ -133,14 +133,15 @@ def test_object_damaged_in_the_bucket_is_detected(oci_store, tmp_path):
     assert not local.exists()
     with pytest.raises(CorruptObject):
         OCIRemote('oci://c4-bench@local/dmg/train').read('shard.00000.mds')
-    # streaming: no sample of the damaged shard is read. (StreamingDataset itself only logs
-    # a failed background download and ends the pass early; the next pass raises.)
+    # streaming: no sample of the damaged shard is read, and the pass fails naming it
+    # (StreamingDataset alone would end the pass early in silence; see loud_shard_errors).
     clean_stale_shared_memory()
     ds = StreamingDataset(remote='oci://c4-bench@local/dmg/train', local=str(tmp_path / 'c2'),
                           shuffle=False, batch_size=8)
-    assert [s['id'] for s in ds] == []
+    with pytest.raises(oci_transport.ShardUnavailable, match='shard.00000.mds'):
+        list(ds)
     assert not (tmp_path / 'c2' / 'shard.00000.mds').exists()
-    with pytest.raises(RuntimeError, match='Background thread failed'):
+    with pytest.raises(oci_transport.ShardUnavailable, match='shard.00000.mds'):
         next(iter(ds))
 
 
