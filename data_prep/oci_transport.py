@@ -34,6 +34,7 @@ import hashlib
 import logging
 import os
 import random
+import re
 import tempfile
 import threading
 import time
@@ -259,19 +260,34 @@ def _transient(e: BaseException) -> bool:
                           TimeoutError))  # socket.timeout is TimeoutError
 
 
+class StoreUnreachable(ConnectionError):
+    """No answer from the endpoint after every attempt (down, wrong address, network)."""
+
+
+def _where() -> str:
+    return _settings().endpoint or 'the OCI Object Storage endpoint'
+
+
 def _retry(fn: Callable, what: str, deadline: Optional[float] = None):
     """Call fn until it succeeds, backing off on transient errors."""
+    import oci
     attempts = _int_env('OCI_TRANSPORT_ATTEMPTS', 8)
     for attempt in range(1, attempts + 1):
         try:
             return fn()
         except Exception as e:
-            if not _transient(e) or attempt == attempts:
+            if not _transient(e):
                 raise
+            if attempt == attempts:
+                if isinstance(e, (oci.exceptions.ServiceError, IncompleteDownload)):
+                    raise
+                # The SDK's message is a paragraph of urllib3 internals: say it in one line.
+                raise StoreUnreachable(f'{what}: {_where()} unreachable after {attempt} '
+                                       f'attempts ({_brief(e)})') from e
             delay = min(BACKOFF_MAX_S, BACKOFF_BASE_S * 2 ** (attempt - 1)) * random.uniform(.5, 1)
             if deadline is not None and time.monotonic() + delay > deadline:
                 raise TimeoutError(f'{what}: timed out after {attempt} attempts '
-                                   f'({_brief(e)})') from e
+                                   f'({_brief(e)} from {_where()})') from e
             logger.info('%s: attempt %d failed (%s), retrying in %.2fs', what, attempt,
                         _brief(e), delay)
             time.sleep(delay)
@@ -279,7 +295,10 @@ def _retry(fn: Callable, what: str, deadline: Optional[float] = None):
 
 def _brief(e: BaseException) -> str:
     status = getattr(e, 'status', None)
-    return f'HTTP {status} {getattr(e, "code", "")}' if status else type(e).__name__
+    if status:
+        return f'HTTP {status} {getattr(e, "code", "")}'
+    errno = re.search(r'\[Errno -?\d+\] ([^"\'()]+)', str(e))  # e.g. Connection refused
+    return f'{type(e).__name__}: {errno.group(1).strip()}' if errno else type(e).__name__
 
 
 def _not_found(e: BaseException) -> bool:
