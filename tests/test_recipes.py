@@ -4,8 +4,7 @@ import glob
 
 import pytest
 
-from conftest import COMPOSER, PY, ROOT
-import subprocess
+from conftest import ROOT
 
 import train
 
@@ -57,35 +56,45 @@ def test_the_two_variants_differ_only_where_the_data_differs():
         assert {k for k in la if la[k] != lb[k]} <= {'remote', 'local'}
 
 
-def _train_cli(*args, env=None):
-    import os
-    return subprocess.run([PY, 'train.py', *args], cwd=ROOT, capture_output=True, text=True,
-                          timeout=120, env={**os.environ, **(env or {})})
+class _Result:
+    def __init__(self, returncode, stderr):
+        self.returncode, self.stderr = returncode, stderr
 
 
-def test_unknown_dataset_key_is_an_error_naming_the_closest_valid_key():
-    proc = _train_cli('yamls/cpu/c4_zstd.yaml', 'train_loader.dataset.cache_limt=1gb')
+def _train_cli(*args, env=None, capsys=None, monkeypatch=None):
+    """train.py's main() in this process (the checks run before any training starts), so the
+    heavy imports are paid once for all these tests."""
+    for key, value in (env or {}).items():
+        monkeypatch.setenv(key, value)
+    capsys.readouterr()
+    code = train.main([str(ROOT / args[0]), *args[1:]])
+    return _Result(code, capsys.readouterr().err.replace(str(ROOT) + '/', ''))
+
+
+def test_unknown_dataset_key_is_an_error_naming_the_closest_valid_key(capsys, monkeypatch):
+    proc = _train_cli('yamls/cpu/c4_zstd.yaml', 'train_loader.dataset.cache_limt=1gb', capsys=capsys, monkeypatch=monkeypatch)
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines()[-1] == (
         "error: yamls/cpu/c4_zstd.yaml: unknown key train_loader.dataset.cache_limt "
         "(did you mean 'cache_limit'?)")
 
 
-def test_oci_remote_without_credentials_fails_in_one_line(tmp_path):
+def test_oci_remote_without_credentials_fails_in_one_line(tmp_path, capsys, monkeypatch):
     env = {'OCI_CONFIG_FILE': str(tmp_path / 'missing-config'), 'OCI_CLI_AUTH': 'api_key'}
-    proc = _train_cli('yamls/c4_zstd.yaml', env=env)
+    proc = _train_cli('yamls/c4_zstd.yaml', env=env, capsys=capsys, monkeypatch=monkeypatch)
     assert proc.returncode == 2
     lines = proc.stderr.strip().splitlines()
     assert 'Traceback' not in proc.stderr and lines[-1].startswith('error: yamls/c4_zstd.yaml:')
     assert 'missing-config' in lines[-1]
 
 
-def test_remote_scheme_typo_fails_in_one_line():
-    proc = _train_cli('yamls/cpu/c4_zstd.yaml', 'variables.data_remote=oic://c4-bench/c4')
+def test_remote_scheme_typo_fails_in_one_line(capsys, monkeypatch):
+    proc = _train_cli('yamls/cpu/c4_zstd.yaml', 'variables.data_remote=oic://c4-bench/c4', capsys=capsys,
+                      monkeypatch=monkeypatch)
     assert proc.returncode == 2
     assert "unsupported remote 'oic://c4-bench/c4'" in proc.stderr.strip().splitlines()[-1]
 
 
-def test_top_level_typo_is_an_error():
-    proc = _train_cli('yamls/cpu/c4_zstd.yaml', 'max_duraton=5ba')
+def test_top_level_typo_is_an_error(capsys, monkeypatch):
+    proc = _train_cli('yamls/cpu/c4_zstd.yaml', 'max_duraton=5ba', capsys=capsys, monkeypatch=monkeypatch)
     assert proc.returncode == 2 and 'max_duraton' in proc.stderr.strip().splitlines()[-1]
