@@ -47,8 +47,8 @@ import time
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from data_prep.records import (REASONS, BadRecordError, InputError, InputFile, iter_records,
-                               resolve_inputs)
+from data_prep.records import (REASONS, BadRecordError, InputError, InputFile, NeedsExactRead,
+                               iter_records, resolve_inputs)
 from data_prep.remote import Remote, RemoteError, open_remote
 
 MANIFEST = 'manifest.json'
@@ -248,9 +248,19 @@ def _text_writer_class():
 
 
 def convert_part(task: dict) -> dict:
-    """Converts one input file into REMOTE/SPLIT/PART/, verifies it and writes its manifest."""
-    from streaming import MDSWriter
+    """Converts one input file into REMOTE/SPLIT/PART/, verifies it and writes its manifest.
+
+    Reads UTF-8 first; if a chunk of the file does not decode, starts the part over reading
+    the exact bytes, which names (or skips) the line with invalid UTF-8."""
     t0, c0 = time.perf_counter(), time.process_time()
+    try:
+        return _convert_part(task, t0, c0, exact=False)
+    except NeedsExactRead:
+        return _convert_part(task, t0, c0, exact=True)
+
+
+def _convert_part(task: dict, t0: float, c0: float, exact: bool) -> dict:
+    from streaming import MDSWriter
     cfg, part, split = task['cfg'], task['part'], task['split']
     remote = open_remote(cfg['remote'])
     base = f'{split}/{part}'
@@ -276,7 +286,8 @@ def convert_part(task: dict) -> dict:
         nonlocal pending_docs, pending_bytes
         if limit == 0:
             return
-        for text, nbytes in iter_records(task['url'], cfg['on_bad_record'] == 'skip', skipped):
+        for text, nbytes in iter_records(task['url'], cfg['on_bad_record'] == 'skip', skipped,
+                                         exact=exact):
             stats['documents'] += 1
             stats['input_bytes'] += nbytes
             pending_docs += 1
