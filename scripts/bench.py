@@ -32,6 +32,7 @@ sys.path.insert(0, str(ROOT))
 from scripts.bench_report import write_report  # noqa: E402
 
 VARIANTS = {'uncompressed': 'none', 'zstd': 'zstd'}
+LOCAL_TOKENIZER = 'build/tokenizer'  # what the CPU recipes name
 BUCKET = 'c4-bench'
 # A bucket in another region, as the local store's knobs (README: "Shaping"): ~40 ms per
 # request is a cross-region round trip in North America, 25 MB/s one TCP stream across it.
@@ -50,7 +51,7 @@ def prepare_inputs(args) -> tuple[Path, Path]:
     tokenizer = Path(args.build) / 'tokenizer'
     if not (tokenizer / 'tokenizer.json').exists():
         train_tokenizer(str(sample), str(tokenizer))
-    return sample, tokenizer
+    return sample, tokenizer.resolve()
 
 
 def start_stores(args):
@@ -74,7 +75,8 @@ def convert_variants(args, sample: Path, remote: str, out: Path) -> dict:
                                         compression=None if compression == 'none' else compression))
         if summary['parts_converted'] == 0 and cache.exists():
             previous = json.loads(cache.read_text())
-            if previous.get('bytes') == summary['bytes']:  # same dataset: keep its conversion speed
+            if (previous.get('dataset'), previous.get('bytes')) == (summary['dataset'], summary['bytes']):
+                # the same dataset, found complete: report the speed it was converted at
                 summary = {**previous, 'reused': True}
                 print(f'  already converted and verified; conversion speed from {cache}')
         else:
@@ -97,13 +99,17 @@ def bucket_stats(remote: str) -> dict:
     return rows
 
 
-def train_run(args, recipe: Path, remote: str, env: dict, name: str, cache: Path, out: Path) -> dict:
+def train_run(args, recipe: Path, remote: str, env: dict, name: str, cache: Path, out: Path,
+              tokenizer: Path) -> dict:
     """One fine-tune through `composer train.py`, progress from its console; returns run_metrics."""
+    from omegaconf import OmegaConf
     run_dir = out / 'runs' / name
     cmd = [str(Path(sys.executable).parent / 'composer'), '-n', str(args.nproc), 'train.py', str(recipe),
            f'variables.data_remote={remote}', f'variables.data_local={cache}',
            f'variables.run_name={name}', f'callbacks.run_report.folder={run_dir}',
            'console_log_interval=1ba', 'save_folder=null', *args.override]
+    if OmegaConf.load(recipe).tokenizer.name == LOCAL_TOKENIZER:  # CPU recipes: ours, wherever built
+        cmd.append(f'tokenizer.name={tokenizer}')
     if args.steps:
         cmd.append(f'max_duration={args.steps}ba')
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -123,11 +129,11 @@ def train_run(args, recipe: Path, remote: str, env: dict, name: str, cache: Path
     return json.loads((run_dir / 'run_metrics.json').read_text())
 
 
-def plan_runs(shaping: bool) -> list[tuple[str, str, str]]:
+def plan_runs(shaping: bool, plain_pair: bool = True) -> list[tuple[str, str, str]]:
     """(store, variant, cache state): cold then warm per variant, then a plain cold pair."""
     stores = ['shaped', 'plain'] if shaping else ['direct']
     runs = [(stores[0], v, c) for v in VARIANTS for c in ('cold', 'warm')]
-    if shaping:
+    if shaping and plain_pair:
         runs += [('plain', v, 'cold') for v in VARIANTS]
     return runs
 
@@ -142,6 +148,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument('--sample-mb', type=float, default=8, help='MB of sample text (default 8)')
     p.add_argument('--steps', type=int, default=0, help='steps per run (default: the recipe\'s)')
     p.add_argument('--nproc', type=int, default=1, help='processes per run: composer -n (default 1)')
+    p.add_argument('--no-plain-pair', action='store_true',
+                   help='skip the cold pair over the unshaped store (4 runs instead of 6)')
     p.add_argument('--build', default='build', help='sample and tokenizer folder (default build)')
     p.add_argument('--store-dir', default='.store/data', help='local store data (default .store/data)')
     p.add_argument('--out', default='results/bench', help='reports go to OUT/<timestamp>/')
@@ -179,7 +187,7 @@ def main(argv: list[str] | None = None) -> int:
                 buckets[v]['list_seconds_shaped'] = stats(f'{remote}/{v}')['list_seconds']
 
         runs = []
-        plan = plan_runs(shaping=bool(stores))
+        plan = plan_runs(shaping=bool(stores), plain_pair=not args.no_plain_pair)
         for n, variant in enumerate(VARIANTS, start=5):
             stage(n, f'fine-tune on {variant}: ' + ', '.join(f'{c} cache ({s} store)' for s, v, c in plan if v == variant))
         caches = out / 'cache'
@@ -190,7 +198,7 @@ def main(argv: list[str] | None = None) -> int:
             name = f'{variant}-{cache_state}-{store}'
             overrides_env = envs[store]
             metrics = train_run(args, recipes[variant], f'{remote}/{variant}', overrides_env,
-                                name, cache, out)
+                                name, cache, out, tokenizer)
             runs.append({'name': name, 'variant': variant, 'cache': cache_state, 'store': store,
                          'metrics': metrics, 'steps_file': str(out / 'runs' / name / 'steps.jsonl')})
     except RemoteError as err:
