@@ -190,7 +190,7 @@ def main(argv: list[str] | None = None) -> int:
         plan = plan_runs(shaping=bool(stores), plain_pair=not args.no_plain_pair)
         for n, variant in enumerate(VARIANTS, start=5):
             stage(n, f'fine-tune on {variant}: ' + ', '.join(f'{c} cache ({s} store)' for s, v, c in plan if v == variant))
-        caches = out / 'cache'
+        caches = Path(args.build) / 'bench-cache'  # shard caches are data, not results
         for store, variant, cache_state in plan:
             cache = caches / f'{store}-{variant}'
             if cache_state == 'cold':
