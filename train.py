@@ -106,7 +106,15 @@ def main(argv: list[str]) -> int:
     clean_stale_shared_memory()  # a crashed run's leftovers make the next one fail (FileExistsError)
 
     from llmfoundry.command_utils.train import train
-    train(cfg)
+    try:
+        train(cfg)
+    except ValueError as err:
+        # Composer's answer when autoresume finds the run already at max_duration: for us
+        # a finished run, not an error (`make train` twice, a job restarted after its end).
+        if 'No training would occur' not in str(err):
+            raise
+        print(f'train.py: run {cfg.get("run_name")} already reached max_duration '
+              f'{cfg.get("max_duration")} (checkpoints in {cfg.get("save_folder")}); nothing to do')
     return 0
 
 

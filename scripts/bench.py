@@ -107,7 +107,7 @@ def train_run(args, recipe: Path, remote: str, env: dict, name: str, cache: Path
     cmd = [str(Path(sys.executable).parent / 'composer'), '-n', str(args.nproc), 'train.py', str(recipe),
            f'variables.data_remote={remote}', f'variables.data_local={cache}',
            f'variables.run_name={name}', f'callbacks.run_report.folder={run_dir}',
-           'console_log_interval=1ba', 'save_folder=null', *args.override]
+           'console_log_interval=1ba', 'save_folder=null', 'autoresume=false', *args.override]
     if OmegaConf.load(recipe).tokenizer.name == LOCAL_TOKENIZER:  # CPU recipes: ours, wherever built
         cmd.append(f'tokenizer.name={tokenizer}')
     if args.steps:
