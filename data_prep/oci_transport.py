@@ -531,6 +531,10 @@ def loud_shard_errors() -> None:
       PREPARING forever, so anyone waiting on it would wait forever) and remembers the error.
     - StreamingDataset.__iter__: when the pass ended because of such an error, raises it
       instead of returning; the next pass raises it too (not streaming's vague message).
+    - StreamingDataset._ready_thread: a worker waiting for a shard that another worker (or
+      rank) failed to prepare would wait forever for it to become LOCAL, and the DataLoader,
+      which hands out batches in order, with it: the run hung. It now prepares such a shard
+      itself, and so fails loudly as well (or succeeds, if the store is back).
 
     A shard whose bytes were changed in place (same size) is caught by our downloader's MD5
     check for oci://, and for any remote by streaming's `validate_hash: xxh64` (the index
@@ -606,9 +610,45 @@ def loud_shard_errors() -> None:
         if err is not None and event is not None and event.is_set():
             raise ShardUnavailable(f'{err}; the pass stopped there')
 
+    def ready_thread(self, it) -> None:
+        # streaming 0.12.0's _ready_thread, with one change in the wait loop: a shard that went
+        # back to REMOTE while we wait for it (another worker or rank failed to prepare it, or
+        # it was evicted) is prepared here, instead of being waited for forever. So a peer of
+        # the worker that failed fails too (loudly), or succeeds if the store is back.
+        from time import sleep
+
+        from streaming.base.dataset import TICK
+        while True:
+            if it.should_exit() or it.ready_index == it.total or self._event.is_set():
+                break
+            if self.predownload is not None and self.predownload < it.ready_index - it.yield_index:
+                sleep(TICK)
+                continue
+            sample_id = it.sample_ids[it.ready_index]
+            if sample_id == -1:
+                it.ready_index += 1
+                continue
+            shard_id, _ = self.spanner[sample_id]
+            while self._shard_states[shard_id] != _ShardState.LOCAL:
+                if self._event.is_set():
+                    break
+                if self._shard_states[shard_id] == _ShardState.REMOTE:
+                    self.prepare_shard(shard_id, False)
+                    continue
+                sleep(TICK)
+            it.ready_index += 1
+        it.on_exit()
+
+    import streaming
     Stream.prepare_shard = prepare_one
     StreamingDataset.prepare_shard = prepare
     StreamingDataset.__iter__ = iterate
+    if streaming.__version__ == '0.12.0':  # the copy above is of this version's method
+        StreamingDataset._ready_thread = ready_thread
+    else:
+        logger.warning('streaming %s: not replacing StreamingDataset._ready_thread (written '
+                       'for 0.12.0); a worker waiting on a shard another one failed may wait',
+                       streaming.__version__)
     StreamingDataset._loud_shard_errors = True
 
 
