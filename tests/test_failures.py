@@ -311,7 +311,7 @@ def test_store_down_at_start_and_mid_run_then_autoresume(sample_dir, tokenizer_d
             f'save_folder={ckpt}', f'save_interval={SAVE_AT}ba', 'save_num_checkpoints_to_keep=-1',
             'autoresume=true', f'max_duration={STEPS}ba', 'variables.run_name=outage',
             f'train_loader.dataset.cache_limit={cache_limit}',
-            'train_loader.dataset.download_timeout=5', 'train_loader.dataset.download_retry=1',
+            'train_loader.dataset.download_timeout=3', 'train_loader.dataset.download_retry=1',
             f'code_paths=[{ROOT}/tests/sample_log.py]', f'callbacks.sample_log.path={log}',
             f'callbacks.run_report.folder={reports}/run$RUN']
 
@@ -341,7 +341,7 @@ def test_store_down_at_start_and_mid_run_then_autoresume(sample_dir, tokenizer_d
         store.stop()
     down = time.monotonic()
     try:
-        rc = first.wait(timeout=120)  # download_timeout is 5 s: failing takes seconds, not this
+        rc = first.wait(timeout=120)  # download_timeout is 3 s: failing takes seconds, not this
     except subprocess.TimeoutExpired:
         os.killpg(first.pid, signal.SIGKILL)
         pytest.fail('the run hung after the store went down')
