@@ -56,6 +56,11 @@ def check_dataset_keys(cfg: DictConfig, where: str) -> None:
                 near = difflib.get_close_matches(key, sorted(valid), n=1)
                 hint = f' (did you mean {near[0]!r}?)' if near else ''
                 raise ConfigError(f'{where}: unknown key {loader}.dataset.{key}{hint}')
+        # streaming uses download_retry as the number of tries: 0 fails deep in dataset setup.
+        retry = dataset.get('download_retry') if dataset else None
+        if retry is not None and (not isinstance(retry, int) or retry < 1):
+            raise ConfigError(f'{where}: {loader}.dataset.download_retry must be an integer '
+                              f'>= 1 (streaming counts tries, not re-tries), got {retry!r}')
 
 
 def remotes(cfg: DictConfig) -> list[str]:

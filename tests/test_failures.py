@@ -36,8 +36,9 @@ proven elsewhere are not repeated here; this file holds only what was missing or
    scheme typo: test_recipes.py::test_unknown_dataset_key_is_an_error_naming_the_closest_valid_
    key, ::test_oci_remote_without_credentials_fails_in_one_line,
    ::test_remote_scheme_typo_fails_in_one_line; credentials variants:
-   test_oci_transport.py::test_credentials_errors_are_one_clear_line; bucket typo:
-   test_bucket_typo_fails_in_one_line_before_any_work (here); conversion's bucket typo:
+   test_oci_transport.py::test_credentials_errors_are_one_clear_line; bucket typo, and
+   download_retry=0 (streaming counts tries): test_bucket_typo_fails_in_one_line_before_any_work
+   (here); conversion's bucket typo:
    test_convert.py::test_s3_raw_conversion_verified_and_missing_bucket
 7. A small cache_limit: training goes on by evicting and the run report counts the evictions,
    checked against the store's own log: the resumed run of test_store_down_at_start_and_mid_
@@ -278,6 +279,9 @@ def test_bucket_typo_fails_in_one_line_before_any_work(oci_store, tmp_path):
     assert "bucket 'c4-bnech' not found" in lines[0] and lines[0].startswith(f'error: {RECIPE}:')
     assert not cache.exists()
     assert all('/o/' not in r['path'] for r in oci_store.requests())  # no object was read
+    # download_retry counts tries in streaming: 0 would fail deep inside dataset setup
+    rc, lines = _train_main([RECIPE, 'train_loader.dataset.download_retry=0'])
+    assert rc == 2 and len(lines) == 1 and 'download_retry must be an integer >= 1' in lines[0]
 
 
 # ----------------------------------------------------------------------------- cases 4 and 7
