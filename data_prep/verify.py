@@ -3,7 +3,8 @@
     python -m data_prep.verify REMOTE [--split train] [--sizes-only]
 
 REMOTE is a dataset root holding index.json, or a folder whose splits hold one
-(REMOTE/train/index.json, as `data_prep.convert` writes). For every shard the index names:
+(REMOTE/train/index.json, as `data_prep.convert` writes). Every shard file present must be
+one the index names. For every shard the index names:
 the object is there with the recorded size; with hashes on (the default), it is downloaded
 and every hash the index records is recomputed, the compressed file is decompressed and its
 raw size and hashes checked too, and the sample count in the shard's own header must equal
@@ -128,6 +129,15 @@ def verify(url: str, split: str | None = None, hashes: bool = True, workers: int
                 elif have != stored['bytes']:
                     problems.append(f'{remote.join(name)}: {have} bytes, index says '
                                     f'{stored["bytes"]}')
+        # Every shard present must be one the index names: a shard the index does not cover is
+        # data the readers never see (left by an interrupted or foreign writer).
+        named = {prefix + shard[key]['basename'] for shard in shards
+                 for key in ('raw_data', 'zip_data', 'raw_meta', 'zip_meta') if shard.get(key)}
+        for name in sorted(listing):
+            base = name.rsplit('/', 1)[-1]
+            if (name.startswith(prefix) and base.startswith('shard.') and '.mds' in base
+                    and name not in named):
+                problems.append(f'{remote.join(name)}: a shard the index does not name')
         for part, n in sorted(per_part.items()):
             mname = f'{prefix}{part}/{MANIFEST}' if part else f'{prefix}{MANIFEST}'
             if mname in listing:

@@ -17,7 +17,8 @@ proven elsewhere are not repeated here; this file holds only what was missing or
    test_oci_transport.py::test_flaky_store_conversion_and_streaming_lose_nothing
 3. A shard truncated or altered in the bucket: the reader names it, no silent early end of the
    pass, no hang (fix: data_prep.oci_transport.loud_shard_errors), `python -m data_prep.verify`
-   names it: test_damaged_shard_is_named_by_the_reader_and_by_verify (here); the transport's
+   names it, and a shard present that the index does not name:
+   test_damaged_shard_is_named_by_the_reader_and_by_verify (here); the transport's
    own MD5/size check: test_oci_transport.py::test_object_damaged_in_the_bucket_is_detected,
    ::test_truncated_transfer_is_retried_then_refused; verify on each kind of damage:
    test_verify.py
@@ -238,6 +239,12 @@ def test_damaged_shard_is_named_by_the_reader_and_by_verify(oci_store, tmp_path,
     victim.write_bytes(victim.read_bytes()[:-100])
     with pytest.raises(oci_transport.ShardUnavailable, match='shard.00001.mds of .*index says'):
         _read(str(local), tmp_path / 'cache-local')
+    # verify also covers every shard present: one the index does not name is reported
+    victim.unlink()
+    (local / 'shard.00009.mds').write_bytes(b'stray')
+    problems = verify(str(local))['problems']
+    assert f'{local}/shard.00001.mds: missing' in problems
+    assert f'{local}/shard.00009.mds: a shard the index does not name' in problems
 
 
 # ----------------------------------------------------------------------------- case 5
