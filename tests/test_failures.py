@@ -16,7 +16,7 @@ proven elsewhere are not repeated here; this file holds only what was missing or
    conversion_then_streaming; every fault kind seen, two DataLoader workers:
    test_oci_transport.py::test_flaky_store_conversion_and_streaming_lose_nothing
 3. A shard truncated or altered in the bucket: the reader names it, no silent early end of the
-   pass, no hang (fix: data_prep.oci_transport.loud_shard_errors), `python -m data_prep.verify`
+   pass, no hang (fix: data_prep.shard_errors.loud_shard_errors), `python -m data_prep.verify`
    names it, and a shard present that the index does not name:
    test_damaged_shard_is_named_by_the_reader_and_by_verify (here); the transport's
    own MD5/size check: test_oci_transport.py::test_object_damaged_in_the_bucket_is_detected,
@@ -67,6 +67,7 @@ from streaming.base.util import clean_stale_shared_memory
 from conftest import COMPOSER, PY, ROOT, run, sample_texts
 from data_prep import oci_transport
 from data_prep.local_store import Knobs, start_store
+from data_prep.shard_errors import ShardUnavailable
 from data_prep.verify import main as verify_main
 from data_prep.verify import sample_digest, verify
 
@@ -215,7 +216,7 @@ def test_damaged_shard_is_named_by_the_reader_and_by_verify(oci_store, tmp_path,
         remote = f'oci://{BUCKET}@local/{name}/train'
         # The pass stops at the bad shard with an error naming it and its remote: before the
         # fix streaming ended the pass early in silence and the run trained on.
-        with pytest.raises(oci_transport.ShardUnavailable) as err:
+        with pytest.raises(ShardUnavailable) as err:
             _read(remote, tmp_path / f'cache-{name}')
         assert f'shard.00001.mds.zstd of {remote}' in str(err.value)
         assert _read.ids == list(range(first))  # shard 0 only: nothing from the bad shard on
@@ -237,7 +238,7 @@ def test_damaged_shard_is_named_by_the_reader_and_by_verify(oci_store, tmp_path,
     _write(str(local), 300)
     victim = local / 'shard.00001.mds'
     victim.write_bytes(victim.read_bytes()[:-100])
-    with pytest.raises(oci_transport.ShardUnavailable, match='shard.00001.mds of .*index says'):
+    with pytest.raises(ShardUnavailable, match='shard.00001.mds of .*index says'):
         _read(str(local), tmp_path / 'cache-local')
     # verify also covers every shard present: one the index does not name is reported
     victim.unlink()

@@ -12,6 +12,7 @@ from streaming.base.util import clean_stale_shared_memory
 
 from data_prep import oci_transport
 from data_prep.local_store import Knobs, start_store
+from data_prep.shard_errors import ShardUnavailable
 from data_prep.oci_transport import CorruptObject, CredentialsError, OCIRemote
 
 COLUMNS = {'id': 'int', 'text': 'str'}
@@ -138,10 +139,10 @@ def test_object_damaged_in_the_bucket_is_detected(oci_store, tmp_path):
     clean_stale_shared_memory()
     ds = StreamingDataset(remote='oci://c4-bench@local/dmg/train', local=str(tmp_path / 'c2'),
                           shuffle=False, batch_size=8)
-    with pytest.raises(oci_transport.ShardUnavailable, match='shard.00000.mds'):
+    with pytest.raises(ShardUnavailable, match='shard.00000.mds'):
         list(ds)
     assert not (tmp_path / 'c2' / 'shard.00000.mds').exists()
-    with pytest.raises(oci_transport.ShardUnavailable, match='shard.00000.mds'):
+    with pytest.raises(ShardUnavailable, match='shard.00000.mds'):
         next(iter(ds))
 
 
