@@ -14,6 +14,7 @@ STACK = [
     'tqdm',
     'matplotlib',
     'zstandard',
+    'orjson',  # conversion: parses each input line ~4x faster than json
     'setuptools<81',  # llm-foundry 0.22 imports pkg_resources, removed in setuptools 81
 ]
 
