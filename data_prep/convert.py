@@ -88,15 +88,6 @@ class ConvertConfig:
 
 # --------------------------------------------------------------------------- remote helpers
 
-def register_oci() -> None:
-    """Installs our OCI uploader/downloader into streaming, once it exists."""
-    try:
-        from data_prep.oci_transport import register
-    except ImportError:
-        return
-    register()
-
-
 def check_remote(remote: Remote, prefix: str) -> dict[str, int]:
     """Lists `prefix`; turns a missing bucket, credentials or endpoint into one ConvertError."""
     try:
@@ -196,7 +187,8 @@ def _init_worker(counters) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent handles Ctrl-C
     os.environ['TOKENIZERS_PARALLELISM'] = 'false'
     logging.getLogger('streaming').setLevel(logging.ERROR)
-    register_oci()
+    from data_prep.oci_transport import register  # imports streaming: not before it is needed
+    register()
     _W['counters'] = counters
 
 
@@ -439,7 +431,8 @@ def convert(cfg: ConvertConfig) -> dict:
     _validate(cfg)
     split = cfg.out_split or cfg.split
     if cfg.remote.startswith('oci://'):
-        register_oci()
+        from data_prep.oci_transport import register
+        register()
     try:
         remote = open_remote(cfg.remote)
     except RemoteError as exc:

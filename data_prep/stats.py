@@ -15,8 +15,8 @@ from data_prep.remote import open_remote
 def bucket_stats(url: str, prefix: str = '') -> dict:
     """{'remote', 'prefix', 'bytes', 'objects', 'list_seconds'} for every object under url/prefix."""
     if url.startswith('oci://'):
-        from data_prep.convert import register_oci
-        register_oci()
+        from data_prep.oci_transport import register
+        register()
     remote = open_remote(url)
     t0 = time.perf_counter()
     listing = remote.list(prefix)

@@ -30,8 +30,8 @@ MANIFEST = 'manifest.json'
 
 def _open(url: str) -> Remote:
     if url.startswith('oci://'):
-        from data_prep.convert import register_oci
-        register_oci()
+        from data_prep.oci_transport import register
+        register()
     return open_remote(url)
 
 
