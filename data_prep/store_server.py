@@ -1,0 +1,697 @@
+"""The local OCI-compatible object store's server: on-disk storage and the HTTP handler.
+
+The part of the Object Storage REST API (20160918) the oci SDK uses for our transport, with
+knobs for latency, bandwidth and faults. Started and driven through data_prep.local_store
+(its CLI and Python API); this module is what runs inside the server process.
+"""
+from __future__ import annotations
+
+import argparse
+import base64
+import hashlib
+import json
+import os
+import random
+import re
+import shutil
+import socket
+import struct
+import tempfile
+import threading
+import time
+import uuid
+from dataclasses import dataclass
+from email.utils import formatdate
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from urllib.parse import parse_qs, unquote, urlsplit
+
+NAMESPACE = 'local'
+FAULT_KINDS = ('503', '500', '429', 'reset')
+CHUNK = 1 << 20
+SETTLE_PATH = '/_local/settle'
+
+
+# ----------------------------------------------------------------------------- knobs
+
+def _env(name, default, cast):
+    value = os.environ.get(name)
+    return default if value in (None, '') else cast(value)
+
+
+@dataclass
+class Knobs:
+    """Network shaping and faults; each one also has an OCI_STORE_* environment variable."""
+    latency_ms: float = 0.0       # added before every response (a bucket in another region)
+    bandwidth_mbps: float = 0.0   # MB/s per connection, both directions; 0 = unlimited
+    fault_rate: float = 0.0       # fraction of requests that fail
+    fault_kinds: tuple = FAULT_KINDS
+    seed: int | None = None       # makes the fault sequence repeatable
+    fault_match: str = ''         # regex on "METHOD /path": only matching requests may fail
+
+    @classmethod
+    def from_env(cls) -> 'Knobs':
+        return cls(latency_ms=_env('OCI_STORE_LATENCY_MS', 0.0, float),
+                   bandwidth_mbps=_env('OCI_STORE_BANDWIDTH_MBPS', 0.0, float),
+                   fault_rate=_env('OCI_STORE_FAULT_RATE', 0.0, float),
+                   fault_kinds=_env('OCI_STORE_FAULT_KINDS', FAULT_KINDS, _kinds),
+                   seed=_env('OCI_STORE_SEED', None, int),
+                   fault_match=os.environ.get('OCI_STORE_FAULT_MATCH', ''))
+
+    def check(self) -> 'Knobs':
+        if self.latency_ms < 0 or self.bandwidth_mbps < 0:
+            raise ValueError('latency and bandwidth must be >= 0')
+        if not 0 <= self.fault_rate <= 1:
+            raise ValueError(f'fault rate must be between 0 and 1, got {self.fault_rate}')
+        self.fault_kinds = _kinds(self.fault_kinds)
+        try:
+            re.compile(self.fault_match)
+        except re.error as e:
+            raise ValueError(f'fault match {self.fault_match!r} is not a regex: {e}')
+        return self
+
+
+def _kinds_arg(value: str) -> tuple:
+    try:
+        return _kinds(value)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e))
+
+
+def _kinds(value) -> tuple:
+    kinds = tuple(k.strip() for k in (value.split(',') if isinstance(value, str) else value)
+                  if k.strip())
+    bad = [k for k in kinds if k not in FAULT_KINDS]
+    if bad or not kinds:
+        raise ValueError(f'fault kinds must be a comma list of {",".join(FAULT_KINDS)}, '
+                         f'got {",".join(kinds) or "nothing"}')
+    return kinds
+
+
+# ----------------------------------------------------------------------------- storage
+
+class StoreError(Exception):
+    def __init__(self, status: int, code: str, message: str):
+        super().__init__(message)
+        self.status, self.code, self.message = status, code, message
+
+
+def _check_name(kind: str, name: str) -> None:
+    """Refuse names that are not a plain relative path (escape, empty or dot segments)."""
+    parts = name.split('/')
+    if (not name or len(name) > 1024 or '\0' in name or name.startswith('/')
+            or any(p in ('', '.', '..') for p in parts)):
+        raise StoreError(400, 'InvalidParameter', f'{kind} name {name!r} is not allowed here')
+
+
+class Storage:
+    """The bucket/object/multipart operations, on files under `root`."""
+
+    def __init__(self, root: Path):
+        self.root = Path(root).resolve()
+        for sub in ('buckets', 'meta', 'uploads', 'tmp'):
+            (self.root / sub).mkdir(parents=True, exist_ok=True)
+        self.lock = threading.Lock()  # guards commit/rename sequences, not data transfer
+
+    # paths ----------------------------------------------------------------
+    def bucket_dir(self, bucket: str, must_exist: bool = True) -> Path:
+        if not bucket or '/' in bucket or bucket.startswith('.') or len(bucket) > 256:
+            raise StoreError(400, 'InvalidParameter', f'bucket name {bucket!r} is not allowed')
+        path = self.root / 'buckets' / bucket
+        if must_exist and not path.is_dir():
+            raise StoreError(404, 'BucketNotFound', f'Either the bucket named {bucket!r} '
+                             f'does not exist in the namespace {NAMESPACE!r} or you are not '
+                             f'authorized to access it')
+        return path
+
+    def object_path(self, bucket: str, name: str) -> Path:
+        _check_name('object', name)
+        base = self.bucket_dir(bucket)
+        path = (base / name).resolve()
+        if base.resolve() not in path.parents:  # symlinks or anything else that escapes
+            raise StoreError(400, 'InvalidParameter', f'object name {name!r} is not allowed here')
+        return path
+
+    def meta_path(self, bucket: str, name: str) -> Path:
+        return self.root / 'meta' / bucket / (hashlib.sha1(name.encode()).hexdigest() + '.json')
+
+    def tmp_file(self):
+        return tempfile.NamedTemporaryFile(dir=self.root / 'tmp', delete=False)
+
+    # buckets --------------------------------------------------------------
+    def create_bucket(self, name: str, compartment: str = 'local') -> dict:
+        path = self.bucket_dir(name, must_exist=False)
+        with self.lock:
+            if path.exists():
+                raise StoreError(409, 'BucketAlreadyExists', f'bucket {name!r} already exists')
+            path.mkdir(parents=True)
+            (self.root / 'meta' / name).mkdir(parents=True, exist_ok=True)
+            (self.root / 'meta' / name / '.compartment').write_text(compartment)
+        return self.bucket_info(name)
+
+    def bucket_info(self, name: str) -> dict:
+        path = self.bucket_dir(name)
+        st = path.stat()
+        cfile = self.root / 'meta' / name / '.compartment'
+        return {'namespace': NAMESPACE, 'name': name,
+                'compartmentId': cfile.read_text() if cfile.exists() else 'local',
+                'createdBy': 'local', 'timeCreated': _iso(st.st_ctime),
+                'etag': f'{int(st.st_ctime * 1e6):x}', 'storageTier': 'Standard',
+                'publicAccessType': 'NoPublicAccess', 'metadata': {}}
+
+    def list_buckets(self) -> list[dict]:
+        return [self.bucket_info(p.name) for p in sorted((self.root / 'buckets').iterdir())
+                if p.is_dir()]
+
+    def delete_bucket(self, name: str) -> None:
+        path = self.bucket_dir(name)
+        if any(path.iterdir()):
+            raise StoreError(409, 'BucketNotEmpty', f'bucket {name!r} is not empty')
+        path.rmdir()
+        shutil.rmtree(self.root / 'meta' / name, ignore_errors=True)
+
+    # objects --------------------------------------------------------------
+    def commit_file(self, bucket: str, name: str, tmp: Path, meta: dict) -> dict:
+        """Move a fully received temp file into place, atomically, with its metadata."""
+        path = self.object_path(bucket, name)
+        meta.update(name=name, size=tmp.stat().st_size, etag=uuid.uuid4().hex,
+                    timeModified=time.time())
+        with self.lock:
+            if path.is_dir():
+                raise StoreError(409, 'Conflict', f'{name!r} is a prefix of other objects')
+            try:
+                path.parent.mkdir(parents=True, exist_ok=True)
+            except (FileExistsError, NotADirectoryError):
+                raise StoreError(409, 'Conflict', f'a parent of {name!r} is an object')
+            mpath = self.meta_path(bucket, name)
+            mpath.parent.mkdir(parents=True, exist_ok=True)
+            mtmp = mpath.with_suffix('.tmp')
+            mtmp.write_text(json.dumps(meta))
+            os.replace(tmp, path)
+            os.replace(mtmp, mpath)
+        return meta
+
+    def head_object(self, bucket: str, name: str) -> tuple[Path, dict]:
+        path = self.object_path(bucket, name)
+        if not path.is_file():
+            raise StoreError(404, 'ObjectNotFound', f'The object {name!r} was not found '
+                             f'in the bucket {bucket!r}')
+        try:
+            meta = json.loads(self.meta_path(bucket, name).read_text())
+        except (OSError, ValueError):
+            meta = {'etag': f'{int(path.stat().st_mtime_ns):x}'}
+        # The size served is what is on disk; md5 is what was uploaded, so a file damaged
+        # at rest is served as it is and the client can tell.
+        meta['size'] = path.stat().st_size
+        meta.setdefault('timeModified', path.stat().st_mtime)
+        return path, meta
+
+    def delete_object(self, bucket: str, name: str) -> None:
+        path, _ = self.head_object(bucket, name)
+        with self.lock:
+            path.unlink(missing_ok=True)
+            self.meta_path(bucket, name).unlink(missing_ok=True)
+            base = self.bucket_dir(bucket)
+            parent = path.parent
+            while parent != base:  # prune empty prefixes so names can be reused as objects
+                try:
+                    parent.rmdir()
+                except OSError:
+                    break
+                parent = parent.parent
+
+    def list_objects(self, bucket: str, prefix: str = '', start: str = '', end: str = '',
+                     start_after: str = '', limit: int = 1000, delimiter: str = '') -> dict:
+        base = self.bucket_dir(bucket)
+        # Walk only the deepest directory the prefix names, not the whole bucket.
+        top = base / prefix.rsplit('/', 1)[0] if '/' in prefix else base
+        names = []
+        if top.resolve().is_dir() and (top.resolve() == base.resolve()
+                                       or base.resolve() in top.resolve().parents):
+            for dirpath, _, files in os.walk(top):
+                rel = Path(dirpath).relative_to(base).as_posix()
+                for f in files:
+                    name = f if rel == '.' else f'{rel}/{f}'
+                    if name.startswith(prefix):
+                        names.append(name)
+        names.sort()
+        objects, prefixes, next_start = [], set(), None
+        for name in names:
+            if (start and name < start) or (end and name >= end) or \
+                    (start_after and name <= start_after):
+                continue
+            if delimiter:
+                cut = name.find(delimiter, len(prefix))
+                if cut >= 0:
+                    prefixes.add(name[:cut + 1])
+                    continue
+            if len(objects) == limit:
+                next_start = name
+                break
+            objects.append(name)
+        out = []
+        for name in objects:
+            path, meta = self.head_object(bucket, name)
+            out.append({'name': name, 'size': meta['size'], 'md5': meta.get('md5'),
+                        'etag': meta.get('etag'), 'timeCreated': _iso(meta['timeModified']),
+                        'timeModified': _iso(meta['timeModified']), 'storageTier': 'Standard'})
+        result = {'objects': out, 'prefixes': sorted(prefixes)}
+        if next_start:
+            result['nextStartWith'] = next_start
+        return result
+
+    # multipart ------------------------------------------------------------
+    def upload_dir(self, bucket: str, upload_id: str, name: str) -> Path:
+        self.bucket_dir(bucket)
+        path = self.root / 'uploads' / bucket / upload_id
+        if not upload_id.isalnum() or not path.is_dir() or \
+                (path / 'object').read_text() != name:
+            raise StoreError(404, 'NoSuchUpload', f'upload {upload_id!r} of {name!r} not found')
+        return path
+
+    def create_upload(self, bucket: str, name: str) -> dict:
+        self.object_path(bucket, name)  # validates the name now, not at commit
+        upload_id = uuid.uuid4().hex
+        path = self.root / 'uploads' / bucket / upload_id
+        path.mkdir(parents=True)
+        (path / 'object').write_text(name)
+        return {'namespace': NAMESPACE, 'bucket': bucket, 'object': name,
+                'uploadId': upload_id, 'timeCreated': _iso(time.time()),
+                'storageTier': 'Standard'}
+
+    def list_uploads(self, bucket: str) -> list[dict]:
+        self.bucket_dir(bucket)
+        root = self.root / 'uploads' / bucket
+        out = []
+        for path in sorted(root.iterdir()) if root.is_dir() else []:
+            out.append({'namespace': NAMESPACE, 'bucket': bucket,
+                        'object': (path / 'object').read_text(), 'uploadId': path.name,
+                        'timeCreated': _iso(path.stat().st_ctime), 'storageTier': 'Standard'})
+        return out
+
+    def list_parts(self, bucket: str, name: str, upload_id: str) -> list[dict]:
+        path = self.upload_dir(bucket, upload_id, name)
+        out = []
+        for meta in sorted(path.glob('*.json'), key=lambda p: int(p.stem)):
+            m = json.loads(meta.read_text())
+            out.append({'partNumber': m['part'], 'etag': m['etag'], 'md5': m['md5'],
+                        'size': m['size']})
+        return out
+
+    def commit_upload(self, bucket: str, name: str, upload_id: str, parts: list[dict]) -> dict:
+        path = self.upload_dir(bucket, upload_id, name)
+        parts = sorted(parts, key=lambda p: int(p['partNum']))
+        digests = []
+        with self.tmp_file() as out:
+            for p in parts:
+                mfile = path / f'{int(p["partNum"])}.json'
+                if not mfile.exists():
+                    raise StoreError(400, 'InvalidUploadPart', f'part {p["partNum"]} missing')
+                meta = json.loads(mfile.read_text())
+                if meta['etag'] != p.get('etag'):
+                    raise StoreError(400, 'InvalidUploadPart', f'part {p["partNum"]} etag '
+                                     f'does not match')
+                with open(path / f'{meta["part"]}.part', 'rb') as f:
+                    shutil.copyfileobj(f, out, CHUNK)
+                digests.append(base64.b64decode(meta['md5']))
+        mp_md5 = base64.b64encode(hashlib.md5(b''.join(digests)).digest()).decode()
+        meta = self.commit_file(bucket, name, Path(out.name),
+                                {'multipartMd5': f'{mp_md5}-{len(parts)}'})
+        shutil.rmtree(path, ignore_errors=True)
+        return meta
+
+    def abort_upload(self, bucket: str, name: str, upload_id: str) -> None:
+        shutil.rmtree(self.upload_dir(bucket, upload_id, name))
+
+
+def _iso(ts: float) -> str:
+    return time.strftime('%Y-%m-%dT%H:%M:%S', time.gmtime(ts)) + f'.{int(ts % 1 * 1000):03d}Z'
+
+
+# ----------------------------------------------------------------------------- HTTP
+
+class _Reset(Exception):
+    """Raised inside a handler to drop the connection with a TCP reset."""
+
+
+class Handler(BaseHTTPRequestHandler):
+    protocol_version = 'HTTP/1.1'  # keep-alive, as the SDK's connection pool expects
+    server_version = 'local-oci-store'
+
+    def log_message(self, fmt, *args):  # the JSON request log replaces stderr noise
+        pass
+
+    # plumbing -------------------------------------------------------------
+    def _dispatch(self):
+        self.t0, self.sent, self.received, self.fault = time.monotonic(), 0, 0, None
+        self.status, self.shaped = 0, 0
+        server: StoreServer = self.server
+        if self.path == SETTLE_PATH:  # not a store request: see RunningStore.requests
+            server.settle()
+            return self._empty(204)
+        with server.busy:
+            server.inflight += 1
+        try:
+            split = urlsplit(self.path)
+            self.query = {k: v[0] for k, v in parse_qs(split.query).items()}
+            self.route = split.path
+            if server.knobs.latency_ms:
+                time.sleep(server.knobs.latency_ms / 1000)
+            if 'Authorization' not in self.headers:
+                raise StoreError(401, 'NotAuthenticated', 'The required information to '
+                                 'complete authentication was not provided')
+            self.fault = server.draw_fault(f'{self.command} {unquote(split.path)}')
+            if self.fault in ('503', '500', '429'):
+                self.close_connection = True  # the request body, if any, is left unread
+                code = {'503': 'ServiceUnavailable', '500': 'InternalServerError',
+                        '429': 'TooManyRequests'}[self.fault]
+                raise StoreError(int(self.fault), code, f'injected fault {self.fault}')
+            if self.fault == 'reset' and self.command != 'GET':
+                raise _Reset()
+            self._route(split.path)
+        except StoreError as e:
+            self._json(e.status, {'code': e.code, 'message': e.message})
+        except _Reset:
+            self._reset()
+        except (ConnectionError, BrokenPipeError, socket.timeout):
+            self.close_connection = True
+            self.status = self.status or 499
+        except Exception as e:  # a bug in the store must not look like a network fault
+            self._json(500, {'code': 'InternalServerError', 'message': repr(e)})
+        finally:
+            server.log_request_line(self)
+            with server.busy:
+                server.inflight -= 1
+                server.busy.notify_all()
+
+    do_GET = do_PUT = do_POST = do_DELETE = do_HEAD = _dispatch
+
+    def _reset(self):
+        self.status = self.status or 0
+        self.close_connection = True
+        try:  # SO_LINGER 0 makes close() send RST instead of FIN
+            self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER,
+                                       struct.pack('ii', 1, 0))
+            self.connection.close()
+        except OSError:
+            pass
+
+    def _start(self, status: int, headers: dict, length: int):
+        self.status = status
+        self.send_response(status)
+        self.send_header('opc-request-id', uuid.uuid4().hex)
+        for k, v in headers.items():
+            if v is not None:
+                self.send_header(k, str(v))
+        self.send_header('Content-Length', str(length))
+        if self.close_connection:
+            self.send_header('Connection', 'close')
+        self.end_headers()
+
+    def _json(self, status: int, obj, headers: dict | None = None):
+        body = json.dumps(obj).encode()
+        self._start(status, {'Content-Type': 'application/json', **(headers or {})}, len(body))
+        if self.command != 'HEAD':
+            self._send_bytes(body)
+
+    def _empty(self, status: int, headers: dict | None = None):
+        self._start(status, headers or {}, 0)
+
+    def _throttle(self, nbytes: int):
+        """Sleep so this connection stays under the configured MB/s."""
+        rate = self.server.knobs.bandwidth_mbps * 1e6
+        if rate:  # the clock starts with the body, so latency does not count as transfer
+            if not self.shaped:
+                self.shape_t0 = time.monotonic()
+            self.shaped += nbytes
+            ahead = self.shaped / rate - (time.monotonic() - self.shape_t0)
+            if ahead > 0:
+                time.sleep(ahead)
+
+    def _step(self) -> int:
+        """Write size: about 10 ms of transfer when shaped, so sleeps stay coarse."""
+        rate = self.server.knobs.bandwidth_mbps * 1e6
+        return CHUNK if not rate else int(min(max(rate / 100, 16 << 10), CHUNK))
+
+    def _send_bytes(self, data: bytes):
+        step = self._step()
+        for i in range(0, len(data), step):
+            self.wfile.write(data[i:i + step])
+            self.sent += len(data[i:i + step])
+            self._throttle(len(data[i:i + step]))
+
+    def _send_file(self, path: Path, offset: int, count: int):
+        with open(path, 'rb') as f:
+            if self.fault == 'reset':  # half the body, then a reset: a truncated transfer
+                count = count // 2
+            if not self.server.knobs.bandwidth_mbps:
+                while count > 0:  # sendfile: the store must not be the bottleneck
+                    n = self.connection.sendfile(f, offset, count)
+                    if not n:
+                        break
+                    offset, count, self.sent = offset + n, count - n, self.sent + n
+            else:
+                f.seek(offset)
+                while count > 0:
+                    chunk = f.read(min(self._step(), count))
+                    if not chunk:
+                        break
+                    self.wfile.write(chunk)
+                    count -= len(chunk)
+                    self.sent += len(chunk)
+                    self._throttle(len(chunk))
+        if self.fault == 'reset':
+            raise _Reset()
+
+    def _receive(self, sink, md5=None) -> int:
+        """Copy the request body to `sink` (Content-Length or chunked)."""
+        def take(n):
+            data = self.rfile.read(n)
+            if len(data) < n:
+                raise ConnectionError('client went away mid-body')
+            self.received += n
+            sink.write(data)
+            if md5 is not None:
+                md5.update(data)
+            self._throttle(n)
+
+        if self.headers.get('Transfer-Encoding', '').lower() == 'chunked':
+            while True:
+                size = int(self.rfile.readline().split(b';')[0], 16)
+                if size == 0:
+                    self.rfile.readline()
+                    break
+                while size:
+                    n = min(size, CHUNK)
+                    take(n)
+                    size -= n
+                self.rfile.readline()
+        else:
+            left = int(self.headers.get('Content-Length') or 0)
+            while left:
+                n = min(left, CHUNK)
+                take(n)
+                left -= n
+        return self.received
+
+    def _body_json(self) -> dict:
+        buf = _Buffer()
+        self._receive(buf)
+        try:
+            return json.loads(buf.data or b'{}')
+        except ValueError:
+            raise StoreError(400, 'InvalidParameter', 'request body is not JSON')
+
+    def _receive_file(self) -> tuple[Path, str]:
+        """Store the body in a temp file; check it against Content-MD5 when the client sent one."""
+        md5 = hashlib.md5()
+        storage: Storage = self.server.storage
+        with storage.tmp_file() as f:
+            try:
+                self._receive(f, md5)
+            except BaseException:
+                os.unlink(f.name)
+                raise
+        digest = base64.b64encode(md5.digest()).decode()
+        want = self.headers.get('Content-MD5')
+        if want and want != digest:
+            os.unlink(f.name)
+            raise StoreError(400, 'InvalidContentMD5', 'the body does not match Content-MD5')
+        return Path(f.name), digest
+
+    # routes ---------------------------------------------------------------
+    def _route(self, path: str):
+        storage: Storage = self.server.storage
+        m = self.command
+        parts = path.split('/')  # '', 'n', ns, 'b', bucket, kind, name...
+        if len(parts) >= 2 and parts[1] == 'n' and len(parts) <= 3 and not ''.join(parts[2:]):
+            return self._json(200, NAMESPACE) if m == 'GET' else self._no_route()
+        if len(parts) < 4 or parts[1] != 'n' or parts[3] != 'b':
+            return self._no_route()
+        if unquote(parts[2]) != NAMESPACE:
+            raise StoreError(404, 'NamespaceNotFound', f'namespace {unquote(parts[2])!r} not '
+                             f'found; this store serves {NAMESPACE!r}')
+        bucket = unquote(parts[4]) if len(parts) > 4 else ''
+        if not bucket:  # /n/ns/b/
+            if m == 'POST':
+                body = self._body_json()
+                info = storage.create_bucket(body.get('name', ''),
+                                             body.get('compartmentId', 'local'))
+                return self._json(200, info, {'ETag': info['etag']})
+            if m == 'GET':
+                return self._json(200, storage.list_buckets())
+            return self._no_route()
+        kind = parts[5] if len(parts) > 5 else None
+        name = unquote('/'.join(parts[6:])) if len(parts) > 6 else ''
+        if kind is None:
+            if m in ('HEAD', 'GET'):
+                info = storage.bucket_info(bucket)
+                return self._json(200, info, {'ETag': info['etag']})
+            if m == 'DELETE':
+                storage.delete_bucket(bucket)
+                return self._empty(204)
+        elif kind == 'o' and not name and m == 'GET':
+            q = self.query
+            return self._json(200, storage.list_objects(
+                bucket, q.get('prefix', ''), q.get('start', ''), q.get('end', ''),
+                q.get('startAfter', ''), min(int(q.get('limit', 1000)), 1000),
+                q.get('delimiter', '')))
+        elif kind == 'o' and name:
+            return self._object(storage, m, bucket, name)
+        elif kind == 'u':
+            return self._multipart(storage, m, bucket, name)
+        return self._no_route()
+
+    def _no_route(self):
+        raise StoreError(404, 'NotFound', f'{self.command} {self.route} is not served here')
+
+    def _object(self, storage: Storage, m: str, bucket: str, name: str):
+        if m == 'PUT':
+            storage.object_path(bucket, name)  # refuse a bad name before reading the body
+            tmp, md5 = self._receive_file()
+            try:
+                meta = storage.commit_file(bucket, name, tmp, {'md5': md5})
+            finally:
+                tmp.unlink(missing_ok=True)
+            return self._empty(200, {'ETag': meta['etag'], 'opc-content-md5': md5,
+                                     'last-modified': formatdate(meta['timeModified'],
+                                                                 usegmt=True)})
+        if m == 'DELETE':
+            storage.delete_object(bucket, name)
+            return self._empty(204)
+        if m not in ('GET', 'HEAD'):
+            return self._no_route()
+        path, meta = storage.head_object(bucket, name)
+        size = meta['size']
+        headers = {'ETag': meta.get('etag'), 'Content-Type': 'application/octet-stream',
+                   'Accept-Ranges': 'bytes', 'Content-MD5': meta.get('md5'),
+                   'opc-multipart-md5': meta.get('multipartMd5'),
+                   'Last-Modified': formatdate(meta['timeModified'], usegmt=True)}
+        start, end, status = 0, size - 1, 200
+        rng = self.headers.get('Range')
+        if rng:
+            start, end = _parse_range(rng, size)
+            status = 206
+            headers['Content-Range'] = f'bytes {start}-{end}/{size}'
+            headers['Content-MD5'] = None  # the md5 is of the whole object
+        length = max(end - start + 1, 0)
+        self._start(status, headers, length)
+        if m == 'GET' and length:
+            self._send_file(path, start, length)
+
+    def _multipart(self, storage: Storage, m: str, bucket: str, name: str):
+        upload_id = self.query.get('uploadId', '')
+        if not name:
+            if m == 'POST':
+                body = self._body_json()
+                return self._json(200, storage.create_upload(bucket, body.get('object', '')))
+            if m == 'GET':
+                return self._json(200, storage.list_uploads(bucket))
+            return self._no_route()
+        if m == 'PUT':
+            path = storage.upload_dir(bucket, upload_id, name)
+            num = int(self.query.get('uploadPartNum', 0))
+            if not 1 <= num <= 10000:
+                raise StoreError(400, 'InvalidParameter', 'uploadPartNum must be 1..10000')
+            tmp, md5 = self._receive_file()
+            etag = uuid.uuid4().hex
+            os.replace(tmp, path / f'{num}.part')
+            (path / f'{num}.json').write_text(json.dumps(
+                {'part': num, 'etag': etag, 'md5': md5, 'size': self.received}))
+            return self._empty(200, {'ETag': etag, 'opc-content-md5': md5})
+        if m == 'POST':
+            body = self._body_json()
+            meta = storage.commit_upload(bucket, name, upload_id, body.get('partsToCommit', []))
+            return self._empty(200, {'ETag': meta['etag'],
+                                     'opc-multipart-md5': meta['multipartMd5']})
+        if m == 'DELETE':
+            storage.abort_upload(bucket, name, upload_id)
+            return self._empty(204)
+        if m == 'GET':
+            return self._json(200, storage.list_parts(bucket, name, upload_id))
+        return self._no_route()
+
+
+class _Buffer:
+    def __init__(self):
+        self.data = b''
+
+    def write(self, b):
+        self.data += b
+
+
+def _parse_range(header: str, size: int) -> tuple[int, int]:
+    try:
+        unit, spec = header.split('=', 1)
+        first, last = spec.split(',')[0].strip().split('-')
+        if unit.strip() != 'bytes':
+            raise ValueError
+        if first == '':
+            start, end = max(size - int(last), 0), size - 1
+        else:
+            start, end = int(first), min(int(last), size - 1) if last else size - 1
+    except ValueError:
+        raise StoreError(400, 'InvalidRange', f'bad Range header {header!r}')
+    if start >= size or start > end:
+        raise StoreError(416, 'InvalidRange', f'range {header!r} outside 0..{size}')
+    return start, end
+
+
+class StoreServer(ThreadingHTTPServer):
+    daemon_threads = True
+    request_queue_size = 128
+
+    def __init__(self, data_dir, port: int, knobs: Knobs, log_path=None):
+        super().__init__(('127.0.0.1', port), Handler)  # loopback only, always
+        self.storage = Storage(Path(data_dir))
+        self.knobs = knobs.check()
+        self.rng = random.Random(knobs.seed)
+        self.rng_lock = threading.Lock()
+        self.log_file = open(log_path, 'a', buffering=1) if log_path else None
+        self.log_lock = threading.Lock()
+        self.busy, self.inflight = threading.Condition(), 0
+
+    def settle(self, timeout: float = 10.0) -> None:
+        """Wait until no request is being handled, so each one answered is also logged."""
+        with self.busy:
+            self.busy.wait_for(lambda: self.inflight == 0, timeout)
+
+    def draw_fault(self, request: str):
+        k = self.knobs
+        if not k.fault_rate or (k.fault_match and not re.search(k.fault_match, request)):
+            return None
+        with self.rng_lock:
+            if self.rng.random() < k.fault_rate:
+                return self.rng.choice(k.fault_kinds)
+        return None
+
+    def log_request_line(self, h: Handler):
+        if not self.log_file:
+            return
+        line = json.dumps({'t': round(time.time(), 6), 'method': h.command,
+                           'path': unquote(getattr(h, 'route', h.path)),
+                           'query': getattr(h, 'query', {}), 'status': h.status,
+                           'bytes': h.sent, 'in': h.received, 'fault': h.fault,
+                           'ms': round((time.monotonic() - h.t0) * 1000, 2)})
+        with self.log_lock:
+            self.log_file.write(line + '\n')
