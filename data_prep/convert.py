@@ -124,19 +124,9 @@ def _sha256(data: bytes) -> str:
 
 def shard_files(index: dict) -> dict[str, int]:
     """basename -> bytes of every file a (part or root) index names, as stored."""
-    out = {}
-    for shard in index.get('shards', []):
-        for key in ('zip_data', 'raw_data') if shard.get('zip_data') else ('raw_data',):
-            info = shard.get(key)
-            if info:
-                out[info['basename']] = info['bytes']
-                break
-        for key in ('zip_meta', 'raw_meta') if shard.get('zip_meta') else ('raw_meta',):
-            info = shard.get(key)
-            if info:
-                out[info['basename']] = info['bytes']
-                break
-    return out
+    from data_prep.verify import shard_file_infos
+    return {info['basename']: info['bytes']
+            for shard in index.get('shards', []) for info, _raw in shard_file_infos(shard)}
 
 
 def part_problem(remote: Remote, split: str, part: str, listing: dict[str, int],

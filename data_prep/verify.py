@@ -43,8 +43,9 @@ def find_splits(listing: dict[str, int]) -> list[str]:
                   if name.endswith('/' + INDEX) and name.count('/') == 1)
 
 
-def _files(shard: dict) -> list[tuple[dict, dict | None]]:
-    """(stored file info, raw info if the stored one is compressed) for data and meta."""
+def shard_file_infos(shard: dict) -> list[tuple[dict, dict | None]]:
+    """(stored file info, raw info if the stored one is compressed) for data and meta: the
+    files one index entry names, as they are in the bucket (the zip when there is one)."""
     out = []
     for kind in ('data', 'meta'):
         raw, zipped = shard.get(f'raw_{kind}'), shard.get(f'zip_{kind}')
@@ -70,7 +71,7 @@ def _hash_problems(data: bytes, info: dict, where: str) -> list[str]:
 def _check_shard(remote: Remote, prefix: str, shard: dict) -> list[str]:
     from streaming.base.compression import decompress
     problems = []
-    for stored, raw in _files(shard):
+    for stored, raw in shard_file_infos(shard):
         name = f'{prefix}{stored["basename"]}'
         where = remote.join(name)
         try:
@@ -86,7 +87,8 @@ def _check_shard(remote: Remote, prefix: str, shard: dict) -> list[str]:
             except Exception as exc:
                 return [f'{where}: does not decompress with {shard["compression"]}: {exc}']
             problems += _hash_problems(data, raw, f'{where} (decompressed)')
-        if stored is _files(shard)[0][0] and shard.get('format') == 'mds' and len(data) >= 4:
+        is_data = stored is shard_file_infos(shard)[0][0]
+        if is_data and shard.get('format') == 'mds' and len(data) >= 4:
             n = int(np.frombuffer(data[:4], np.uint32)[0])
             if n != shard['samples']:
                 problems.append(f'{where}: holds {n} samples, index says {shard["samples"]}')
@@ -120,7 +122,7 @@ def verify(url: str, split: str | None = None, hashes: bool = True, workers: int
             base = shard['raw_data']['basename']
             part = base.rsplit('/', 1)[0] if '/' in base else ''
             per_part[part] = per_part.get(part, 0) + shard['samples']
-            for stored, _raw in _files(shard):
+            for stored, _raw in shard_file_infos(shard):
                 name = prefix + stored['basename']
                 have = listing.get(name)
                 stored_bytes += stored['bytes']
@@ -167,7 +169,7 @@ def iter_samples(url: str, split: str = '') -> Iterator[bytes]:
     prefix = f'{split.strip("/")}/' if split else ''
     index = json.loads(remote.read(prefix + INDEX))
     for shard in index['shards']:
-        stored, _raw = _files(shard)[0]
+        stored, _raw = shard_file_infos(shard)[0]
         data = remote.read(prefix + stored['basename'])
         if shard.get('zip_data'):
             data = decompress(shard['compression'], data)
