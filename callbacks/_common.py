@@ -2,11 +2,11 @@
 from __future__ import annotations
 
 import json
-import math
 import os
 import time
 from typing import Any, Iterable, Optional
 
+import numpy as np
 from composer.utils import dist
 
 now = time.monotonic  # every duration in this package is measured on this clock
@@ -15,13 +15,9 @@ DEFAULT_FOLDER = 'results/runs/{run_name}'
 
 
 def percentile(values: Iterable[float], q: float) -> Optional[float]:
-    """Linear-interpolated percentile (numpy's default method); None for no values."""
-    xs = sorted(values)
-    if not xs:
-        return None
-    pos = (len(xs) - 1) * q / 100.0
-    lo, hi = math.floor(pos), math.ceil(pos)
-    return xs[lo] + (xs[hi] - xs[lo]) * (pos - lo)
+    """numpy's percentile (linear interpolation); None for no values."""
+    xs = list(values)
+    return float(np.percentile(xs, q)) if xs else None
 
 
 def is_rank_zero() -> bool:
@@ -40,23 +36,21 @@ def run_folder(template: str, run_name: str) -> str:
     return template.format(run_name=run_name)
 
 
-def write_json(path: str, obj: Any) -> None:
-    """Writes atomically (temp file + rename): a reader never sees half a report."""
+def _write_atomic(path: str, text: str) -> None:
+    """Temp file + rename: a reader never sees half a report."""
     os.makedirs(os.path.dirname(path) or '.', exist_ok=True)
     tmp = f'{path}.tmp.{os.getpid()}'
     with open(tmp, 'w') as f:
-        json.dump(obj, f, indent=2, sort_keys=False)
-        f.write('\n')
+        f.write(text)
     os.replace(tmp, path)
+
+
+def write_json(path: str, obj: Any) -> None:
+    _write_atomic(path, json.dumps(obj, indent=2) + '\n')
 
 
 def write_jsonl(path: str, rows: Iterable[dict]) -> None:
-    os.makedirs(os.path.dirname(path) or '.', exist_ok=True)
-    tmp = f'{path}.tmp.{os.getpid()}'
-    with open(tmp, 'w') as f:
-        for row in rows:
-            f.write(json.dumps(row) + '\n')
-    os.replace(tmp, path)
+    _write_atomic(path, ''.join(json.dumps(row) + '\n' for row in rows))
 
 
 def r(x: Optional[float], nd: int = 4) -> Optional[float]:
