@@ -54,6 +54,18 @@ def mds_zstd(sample_dir, tmp_path_factory) -> Path:
     return root
 
 
+def write_mds(url: str, n: int, size_limit: int = 1 << 14, compression=None, repeat: int = 40) -> None:
+    """`n` small numbered samples ({'id', 'text'}) into any remote, through our OCI transport."""
+    from streaming import MDSWriter
+
+    from data_prep import oci_transport
+    oci_transport.register()
+    with MDSWriter(out=url, columns={'id': 'int', 'text': 'str'}, compression=compression,
+                   size_limit=size_limit, max_workers=4) as writer:
+        for i in range(n):
+            writer.write({'id': i, 'text': f'document {i} ' + 'lorem ipsum ' * (i % repeat)})
+
+
 def run(cmd: list[str], timeout: float = 300, env: dict | None = None, **kw) -> subprocess.CompletedProcess:
     """Runs a command from the repository root; fails the test with its output on error."""
     proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=timeout,

@@ -64,7 +64,7 @@ import pytest
 from streaming import MDSWriter, StreamingDataset
 from streaming.base.util import clean_stale_shared_memory
 
-from conftest import COMPOSER, PY, ROOT, run, sample_texts
+from conftest import COMPOSER, PY, ROOT, run, sample_texts, write_mds
 from data_prep import oci_transport
 from data_prep.local_store import Knobs, start_store
 from data_prep.shard_errors import ShardUnavailable
@@ -173,14 +173,6 @@ def sample_texts_of(path: Path) -> list[str]:
 
 # ----------------------------------------------------------------------------- case 3
 
-def _write(url: str, n: int, compression=None) -> None:
-    oci_transport.register()
-    with MDSWriter(out=url, columns={'id': 'int', 'text': 'str'}, compression=compression,
-                   size_limit=1 << 13) as w:
-        for i in range(n):
-            w.write({'id': i, 'text': f'document {i} ' + 'lorem ipsum ' * (i % 30)})
-
-
 def _read(remote: str, cache: Path, workers: int = 0) -> list[int]:
     oci_transport.register()
     clean_stale_shared_memory()
@@ -201,7 +193,8 @@ def _read(remote: str, cache: Path, workers: int = 0) -> list[int]:
 def test_damaged_shard_is_named_by_the_reader_and_by_verify(oci_store, tmp_path, capsys):
     bucket = oci_store.data_dir / 'buckets' / BUCKET
     for name in ('trunc', 'altered'):
-        _write(f'oci://{BUCKET}@local/{name}/train', 400, compression='zstd')
+        write_mds(f'oci://{BUCKET}@local/{name}/train', 400, size_limit=1 << 13, compression='zstd',
+                  repeat=30)
     index = json.loads((bucket / 'trunc' / 'train' / 'index.json').read_text())
     first = index['shards'][0]['samples']
     assert len(index['shards']) >= 3
@@ -235,7 +228,7 @@ def test_damaged_shard_is_named_by_the_reader_and_by_verify(oci_store, tmp_path,
     # Any remote, no checksum in the transport: a truncated raw shard at a local path is
     # caught by its size against the index, not read as garbage.
     local = tmp_path / 'local_ds'
-    _write(str(local), 300)
+    write_mds(str(local), 300, size_limit=1 << 13, repeat=30)
     victim = local / 'shard.00001.mds'
     victim.write_bytes(victim.read_bytes()[:-100])
     with pytest.raises(ShardUnavailable, match='shard.00001.mds of .*index says'):

@@ -7,24 +7,14 @@ from pathlib import Path
 
 import oci
 import pytest
-from streaming import MDSWriter, StreamingDataset
+from streaming import StreamingDataset
 from streaming.base.util import clean_stale_shared_memory
 
+from conftest import write_mds
 from data_prep import oci_transport
 from data_prep.local_store import Knobs, start_store
 from data_prep.shard_errors import ShardUnavailable
 from data_prep.oci_transport import CorruptObject, CredentialsError, OCIRemote
-
-COLUMNS = {'id': 'int', 'text': 'str'}
-
-
-def write_mds(url: str, n: int, size_limit: int = 1 << 14, compression=None) -> None:
-    oci_transport.register()
-    with MDSWriter(out=url, columns=COLUMNS, compression=compression, size_limit=size_limit,
-                   max_workers=4) as writer:
-        for i in range(n):
-            writer.write({'id': i, 'text': f'document {i} ' + 'lorem ipsum ' * (i % 40)})
-
 
 def read_ids(remote: str, cache: Path, workers: int = 0) -> list[int]:
     """Every sample id of one full pass of StreamingDataset over `remote`."""
