@@ -49,7 +49,7 @@ from typing import Any
 
 from data_prep.records import (REASONS, BadRecordError, InputError, InputFile, NeedsExactRead,
                                iter_records, resolve_inputs)
-from data_prep.remote import Remote, RemoteError, open_remote
+from data_prep.remote import Remote, RemoteError, list_checked, open_remote
 
 MANIFEST = 'manifest.json'
 INDEX = 'index.json'
@@ -89,25 +89,11 @@ class ConvertConfig:
 # --------------------------------------------------------------------------- remote helpers
 
 def check_remote(remote: Remote, prefix: str) -> dict[str, int]:
-    """Lists `prefix`; turns a missing bucket, credentials or endpoint into one ConvertError."""
+    """Lists `prefix`; a missing bucket, credentials or endpoint is one ConvertError line."""
     try:
-        return remote.list(prefix)
+        return list_checked(remote, prefix)
     except RemoteError as exc:
         raise ConvertError(str(exc)) from None
-    except Exception as exc:  # botocore / oci errors: say which, in one line
-        name = type(exc).__name__
-        code = ''
-        resp = getattr(exc, 'response', None)
-        if isinstance(resp, dict):
-            code = resp.get('Error', {}).get('Code', '')
-        if name in ('NoCredentialsError', 'PartialCredentialsError', 'ConfigNotFound',
-                    'InvalidConfig') or code in ('InvalidAccessKeyId', 'SignatureDoesNotMatch'):
-            raise ConvertError(f'missing or invalid credentials for {remote.url}: {exc}') from None
-        if code in ('NoSuchBucket', 'BucketNotFound', '404') or 'NoSuchBucket' in str(exc):
-            raise ConvertError(f'bucket of {remote.url} does not exist (create it first)') from None
-        if name in ('EndpointConnectionError', 'ConnectionError', 'ConnectTimeoutError'):
-            raise ConvertError(f'cannot connect to the endpoint of {remote.url}: {exc}') from None
-        raise ConvertError(f'cannot list {remote.url}: {name}: {exc}') from None
 
 
 def _delete_prefix(remote: Remote, prefix: str) -> None:

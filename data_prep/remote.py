@@ -117,6 +117,28 @@ def open_remote(url: str) -> Remote:
 _OTHER_SCHEMES = {'gs', 'azure', 'dbfs', 'hf', 'wandb', 'sftp'}
 
 
+def list_checked(remote: Remote, prefix: str = '') -> dict[str, int]:
+    """`remote.list(prefix)`, with a backend's error (botocore, oci) turned into one RemoteError
+    line that says what is wrong: credentials, a missing bucket, an unreachable endpoint."""
+    try:
+        return remote.list(prefix)
+    except RemoteError:
+        raise
+    except Exception as exc:
+        name = type(exc).__name__
+        first = (str(exc).strip().splitlines() or [name])[0]
+        resp = getattr(exc, 'response', None)
+        code = resp.get('Error', {}).get('Code', '') if isinstance(resp, dict) else ''
+        if name in ('NoCredentialsError', 'PartialCredentialsError', 'ConfigNotFound',
+                    'InvalidConfig') or code in ('InvalidAccessKeyId', 'SignatureDoesNotMatch'):
+            raise RemoteError(f'missing or invalid credentials for {remote.url}: {first}') from None
+        if code in ('NoSuchBucket', 'BucketNotFound', '404') or 'NoSuchBucket' in str(exc):
+            raise RemoteError(f'bucket of {remote.url} does not exist (create it first)') from None
+        if name in ('EndpointConnectionError', 'ConnectionError', 'ConnectTimeoutError'):
+            raise RemoteError(f'cannot connect to the endpoint of {remote.url}: {first}') from None
+        raise RemoteError(f'cannot list {remote.url}: {name}: {first}') from None
+
+
 def check_url(url: str) -> None:
     """Fails fast, in one line, on a URL we cannot use: unknown scheme, missing bucket,
     missing or broken credentials. Local paths need not exist yet (outputs)."""
@@ -124,12 +146,5 @@ def check_url(url: str) -> None:
     if scheme in _OTHER_SCHEMES:
         return
     remote = open_remote(url)
-    if isinstance(remote, LocalRemote):
-        return
-    try:
-        remote.list('.probe-')  # one cheap list call: bucket exists and credentials work
-    except RemoteError:
-        raise
-    except Exception as err:  # SDK errors differ by backend; the first line says what failed
-        first = (str(err).strip().splitlines() or [type(err).__name__])[0]
-        raise RemoteError(f'cannot use {url}: {type(err).__name__}: {first}') from None
+    if not isinstance(remote, LocalRemote):
+        list_checked(remote, '.probe-')  # one cheap list call: bucket exists, credentials work
