@@ -188,19 +188,20 @@ def main(argv: list[str] | None = None) -> int:
 
         runs = []
         plan = plan_runs(shaping=bool(stores), plain_pair=not args.no_plain_pair)
-        for n, variant in enumerate(VARIANTS, start=5):
-            stage(n, f'fine-tune on {variant}: ' + ', '.join(f'{c} cache ({s} store)' for s, v, c in plan if v == variant))
         caches = Path(args.build) / 'bench-cache'  # shard caches are data, not results
-        for store, variant, cache_state in plan:
-            cache = caches / f'{store}-{variant}'
-            if cache_state == 'cold':
-                shutil.rmtree(cache, ignore_errors=True)
-            name = f'{variant}-{cache_state}-{store}'
-            overrides_env = envs[store]
-            metrics = train_run(args, recipes[variant], f'{remote}/{variant}', overrides_env,
-                                name, cache, out, tokenizer)
-            runs.append({'name': name, 'variant': variant, 'cache': cache_state, 'store': store,
-                         'metrics': metrics, 'steps_file': str(out / 'runs' / name / 'steps.jsonl')})
+        for n, variant in enumerate(VARIANTS, start=5):
+            mine = [(s, c) for s, v, c in plan if v == variant]
+            stage(n, f'fine-tune on {variant}: ' + ', '.join(f'{c} cache ({s} store)' for s, c in mine))
+            for store, cache_state in mine:
+                cache = caches / f'{store}-{variant}'
+                if cache_state == 'cold':
+                    shutil.rmtree(cache, ignore_errors=True)
+                name = f'{variant}-{cache_state}-{store}'
+                metrics = train_run(args, recipes[variant], f'{remote}/{variant}', envs[store],
+                                    name, cache, out, tokenizer)
+                runs.append({'name': name, 'variant': variant, 'cache': cache_state, 'store': store,
+                             'metrics': metrics,
+                             'steps_file': str(out / 'runs' / name / 'steps.jsonl')})
     except RemoteError as err:
         print(f'error: {err}', file=sys.stderr)
         return 2
