@@ -113,21 +113,26 @@ def _write_gz(path: Path, lines: list[bytes]) -> None:
 
 
 GOOD = json.dumps({'text': 'A good document.', 'url': 'u', 'timestamp': 't'}).encode()
-BAD = {
-    'malformed_json': b'{"text": "unterminated',
-    'invalid_utf8': b'{"text": "caf\xe9 au lait"}',
-    'missing_text': b'{"content": "no text field"}',
-    'non_string_text': b'{"text": 42}',
-    'empty_text': b'{"text": "  "}',
+BAD = {  # case: (the reason it is counted under, the line)
+    'malformed_json': ('malformed_json', b'{"text": "unterminated'),
+    'invalid_utf8': ('invalid_utf8', b'{"text": "caf\xe9 au lait"}'),
+    'lone_surrogate': ('invalid_utf8', b'{"text": "half a pair \\ud800 is not UTF-8"}'),
+    'missing_text': ('missing_text', b'{"content": "no text field"}'),
+    'non_string_text': ('non_string_text', b'{"text": 42}'),
+    'empty_text': ('empty_text', b'{"text": "  "}'),
+    'blank_line': ('empty_text', b'  '),
 }
+UNICODE = 'Caf\u00e9 \U0001f600 \u2014 ok'
+GOOD_UNICODE = json.dumps({'text': UNICODE}, ensure_ascii=False).encode()
 
 
-@pytest.mark.parametrize('reason', sorted(BAD))
-def test_bad_record_stops_naming_file_and_line(tmp_path, reason):
+@pytest.mark.parametrize('case', sorted(BAD))
+def test_bad_record_stops_naming_file_and_line(tmp_path, case):
+    reason, line = BAD[case]
     data = tmp_path / 'in'
     data.mkdir()
     _write_gz(data / 'c4-train.00000-of-00002.json.gz', [GOOD] * 5)
-    _write_gz(data / 'c4-train.00001-of-00002.json.gz', [GOOD] * 3 + [BAD[reason]] + [GOOD])
+    _write_gz(data / 'c4-train.00001-of-00002.json.gz', [GOOD] * 3 + [line] + [GOOD])
     cfg = ConvertConfig(remote=str(tmp_path / 'out'), data_files=str(data / '*.json.gz'),
                         progress=False, workers=2)
     with pytest.raises(BadRecordError) as err:
@@ -140,22 +145,33 @@ def test_bad_record_stops_naming_file_and_line(tmp_path, reason):
 def test_skip_counts_each_reason_and_cli_error_is_one_line(tmp_path):
     data = tmp_path / 'in'
     data.mkdir()
+    # File 0 holds invalid UTF-8, so it is read in exact mode; file 1 is valid UTF-8 (the
+    # fast path) with non-ASCII text, a lone surrogate escape and a blank line.
     lines = [GOOD]
-    for reason in sorted(BAD):
-        lines += [BAD[reason], GOOD]
-    _write_gz(data / 'c4-train.00000-of-00001.json.gz', lines)
+    for case in sorted(BAD):
+        lines += [BAD[case][1], GOOD]
+    _write_gz(data / 'c4-train.00000-of-00002.json.gz', lines)
+    fast = [GOOD_UNICODE, BAD['lone_surrogate'][1], BAD['blank_line'][1], GOOD_UNICODE]
+    _write_gz(data / 'c4-train.00001-of-00002.json.gz', fast)
     proc = subprocess.run([PY, '-m', 'data_prep.convert', '--data-files', str(data / '*.gz'),
-                           '--remote', str(tmp_path / 'out'), '--no-progress'],
+                           '--remote', str(tmp_path / 'out'), '--no-progress', '--workers', '1'],
                           cwd=ROOT, capture_output=True, text=True, timeout=120)
-    assert proc.returncode == 1
+    assert proc.returncode == 1  # one worker: file 0 fails first
     err = proc.stderr.strip().splitlines()
-    assert len(err) == 1 and 'c4-train.00000-of-00001.json.gz:2: empty document' in err[0]
+    assert len(err) == 1 and 'c4-train.00000-of-00002.json.gz:2: empty document' in err[0]
     assert 'Traceback' not in proc.stderr
     s = convert(ConvertConfig(remote=str(tmp_path / 'out'), data_files=str(data / '*.gz'),
                               progress=False, on_bad_record='skip'))
-    assert s['published'] and s['documents'] == s['samples'] == len(BAD) + 1
-    assert s['skipped'] == {reason: 1 for reason in BAD}
-    assert _texts(str(tmp_path / 'out')) == ['A good document.'] * (len(BAD) + 1)
+    good = [GOOD] * (len(BAD) + 1) + [GOOD_UNICODE] * 2
+    assert s['published'] and s['documents'] == s['samples'] == len(good)
+    assert s['input_bytes'] == sum(len(line) + 1 for line in good)  # each with its newline
+    want = {reason: 0 for reason, _ in BAD.values()}
+    for reason, _ in BAD.values():
+        want[reason] += 1
+    want['invalid_utf8'] += 1  # file 1's lone surrogate
+    want['empty_text'] += 1    # and its blank line
+    assert s['skipped'] == want
+    assert _texts(str(tmp_path / 'out')) == ['A good document.'] * (len(BAD) + 1) + [UNICODE] * 2
 
 
 def test_unreachable_inputs_and_remotes_are_one_line(tmp_path, sample_dir):
