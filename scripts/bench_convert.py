@@ -12,7 +12,7 @@ All three read the same C4-format json.gz files (generated if missing) and write
 before any clock starts, so every figure is the work itself. Targets on a 2-core machine:
 (a) >= 1.7x (b), and every worker of (a) >= 60% of (c).
 
-    python scripts/bench_convert.py [--size-mb 96] [--workers N] [--json results/bench_convert.json]
+    python scripts/bench_convert.py [--size-mb 192] [--workers N] [--json results/bench_convert.json]
 """
 from __future__ import annotations
 
@@ -92,7 +92,7 @@ def ours(files_glob: str, out: str, workers: int, compression: str = 'zstd') -> 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
-    p.add_argument('--size-mb', type=float, default=96, help='MB of text in the input (default 96)')
+    p.add_argument('--size-mb', type=float, default=192, help='MB of text in the input (default 192)')
     p.add_argument('--files', type=int, default=8, help='input json.gz files (default 8)')
     p.add_argument('--workers', type=int, default=os.cpu_count(),
                    help=f'workers for (a) (default the cores, {os.cpu_count()})')
