@@ -38,7 +38,6 @@ import json
 import logging
 import multiprocessing as mp
 import os
-import queue
 import shutil
 import signal
 import sys
@@ -246,7 +245,7 @@ def _convert_part(task: dict, t0: float, c0: float, exact: bool) -> dict:
                        max_workers=task['upload_threads'], exist_ok=True)
     counters = _W.get('counters')
     skipped: dict[str, int] = {}
-    stats = {'documents': 0, 'input_bytes': 0, 'text_bytes': 0, 'samples': 0}
+    stats = {'documents': 0, 'input_bytes': 0, 'samples': 0}
     limit = task['limit']
     pending_docs = pending_bytes = 0
 

@@ -66,6 +66,28 @@ def write_mds(url: str, n: int, size_limit: int = 1 << 14, compression=None, rep
             writer.write({'id': i, 'text': f'document {i} ' + 'lorem ipsum ' * (i % repeat)})
 
 
+def read_ids(remote: str, cache: Path, workers: int = 0, seen: list | None = None) -> list[int]:
+    """Every sample id of one full pass of StreamingDataset over `remote`, through our OCI
+    transport. Without DataLoader workers, ids are also appended to `seen` as they come, so a
+    test can see how far a failing pass got."""
+    from streaming import StreamingDataset
+    from streaming.base.util import clean_stale_shared_memory
+
+    from data_prep import oci_transport
+    oci_transport.register()
+    clean_stale_shared_memory()
+    ds = StreamingDataset(remote=remote, local=str(cache), shuffle=False, batch_size=8,
+                          download_timeout=30)
+    if not workers:
+        seen = [] if seen is None else seen
+        for sample in ds:
+            seen.append(sample['id'])
+        return seen
+    from torch.utils.data import DataLoader
+    loader = DataLoader(ds, batch_size=8, num_workers=workers)
+    return [int(i) for batch in loader for i in batch['id']]
+
+
 def run(cmd: list[str], timeout: float = 300, env: dict | None = None, **kw) -> subprocess.CompletedProcess:
     """Runs a command from the repository root; fails the test with its output on error."""
     proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=timeout,

@@ -61,10 +61,9 @@ from contextlib import redirect_stderr
 from pathlib import Path
 
 import pytest
-from streaming import MDSWriter, StreamingDataset
-from streaming.base.util import clean_stale_shared_memory
+from streaming import MDSWriter
 
-from conftest import COMPOSER, PY, ROOT, run, sample_texts, write_mds
+from conftest import COMPOSER, PY, ROOT, read_ids, run, sample_texts, write_mds
 from data_prep import oci_transport
 from data_prep.local_store import Knobs, start_store
 from data_prep.shard_errors import ShardUnavailable
@@ -173,23 +172,6 @@ def sample_texts_of(path: Path) -> list[str]:
 
 # ----------------------------------------------------------------------------- case 3
 
-def _read(remote: str, cache: Path, workers: int = 0) -> list[int]:
-    oci_transport.register()
-    clean_stale_shared_memory()
-    ds = StreamingDataset(remote=remote, local=str(cache), shuffle=False, batch_size=8,
-                          download_timeout=10)
-    if not workers:
-        ids = []
-        try:
-            for s in ds:
-                ids.append(s['id'])
-        finally:
-            _read.ids = ids
-        return ids
-    from torch.utils.data import DataLoader
-    return [int(i) for b in DataLoader(ds, batch_size=8, num_workers=workers) for i in b['id']]
-
-
 def test_damaged_shard_is_named_by_the_reader_and_by_verify(oci_store, tmp_path, capsys):
     bucket = oci_store.data_dir / 'buckets' / BUCKET
     for name in ('trunc', 'altered'):
@@ -209,10 +191,11 @@ def test_damaged_shard_is_named_by_the_reader_and_by_verify(oci_store, tmp_path,
         remote = f'oci://{BUCKET}@local/{name}/train'
         # The pass stops at the bad shard with an error naming it and its remote: before the
         # fix streaming ended the pass early in silence and the run trained on.
+        seen: list[int] = []
         with pytest.raises(ShardUnavailable) as err:
-            _read(remote, tmp_path / f'cache-{name}')
+            read_ids(remote, tmp_path / f'cache-{name}', seen=seen)
         assert f'shard.00001.mds.zstd of {remote}' in str(err.value)
-        assert _read.ids == list(range(first))  # shard 0 only: nothing from the bad shard on
+        assert seen == list(range(first))  # shard 0 only: nothing from the bad shard on
         assert not (tmp_path / f'cache-{name}' / 'shard.00001.mds').exists()
         # the verify command names it too
         assert verify_main([f'oci://{BUCKET}@local/{name}']) == 1
@@ -222,7 +205,7 @@ def test_damaged_shard_is_named_by_the_reader_and_by_verify(oci_store, tmp_path,
     # Two DataLoader workers: the error reaches the training loop, it does not hang.
     t0 = time.monotonic()
     with pytest.raises(Exception, match=r'shard\.00001\.mds\.zstd'):
-        _read(f'oci://{BUCKET}@local/altered/train', tmp_path / 'cache-dl', workers=2)
+        read_ids(f'oci://{BUCKET}@local/altered/train', tmp_path / 'cache-dl', workers=2)
     assert time.monotonic() - t0 < 60
 
     # Any remote, no checksum in the transport: a truncated raw shard at a local path is
@@ -232,7 +215,7 @@ def test_damaged_shard_is_named_by_the_reader_and_by_verify(oci_store, tmp_path,
     victim = local / 'shard.00001.mds'
     victim.write_bytes(victim.read_bytes()[:-100])
     with pytest.raises(ShardUnavailable, match='shard.00001.mds of .*index says'):
-        _read(str(local), tmp_path / 'cache-local')
+        read_ids(str(local), tmp_path / 'cache-local')
     # verify also covers every shard present: one the index does not name is reported
     victim.unlink()
     (local / 'shard.00009.mds').write_bytes(b'stray')
@@ -274,7 +257,7 @@ def _train_main(args: list[str]) -> tuple[int, list[str]]:
 
 def test_bucket_typo_fails_in_one_line_before_any_work(oci_store, tmp_path):
     cache = tmp_path / 'cache'
-    rc, lines = _train_main([RECIPE, f'variables.data_remote=oci://c4-bnech@local/c4',
+    rc, lines = _train_main([RECIPE, 'variables.data_remote=oci://c4-bnech@local/c4',
                              f'variables.data_local={cache}'])
     assert rc == 2 and len(lines) == 1, lines
     assert "bucket 'c4-bnech' not found" in lines[0] and lines[0].startswith(f'error: {RECIPE}:')
@@ -325,7 +308,7 @@ def test_store_down_at_start_and_mid_run_then_autoresume(sample_dir, tokenizer_d
     t0 = time.monotonic()
     rc, lines = _train_main([a.replace('$RUN', '0') for a in args])
     assert rc == 2 and len(lines) == 1, lines
-    assert f'unreachable after 3 attempts' in lines[0] and store.endpoint in lines[0], lines
+    assert 'unreachable after 3 attempts' in lines[0] and store.endpoint in lines[0], lines
     assert time.monotonic() - t0 < 30 and not (tmp_path / 'cache').exists()
     monkeypatch.delenv('OCI_TRANSPORT_ATTEMPTS')
 

@@ -10,24 +10,11 @@ import pytest
 from streaming import StreamingDataset
 from streaming.base.util import clean_stale_shared_memory
 
-from conftest import write_mds
+from conftest import read_ids, write_mds
 from data_prep import oci_transport
 from data_prep.local_store import Knobs, start_store
 from data_prep.shard_errors import ShardUnavailable
 from data_prep.oci_transport import CorruptObject, CredentialsError, OCIRemote
-
-def read_ids(remote: str, cache: Path, workers: int = 0) -> list[int]:
-    """Every sample id of one full pass of StreamingDataset over `remote`."""
-    oci_transport.register()
-    clean_stale_shared_memory()
-    ds = StreamingDataset(remote=remote, local=str(cache), shuffle=False, batch_size=8,
-                          download_timeout=30)
-    if not workers:
-        return [s['id'] for s in ds]
-    from torch.utils.data import DataLoader
-    loader = DataLoader(ds, batch_size=8, num_workers=workers)
-    return [int(i) for batch in loader for i in batch['id']]
-
 
 def shard_gets(log: list[dict]) -> Counter:
     return Counter(r['path'] for r in log if r['method'] == 'GET' and '/shard.' in r['path'])
