@@ -9,7 +9,7 @@ SAMPLE := $(BUILD)/c4_sample
 TOKENIZER := $(BUILD)/tokenizer
 YAML ?= yamls/cpu/c4_zstd.yaml
 BENCH_MB ?= 192
-# The local OCI-compatible store (data_prep/local_store.py) is the default bucket offline.
+# The local OCI-compatible store (data_prep/servers/oci_store) is the default bucket offline.
 STORE_DIR ?= .store/data
 STORE_PORT ?= 9300
 STORE_ENV := OCI_CLI_AUTH=api_key OCI_CLI_PROFILE=DEFAULT OCI_CONFIG_FILE=$(CURDIR)/$(STORE_DIR)/client/config \
@@ -27,7 +27,7 @@ USE_STORE = $(if $(findstring @local/,$(MDS_ROOT)/ $(REMOTE)/),store)
 ENV = $(if $(USE_STORE),$(STORE_ENV))
 
 .DEFAULT_GOAL := help
-.PHONY: help install test sample tokenizer convert bench-convert verify train bench store store-stop bench-store clean
+.PHONY: help install lint test test-fast sample tokenizer convert bench-convert verify train bench store store-stop bench-store clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -40,8 +40,14 @@ $(STAMP): setup.py constraints.txt
 
 install: $(STAMP)  ## create .venv and install the project with its test tools (once)
 
-test: $(STAMP)  ## run the test suite (installs first if needed)
-	$(PY) -m pytest tests -q; rc=$$?; [ $$rc -eq 5 ] && echo "no tests collected" && exit 0; exit $$rc
+lint: $(STAMP)  ## ruff: lint and import order
+	$(VENV)/bin/ruff check .
+
+test: lint  ## lint, then the whole test suite (installs first if needed)
+	$(PY) -m pytest tests
+
+test-fast: $(STAMP)  ## the quick part of the suite: no training runs, no slow end-to-end tests
+	$(PY) -m pytest tests -m "not slow and not e2e"
 
 sample: $(STAMP)  ## write the offline C4-format sample (SAMPLE_MB=8)
 	$(PY) -m data_prep.sample --out $(SAMPLE) --size-mb $(SAMPLE_MB)
@@ -50,10 +56,10 @@ tokenizer: $(STAMP)  ## train the small offline BPE tokenizer into build/tokeniz
 	@test -f $(TOKENIZER)/tokenizer.json || $(PY) -m data_prep.tokenizer --data-dir $(SAMPLE) --out $(TOKENIZER)
 
 store: $(STAMP)  ## start the local OCI store in the background (127.0.0.1:9300, STORE_DIR=.store/data)
-	@$(PY) -m data_prep.local_store start --data-dir $(STORE_DIR) --port $(STORE_PORT)
+	@$(PY) -m data_prep.servers.oci_store start --data-dir $(STORE_DIR) --port $(STORE_PORT)
 
 store-stop:  ## stop the local OCI store started by make store
-	$(PY) -m data_prep.local_store stop --data-dir $(STORE_DIR)
+	$(PY) -m data_prep.servers.oci_store stop --data-dir $(STORE_DIR)
 
 convert: sample $(USE_STORE)  ## convert the sample to MDS, raw and zstd, into MDS_ROOT (default: the local store)
 	$(ENV) $(PY) -m data_prep.convert --data-files '$(SAMPLE)/c4-train.*.json.gz' --remote $(MDS_ROOT)/uncompressed --compression none

@@ -26,13 +26,17 @@ setup(
     packages=find_packages(include=['callbacks', 'callbacks.*', 'data_prep', 'data_prep.*']),
     python_requires='>=3.10',
     install_requires=STACK,
-    extras_require={'dev': ['pytest>=8', 'pytest-timeout', 'moto[server]>=5', 'boto3']},
+    extras_require={'dev': ['pytest>=8', 'pytest-timeout', 'moto[server]>=5', 'boto3', 'ruff']},
     entry_points={
         'console_scripts': [
             'c4-sample=data_prep.sample:main',
             'c4-convert=data_prep.convert:main',
         ],
         # llm-foundry looks callbacks up here, so a yaml's `callbacks:` section can name them
+        # streaming's streams_registry: `stream_name: checked` in a recipe's dataset
+        'streaming_streams_registry': [
+            'checked=data_prep.streaming_ext.stream:CheckedStream',
+        ],
         'llmfoundry_callbacks': [
             'data_wait=callbacks.data_wait:DataWait',
             'cache_stats=callbacks.cache_stats:CacheStats',

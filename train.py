@@ -1,7 +1,7 @@
 """Fine-tune with a recipe: `composer train.py yamls/<recipe>.yaml [key=value ...]`.
 
 llm-foundry's trainer (`train_from_yaml`) plus our layer, which runs first on every rank:
-registers our OCI transport in streaming, clears streaming shared memory left by a crashed
+installs our streaming extensions (data_prep.streaming_ext), clears streaming shared memory left by a crashed
 run, and checks the config, so a typo or a missing credential fails in one line before any
 model, dataloader worker or download starts. Overrides are llm-foundry's: `max_duration=10ba`,
 `variables.data_remote=oci://bucket@namespace/c4_zstd`.
@@ -12,7 +12,8 @@ import difflib
 import inspect
 import sys
 
-from omegaconf import DictConfig, OmegaConf as om
+from omegaconf import DictConfig
+from omegaconf import OmegaConf as om
 
 # Keys llm-foundry's text loader reads from `train_loader.dataset` besides the dataset classes'
 # own parameters (llmfoundry/data/text_data.py and data/utils.py); anything else it drops silently.
@@ -84,7 +85,7 @@ def check_config(cfg: DictConfig, where: str) -> None:
     except Exception as err:  # llm-foundry raises several types; the message is what matters
         raise ConfigError(f'{where}: {err}') from None
     check_dataset_keys(cfg, where)
-    from data_prep.remote import RemoteError, check_url
+    from data_prep.storage import RemoteError, check_url
     for url in remotes(cfg):
         try:
             check_url(url)
@@ -106,8 +107,8 @@ def main(argv: list[str]) -> int:
 
     from streaming.base.util import clean_stale_shared_memory
 
-    from data_prep.oci_transport import register
-    register()
+    from data_prep.streaming_ext import install
+    install()
     clean_stale_shared_memory()  # a crashed run's leftovers make the next one fail (FileExistsError)
 
     from llmfoundry.command_utils.train import train

@@ -18,7 +18,8 @@ Where the numbers come from:
   transport (local path, s3://, our oci://). Index files are fetched when the dataset is built,
   before fit, and are not counted. (MDS keeps one file per shard, so files = shards.)
 - hits, evictions, cache bytes: read-only looks at streaming's own node-wide shared memory
-  (shard states, last access times, cache usage; private names of mosaicml-streaming 0.12.0):
+  (shard states, last access times, cache usage: private names of mosaicml-streaming, read
+  through data_prep.streaming_ext.compat, which checks the version):
   the states at FIT_START say which shards were cached; an access time after FIT_START says the
   run used the shard (sampled at every BATCH_END and at the end, so a cached shard used and
   evicted within one step would be missed); evictions = cached at start + downloaded - cached
@@ -46,6 +47,8 @@ import torch
 from composer.core import Callback, State
 from composer.loggers import Logger
 from composer.utils import dist
+
+from data_prep.streaming_ext import compat
 
 log = logging.getLogger(__name__)
 
@@ -98,6 +101,20 @@ def dataset_info(ds) -> dict[str, Any]:
 
 
 class CacheStats(Callback):
+    """Shard cache hits and misses, bytes downloaded and evictions of a run (see the module doc).
+
+    +--------------------------------+---------------------------------------------------------+
+    | Key                            | Logged data                                             |
+    +================================+=========================================================+
+    | ``cache/downloads``            | BATCH_END: shard files this rank downloaded so far      |
+    +--------------------------------+---------------------------------------------------------+
+    | ``cache/bytes_downloaded``     | BATCH_END: their bytes so far                           |
+    +--------------------------------+---------------------------------------------------------+
+    | ``cache/run/<key>``            | FIT_END, all ranks summed: cache_hits, cache_misses,    |
+    |                                | cache_hit_rate, bytes_downloaded, cache_evictions,      |
+    |                                | cache_shards_at_start/_at_end, cache_bytes_at_end       |
+    +--------------------------------+---------------------------------------------------------+
+    """
 
     def __init__(self) -> None:
         self.counters = multiprocessing.Array('q', 2)
@@ -116,15 +133,10 @@ class CacheStats(Callback):
         if ds is None:
             log.info('cache_stats: the train dataset is not a StreamingDataset; nothing to count')
             return
-        for stream in ds.streams:
-            if isinstance(stream._downloader, _CountingDownloader):
-                stream._downloader.counters = self.counters
-            else:
-                stream._downloader = _CountingDownloader(stream._downloader, self.counters)
+        compat.wrap_downloaders(ds, self._counting)
         if self._node_leader():
-            from streaming.base.dataset import _ShardState
             self._t0_ns = time.time_ns()
-            self._start_local = ds._shard_states.numpy() == _ShardState.LOCAL
+            self._start_local = compat.local_shards(ds)
             self._touched = np.zeros(ds.num_shards, dtype=bool)
 
     def batch_end(self, state: State, logger: Logger) -> None:
@@ -137,6 +149,12 @@ class CacheStats(Callback):
         logger.log_metrics({f'cache/run/{k}': v for k, v in s.items()
                             if isinstance(v, (int, float)) and not isinstance(v, bool)})
 
+    def _counting(self, downloader):
+        if isinstance(downloader, _CountingDownloader):
+            downloader.counters = self.counters  # a second fit on the same dataset
+            return downloader
+        return _CountingDownloader(downloader, self.counters)
+
     # ------------------------------------------------------------------ results
     @staticmethod
     def _node_leader() -> bool:
@@ -145,9 +163,7 @@ class CacheStats(Callback):
     def _sample_touched(self) -> None:
         if self._touched is None or self._ds is None:
             return
-        from streaming.base.dataset import NEVER
-        times = self._ds._shard_access_times.numpy()
-        self._touched |= (times > self._t0_ns) & (times != NEVER)
+        self._touched |= compat.accessed_since(self._ds, self._t0_ns)
 
     def _local_vector(self) -> list[int]:
         """[downloads, bytes, hits, cached_at_start, cached_at_end, cache_bytes]; node numbers
@@ -155,12 +171,11 @@ class CacheStats(Callback):
         downloads, nbytes = int(self.counters[_DOWNLOADS]), int(self.counters[_BYTES])
         if self._ds is None or self._touched is None:
             return [downloads, nbytes, 0, 0, 0, 0]
-        from streaming.base.dataset import _ShardState
         self._sample_touched()
         hits = int((self._start_local & self._touched).sum())
-        end_local = int((self._ds._shard_states.numpy() == _ShardState.LOCAL).sum())
+        end_local = int(compat.local_shards(self._ds).sum())
         return [downloads, nbytes, hits, int(self._start_local.sum()), end_local,
-                int(self._ds.cache_usage)]
+                compat.cache_bytes(self._ds)]
 
     @staticmethod
     def _from_vector(v: list[int], complete: bool) -> dict[str, Any]:

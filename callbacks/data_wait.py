@@ -66,7 +66,20 @@ class _TimedLoader:
 
 
 class DataWait(Callback):
-    """Time each rank spends in its dataloader's ``next()``, per step and per run."""
+    """Time each rank spends in its dataloader's ``next()``, per step and per run.
+
+    +--------------------------------+---------------------------------------------------------+
+    | Key                            | Logged data                                             |
+    +================================+=========================================================+
+    | ``data_wait/ms``               | BATCH_END: this rank's time in ``next()`` for the step  |
+    +--------------------------------+---------------------------------------------------------+
+    | ``data_wait/fraction``         | BATCH_END: that time / the step's wall time             |
+    |                                | (BEFORE_DATALOADER to BATCH_END)                        |
+    +--------------------------------+---------------------------------------------------------+
+    | ``data_wait/run/<key>``        | FIT_END: every number of ``summary()`` (data_wait_s,    |
+    |                                | data_wait_fraction, p50/p95/max ms, time to first batch)|
+    +--------------------------------+---------------------------------------------------------+
+    """
 
     def __init__(self) -> None:
         self.steps: list[dict] = []     # this rank: {'step', 'wait_ms', 'step_ms', 'fraction'}

@@ -44,8 +44,16 @@ from composer.core import Callback, State
 from composer.loggers import Logger
 from composer.utils import dist
 
-from callbacks._common import (DEFAULT_FOLDER, find_callback, is_rank_zero, now, r, run_folder,
-                               write_json, write_jsonl)
+from callbacks._common import (
+    DEFAULT_FOLDER,
+    find_callback,
+    is_rank_zero,
+    now,
+    r,
+    run_folder,
+    write_json,
+    write_jsonl,
+)
 from callbacks.cache_stats import CacheStats, dataset_info, streaming_dataset
 from callbacks.data_wait import DataWait
 from callbacks.throughput import Throughput
@@ -61,6 +69,12 @@ def _iso() -> str:
 
 
 class RunReport(Callback):
+    """Writes run_metrics.json and steps.jsonl (rank 0); logs nothing itself.
+
+    Args:
+        folder (str): where the two files go; ``{run_name}`` is replaced by the run's name
+            (default ``results/runs/{run_name}``).
+    """
 
     def __init__(self, folder: str = DEFAULT_FOLDER) -> None:
         self.folder_template = folder

@@ -4,9 +4,8 @@ Composer's timestamp already counts samples and tokens over all ranks (it all-re
 step), so this callback needs no collective of its own. Times come from rank-local monotonic
 clocks taken at FIT_START and every BATCH_END.
 
-- per step (BATCH_END): ``throughput/samples_per_s``, ``throughput/tokens_per_s``, their
-  ``throughput/device/...`` versions (divided by world size) and ``throughput/device/mfu`` when
-  the peak is known;
+- per step (BATCH_END): the keys in the class docstring (named ``step_throughput/...`` so they
+  do not shadow Composer's own ``throughput/...`` from SpeedMonitor, a rolling average);
 - per run (``summary()``): *overall* = everything from FIT_START to the last BATCH_END
   (worker start-up and first shard downloads included); *steady* = from the end of batch
   ``warmup_batches`` to the last batch. The headline ``throughput_*_per_s`` numbers are the
@@ -38,6 +37,32 @@ from callbacks._common import now, r
 
 
 class Throughput(Callback):
+    """Samples/s, tokens/s and MFU of every step; steady-state and overall rates per run.
+
+    Logged at every BATCH_END (the step just finished, on this rank's clock):
+
+    +-------------------------------------------+------------------------------------------------+
+    | Key                                       | Logged data                                    |
+    +===========================================+================================================+
+    | ``step_throughput/samples_per_s``         | samples of the step (all ranks) / its seconds  |
+    +-------------------------------------------+------------------------------------------------+
+    | ``step_throughput/tokens_per_s``          | tokens of the step (all ranks) / its seconds   |
+    +-------------------------------------------+------------------------------------------------+
+    | ``step_throughput/device/samples_per_s``  | the same, divided by the world size            |
+    +-------------------------------------------+------------------------------------------------+
+    | ``step_throughput/device/tokens_per_s``   | the same, divided by the world size            |
+    +-------------------------------------------+------------------------------------------------+
+    | ``step_throughput/device/mfu``            | model FLOP/s per device / peak FLOP/s per      |
+    |                                           | device (only when the peak is known)           |
+    +-------------------------------------------+------------------------------------------------+
+
+    Per run, ``summary()`` gives the ``throughput_*`` and ``mfu*`` keys of run_metrics.json.
+
+    Args:
+        warmup_batches (int): batches left out of the steady-state rates (default 3).
+        peak_flops_per_device (float, optional): peak FLOP/s of one device; default: Composer's
+            table for the detected GPU and precision (none on a CPU: MFU is null).
+    """
 
     def __init__(self, warmup_batches: int = 3, peak_flops_per_device: Optional[float] = None):
         if warmup_batches < 0:
@@ -89,12 +114,12 @@ class Throughput(Callback):
         rec['mfu'] = (flops / dt / self.world_size / self._peak) if flops and self._peak else None
         self.steps.append(rec)
         self._prev = (t, samples, tokens)
-        metrics = {'throughput/samples_per_s': rec['samples_per_s'],
-                   'throughput/tokens_per_s': rec['tokens_per_s'],
-                   'throughput/device/samples_per_s': rec['samples_per_s'] / self.world_size,
-                   'throughput/device/tokens_per_s': rec['tokens_per_s'] / self.world_size}
+        metrics = {'step_throughput/samples_per_s': rec['samples_per_s'],
+                   'step_throughput/tokens_per_s': rec['tokens_per_s'],
+                   'step_throughput/device/samples_per_s': rec['samples_per_s'] / self.world_size,
+                   'step_throughput/device/tokens_per_s': rec['tokens_per_s'] / self.world_size}
         if rec['mfu'] is not None:
-            metrics['throughput/device/mfu'] = rec['mfu']
+            metrics['step_throughput/device/mfu'] = rec['mfu']
         logger.log_metrics(metrics)
 
     def _rate(self, steps: list[dict], span_s: float) -> dict[str, Optional[float]]:

@@ -1,28 +1,11 @@
-"""Bucket stats: bytes and object count under a prefix, and how long listing them took.
-
-    python -m data_prep.stats REMOTE [--json]
-"""
+"""`python -m data_prep.stats REMOTE`: bytes and object count under a remote prefix."""
 from __future__ import annotations
 
 import argparse
 import json
 import sys
-import time
 
-from data_prep.remote import open_remote
-
-
-def bucket_stats(url: str, prefix: str = '') -> dict:
-    """{'remote', 'prefix', 'bytes', 'objects', 'list_seconds'} for every object under url/prefix."""
-    if url.startswith('oci://'):
-        from data_prep.oci_transport import register
-        register()
-    remote = open_remote(url)
-    t0 = time.perf_counter()
-    listing = remote.list(prefix)
-    seconds = time.perf_counter() - t0
-    return {'remote': url, 'prefix': prefix, 'bytes': sum(listing.values()),
-            'objects': len(listing), 'list_seconds': seconds}
+from data_prep.pipeline.stats import bucket_stats
 
 
 def main(argv: list[str] | None = None) -> int:

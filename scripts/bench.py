@@ -44,8 +44,8 @@ def stage(n: int, text: str) -> None:
 
 
 def prepare_inputs(args) -> tuple[Path, Path]:
-    from data_prep.sample import generate
-    from data_prep.tokenizer import train as train_tokenizer
+    from data_prep.pipeline.sample import generate
+    from data_prep.pipeline.tokenizer import train as train_tokenizer
     sample = Path(args.build) / 'c4_sample'
     generate(str(sample), size_mb=args.sample_mb)
     tokenizer = Path(args.build) / 'tokenizer'
@@ -56,7 +56,7 @@ def prepare_inputs(args) -> tuple[Path, Path]:
 
 def start_stores(args):
     """Two store processes over one data directory: shaped (region-like) and plain."""
-    from data_prep.local_store import Knobs, start_store
+    from data_prep.servers.oci_store import Knobs, start_store
     data = Path(args.store_dir)
     plain = start_store(data, buckets=[BUCKET], log_path=data / 'run' / 'bench-plain.jsonl')
     shaped = start_store(data, knobs=Knobs(**SHAPED), log_path=data / 'run' / 'bench-shaped.jsonl')
@@ -65,7 +65,8 @@ def start_stores(args):
 
 def convert_variants(args, sample: Path, remote: str, out: Path) -> dict:
     """Converts (or finds converted and verified) both variants; returns their summaries."""
-    from data_prep.convert import ConvertConfig, convert, format_summary
+    from data_prep.convert import format_summary
+    from data_prep.pipeline.convert import ConvertConfig, convert
     summaries = {}
     for n, (variant, compression) in enumerate(VARIANTS.items(), start=1):
         stage(n, f'convert the sample to MDS, {variant}, into {remote}/{variant}')
@@ -89,7 +90,7 @@ def convert_variants(args, sample: Path, remote: str, out: Path) -> dict:
 
 
 def bucket_stats(remote: str) -> dict:
-    from data_prep.stats import bucket_stats as stats
+    from data_prep.pipeline.stats import bucket_stats as stats
     rows = {}
     for n, variant in enumerate(VARIANTS, start=3):
         stage(n, f'bucket bytes and objects, {variant}')
@@ -164,7 +165,7 @@ def main(argv: list[str] | None = None) -> int:
     out = Path(args.out) / dt.datetime.now().strftime('%Y%m%d-%H%M%S')
     out.mkdir(parents=True)
     print(f'bench -> {out}')
-    from data_prep.remote import RemoteError, check_url
+    from data_prep.storage import RemoteError, check_url
     stores = {}
     try:
         if args.remote:
@@ -182,7 +183,7 @@ def main(argv: list[str] | None = None) -> int:
         buckets = bucket_stats(remote)
         if stores:  # listing as seen from "another region"
             os.environ.update(envs['shaped'])
-            from data_prep.stats import bucket_stats as stats
+            from data_prep.pipeline.stats import bucket_stats as stats
             for v in VARIANTS:
                 buckets[v]['list_seconds_shaped'] = stats(f'{remote}/{v}')['list_seconds']
 

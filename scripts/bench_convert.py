@@ -1,6 +1,6 @@
 """`make bench-convert`: the same input converted three ways in one run, and the ratios.
 
-(a) ours: data_prep.convert.convert() with all workers (one part per input file);
+(a) ours: data_prep.pipeline.convert.convert() with all workers (one part per input file);
 (b) the seed walkthrough's naive loop: one load_dataset(streaming=True) iterator into one
     MDSWriter;
 (c) the per-core limit, on the same input: gunzip + json.loads + zstd level 3, one core.
@@ -84,7 +84,7 @@ def naive_loop(files: list[str], out: str, compression: str = 'zstd') -> dict:
 
 
 def ours(files_glob: str, out: str, workers: int, compression: str = 'zstd') -> dict:
-    from data_prep.convert import ConvertConfig, convert
+    from data_prep.pipeline.convert import ConvertConfig, convert
     shutil.rmtree(out, ignore_errors=True)
     return convert(ConvertConfig(remote=out, data_files=files_glob, compression=compression,
                                  workers=workers, progress=False))
@@ -102,10 +102,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument('--json', default='results/bench_convert.json', help='where to save figures')
     args = p.parse_args(argv)
 
-    from data_prep.sample import generate
     import datasets  # noqa: F401  (imports before any clock)
     import streaming  # noqa: F401
     import zstandard  # noqa: F401
+
+    from data_prep.pipeline.sample import generate
     datasets.logging.set_verbosity_error()
     datasets.disable_progress_bars()
 

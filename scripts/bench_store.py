@@ -22,7 +22,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from data_prep.local_store import Knobs, start_store  # noqa: E402
+from data_prep.servers.oci_store import Knobs, start_store  # noqa: E402
 
 BUCKET = 'bench'
 
@@ -51,12 +51,12 @@ def raw_gets(port: int, names: list[str], connections: int, size: int) -> float:
 
 def sdk_gets(store, names: list[str], connections: int, out_dir: Path) -> float:
     os.environ.update(store.env())
-    from data_prep import oci_transport
-    oci_transport.client()  # build the client (key load) outside the timed part
+    from data_prep.storage.oci import client as oci_client
+    oci_client.client()  # build the client (key load) outside the timed part
 
     def one(name: str) -> int:
         local = out_dir / name
-        oci_transport.download_file(f'oci://{BUCKET}@local/{name}', str(local), timeout=120)
+        oci_client.download_file(f'oci://{BUCKET}@local/{name}', str(local), timeout=120)
         size = local.stat().st_size
         local.unlink()
         return size

@@ -2,7 +2,7 @@
 numbers are the ones its own run wrote in run_metrics.json; report.md and the plots exist."""
 import json
 
-from conftest import PY, run
+from tests.helpers import PY, run
 
 ROW_FROM_METRICS = {'samples_per_s': 'throughput_samples_per_s', 'tokens_per_s': 'throughput_tokens_per_s',
                     'data_wait_fraction': 'data_wait_fraction', 'time_to_first_batch_s': 'time_to_first_batch_s',

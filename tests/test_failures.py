@@ -12,20 +12,20 @@ proven elsewhere are not repeated here; this file holds only what was missing or
    - a lost shard of a finished dataset is redone on re-run:
      test_convert.py::test_rerun_skips_complete_parts_and_redoes_a_broken_one
 2. 10% of requests failing (503/500/429, resets mid-body): `python -m data_prep.convert` then a
-   full pass, every sample exactly once: test_oci_transport.py::test_flaky_store_real_
+   full pass, every sample exactly once: storage/test_oci.py::test_flaky_store_real_
    conversion_then_streaming; every fault kind seen, two DataLoader workers:
-   test_oci_transport.py::test_flaky_store_conversion_and_streaming_lose_nothing
+   storage/test_oci.py::test_flaky_store_conversion_and_streaming_lose_nothing
 3. A shard truncated or altered in the bucket: the reader names it, no silent early end of the
-   pass, no hang (fix: data_prep.shard_errors.loud_shard_errors), `python -m data_prep.verify`
+   pass, no hang (fix: data_prep.streaming_ext), `python -m data_prep.verify`
    names it, and a shard present that the index does not name:
    test_damaged_shard_is_named_by_the_reader_and_by_verify (here); the transport's
-   own MD5/size check: test_oci_transport.py::test_object_damaged_in_the_bucket_is_detected,
+   own MD5/size check: storage/test_oci.py::test_object_damaged_in_the_bucket_is_detected,
    ::test_truncated_transfer_is_retried_then_refused; verify on each kind of damage:
    test_verify.py
 4. Store down at start (one line, before any work), store gone mid-run (the run fails within
    the download timeout naming the shard), store back: autoresume continues and the run sees
    every batch once: test_store_down_at_start_and_mid_run_then_autoresume (here). Timeout of
-   one download: test_oci_transport.py::test_download_timeout_is_honoured; autoresume after a
+   one download: storage/test_oci.py::test_download_timeout_is_honoured; autoresume after a
    kill -9: test_resume.py
 5. Bad input: malformed JSON, invalid UTF-8, missing/non-string text, empty document: stops
    naming file:line, nothing published; --on-bad-record skip counts each reason:
@@ -37,7 +37,7 @@ proven elsewhere are not repeated here; this file holds only what was missing or
    scheme typo: test_recipes.py::test_unknown_dataset_key_is_an_error_naming_the_closest_valid_
    key, ::test_oci_remote_without_credentials_fails_in_one_line,
    ::test_remote_scheme_typo_fails_in_one_line; credentials variants:
-   test_oci_transport.py::test_credentials_errors_are_one_clear_line; bucket typo, and
+   storage/test_oci.py::test_credentials_errors_are_one_clear_line; bucket typo, and
    download_retry=0 (streaming counts tries): test_bucket_typo_fails_in_one_line_before_any_work
    (here); conversion's bucket typo:
    test_convert.py::test_s3_raw_conversion_verified_and_missing_bucket
@@ -49,7 +49,6 @@ Two training runs in all (case 4 and 7 share them); reader properties are tested
 StreamingDataset with our registered downloader, not through training.
 """
 import gzip
-import hashlib
 import io
 import json
 import os
@@ -63,12 +62,22 @@ from pathlib import Path
 import pytest
 from streaming import MDSWriter
 
-from conftest import COMPOSER, PY, ROOT, read_ids, run, sample_texts, write_mds
-from data_prep import oci_transport
-from data_prep.local_store import Knobs, start_store
-from data_prep.shard_errors import ShardUnavailable
+from data_prep.pipeline.verify import sample_digest, verify
+from data_prep.servers.oci_store import Knobs, start_store
+from data_prep.storage.oci.remote import OCIRemote
+from data_prep.streaming_ext import install
+from data_prep.streaming_ext.stream import ShardUnavailable
 from data_prep.verify import main as verify_main
-from data_prep.verify import sample_digest, verify
+from tests.helpers import (
+    COMPOSER,
+    PY,
+    ROOT,
+    expected_digest,
+    read_ids,
+    run,
+    sample_texts,
+    write_mds,
+)
 
 BUCKET = 'c4-bench'
 RECIPE = 'yamls/cpu/c4_zstd.yaml'
@@ -77,17 +86,6 @@ RECIPE = 'yamls/cpu/c4_zstd.yaml'
 def use(store, monkeypatch) -> None:
     for k, v in store.env().items():
         monkeypatch.setenv(k, v)
-
-
-def expected_digest(texts: list[str]) -> tuple[int, str]:
-    """data_prep.verify.sample_digest of a text dataset holding `texts` in this order."""
-    h = hashlib.sha256()
-    for t in texts:
-        data = t.encode('utf-8')
-        sample = len(data).to_bytes(4, 'little') + data
-        h.update(len(sample).to_bytes(8, 'little'))
-        h.update(sample)
-    return len(texts), h.hexdigest()
 
 
 def wait_for(cond, proc, timeout: float, what: str) -> None:
@@ -159,7 +157,7 @@ def test_conversion_killed_while_uploading_and_while_merging(sample_dir, tmp_pat
         # no stray objects: exactly the root index, and per part its index, manifest, shards
         index = json.loads((objects / 'index.json').read_text())
         named = {sh['zip_data']['basename'] for sh in index['shards']}
-        listed = set(oci_transport.OCIRemote(url).list())
+        listed = set(OCIRemote(url).list())
         parts = {f'part-{i:05d}/{n}' for i in range(4) for n in ('index.json', 'manifest.json')}
         assert listed == {'train/index.json'} | {f'train/{n}' for n in named | parts}
     assert list(tmp_bodies.iterdir()) == []  # no half-received body left in the store
@@ -227,7 +225,7 @@ def test_damaged_shard_is_named_by_the_reader_and_by_verify(oci_store, tmp_path,
 # ----------------------------------------------------------------------------- case 5
 
 def test_document_larger_than_a_shard_is_kept_whole(tmp_path):
-    from data_prep.convert import ConvertConfig, convert
+    from data_prep.pipeline.convert import ConvertConfig, convert
     data = tmp_path / 'in'
     data.mkdir()
     big = ' '.join(f'word{i}' for i in range(20000))  # about 150 KB, the shard limit is 16 KB
@@ -279,7 +277,7 @@ def test_store_down_at_start_and_mid_run_then_autoresume(sample_dir, tokenizer_d
     try:
         use(store, monkeypatch)
         url = f'oci://{BUCKET}@local/c4/train'
-        oci_transport.register()
+        install()
         with MDSWriter(out=url, columns={'text': 'str'}, compression='zstd',
                        size_limit=1 << 15) as w:
             for text in sample_texts(sample_dir)[:400]:
@@ -300,7 +298,7 @@ def test_store_down_at_start_and_mid_run_then_autoresume(sample_dir, tokenizer_d
             'autoresume=true', f'max_duration={STEPS}ba', 'variables.run_name=outage',
             f'train_loader.dataset.cache_limit={cache_limit}',
             'train_loader.dataset.download_timeout=3', 'train_loader.dataset.download_retry=1',
-            f'code_paths=[{ROOT}/tests/sample_log.py]', f'callbacks.sample_log.path={log}',
+            f'code_paths=[{ROOT}/tests/programs/sample_log.py]', f'callbacks.sample_log.path={log}',
             f'callbacks.run_report.folder={reports}/run$RUN']
 
     # The store down when training starts: one line naming the endpoint, before any work.

@@ -4,9 +4,8 @@ import glob
 
 import pytest
 
-from conftest import ROOT
-
 import train
+from tests.helpers import ROOT
 
 GPU_RECIPES = ['yamls/c4_zstd.yaml', 'yamls/c4_uncompressed.yaml']
 ALL_RECIPES = sorted(glob.glob('yamls/**/*.yaml', root_dir=ROOT, recursive=True))

@@ -2,7 +2,7 @@
 import json
 import re
 
-from conftest import COMPOSER, run
+from tests.helpers import COMPOSER, run
 
 RECIPE = 'yamls/cpu/c4_zstd.yaml'
 
@@ -23,7 +23,7 @@ def test_loss_goes_down(mds_zstd, tokenizer_dir, tmp_path):
 
 def test_two_ranks_see_disjoint_samples(mds_zstd, tokenizer_dir, tmp_path):
     prefix = tmp_path / 'seen'
-    run([COMPOSER, '-n', '2', 'tests/rank_samples.py', RECIPE, str(prefix),
+    run([COMPOSER, '-n', '2', 'tests/programs/rank_samples.py', RECIPE, str(prefix),
          *overrides(mds_zstd, tokenizer_dir, tmp_path, 'ranks')])
     rank0, rank1 = (json.loads((tmp_path / f'seen.{r}.json').read_text()) for r in (0, 1))
     assert rank0 and rank1

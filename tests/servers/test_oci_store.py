@@ -8,8 +8,8 @@ import sys
 import oci
 import pytest
 
-from data_prep.local_store import Knobs, NAMESPACE, start_store
-from conftest import ROOT
+from data_prep.servers.oci_store import NAMESPACE, Knobs, start_store
+from tests.helpers import ROOT
 
 NS = NAMESPACE
 
@@ -126,11 +126,11 @@ def test_faults_latency_and_bandwidth(tmp_path):
 
 def test_cli_start_status_stop(tmp_path):
     def cli(*args):
-        return subprocess.run([sys.executable, '-m', 'data_prep.local_store', *args,
+        return subprocess.run([sys.executable, '-m', 'data_prep.servers.oci_store', *args,
                                '--data-dir', str(tmp_path / 'data')],
                               cwd=ROOT, capture_output=True, text=True, timeout=60)
     for sub in ('serve', 'start', 'stop', 'status'):
-        out = subprocess.run([sys.executable, '-m', 'data_prep.local_store', sub, '--help'],
+        out = subprocess.run([sys.executable, '-m', 'data_prep.servers.oci_store', sub, '--help'],
                              cwd=ROOT, capture_output=True, text=True).stdout
         assert '--data-dir' in out
     first = cli('start', '--port', '0')
@@ -145,7 +145,7 @@ def test_cli_start_status_stop(tmp_path):
     finally:
         assert 'stopped' in cli('stop').stdout
     assert cli('status').returncode == 1
-    bad = subprocess.run([sys.executable, '-m', 'data_prep.local_store', 'serve',
+    bad = subprocess.run([sys.executable, '-m', 'data_prep.servers.oci_store', 'serve',
                           '--fault-rate', '2'], cwd=ROOT, capture_output=True, text=True)
     assert bad.returncode == 2 and len(bad.stderr.strip().splitlines()) == 1
     with pytest.raises(OSError):

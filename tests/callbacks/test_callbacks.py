@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import COMPOSER, PY, ROOT, run
+from tests.helpers import COMPOSER, PY, ROOT, run
 
 RECIPE = 'yamls/cpu/c4_zstd.yaml'
 BUCKET, PREFIX = 'c4-bench', 'c4_zstd'
@@ -29,8 +29,8 @@ STEPS = 8
 @pytest.fixture(scope='module')
 def store(mds_zstd, tmp_path_factory):
     """The local store (a real subprocess) holding the zstd MDS sample under c4_zstd/train."""
-    from data_prep import oci_transport
-    from data_prep.local_store import start_store
+    from data_prep.servers.oci_store import start_store
+    from data_prep.storage.oci.client import upload_file
     data = tmp_path_factory.mktemp('cb_store')
     st = start_store(data, buckets=[BUCKET])
     try:
@@ -38,7 +38,7 @@ def store(mds_zstd, tmp_path_factory):
             for k, v in st.env().items():
                 mp.setenv(k, v)
             for f in sorted((mds_zstd / 'train').iterdir()):
-                oci_transport.upload_file(str(f), BUCKET, 'local', f'{PREFIX}/train/{f.name}')
+                upload_file(str(f), BUCKET, 'local', f'{PREFIX}/train/{f.name}')
         yield st
     finally:
         st.stop()
@@ -147,7 +147,7 @@ def test_second_run_same_cache_hits_everything_and_sigterm_is_reported(cold_two_
 
 
 def test_store_latency_raises_data_wait(cold_two_ranks, store, tokenizer_dir, tmp_path):
-    from data_prep.local_store import Knobs, start_store
+    from data_prep.servers.oci_store import Knobs, start_store
     baseline = cold_two_ranks[0]
     slow = start_store(store.data_dir, knobs=Knobs(latency_ms=LATENCY_MS),
                        log_path=tmp_path / 'slow.jsonl')

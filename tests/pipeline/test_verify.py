@@ -4,11 +4,11 @@ import shutil
 
 import pytest
 
-from data_prep.convert import ConvertConfig, convert
-from data_prep.stats import bucket_stats
+from data_prep.pipeline.convert import ConvertConfig, convert
+from data_prep.pipeline.stats import bucket_stats
+from data_prep.pipeline.verify import verify
 from data_prep.stats import main as stats_main
 from data_prep.verify import main as verify_main
-from data_prep.verify import verify
 
 
 @pytest.fixture(scope='module')

@@ -5,8 +5,8 @@ import json
 
 import zstandard
 
-from conftest import sample_texts
-from data_prep.sample import generate
+from data_prep.pipeline.sample import generate
+from tests.helpers import sample_texts
 
 
 def test_file_names_and_records_match_allenai_c4(sample_dir):

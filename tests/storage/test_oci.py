@@ -1,7 +1,6 @@
-"""Our OCI transport, for real: the oci SDK against the local store on 127.0.0.1, through
-streaming's MDSWriter and StreamingDataset; s3:// through streaming's S3 code against moto."""
+"""The OCI backend for real: the oci SDK against the local store on 127.0.0.1, directly and
+through streaming's MDSWriter and StreamingDataset with our transport installed."""
 import os
-import socket
 from collections import Counter
 from pathlib import Path
 
@@ -10,22 +9,18 @@ import pytest
 from streaming import StreamingDataset
 from streaming.base.util import clean_stale_shared_memory
 
-from conftest import read_ids, write_mds
-from data_prep import oci_transport
-from data_prep.local_store import Knobs, start_store
-from data_prep.shard_errors import ShardUnavailable
-from data_prep.oci_transport import CorruptObject, CredentialsError, OCIRemote
+from data_prep.servers.oci_store import Knobs, start_store
+from data_prep.storage.oci import client as oci_client
+from data_prep.storage.oci.auth import CredentialsError
+from data_prep.storage.oci.client import CorruptObject
+from data_prep.storage.oci.remote import OCIRemote
+from data_prep.streaming_ext import install
+from data_prep.streaming_ext.stream import ShardUnavailable
+from tests.helpers import read_ids, write_mds
+
 
 def shard_gets(log: list[dict]) -> Counter:
     return Counter(r['path'] for r in log if r['method'] == 'GET' and '/shard.' in r['path'])
-
-
-def test_register_installs_ours_idempotently():
-    from streaming.base.storage import download, upload
-    oci_transport.register()
-    oci_transport.register()
-    assert download.DOWNLOADER_MAPPINGS['oci'] is oci_transport.OCIDownloader
-    assert getattr(upload, upload.UPLOADERS['oci']) is oci_transport.OCIUploader
 
 
 def test_one_request_per_shard_download(oci_store, tmp_path):
@@ -40,7 +35,7 @@ def test_one_request_per_shard_download(oci_store, tmp_path):
     assert len(log) == len(shards) + 1 and all(r['status'] == 200 for r in log)
 
     # without it, the namespace is asked for once in this process, then cached
-    oci_transport._namespaces.clear()
+    oci_client._namespaces.clear()
     oci_store.clear_log()
     assert sorted(read_ids('oci://c4-bench/one/train', tmp_path / 'c2')) == list(range(600))
     log = oci_store.requests()
@@ -66,8 +61,8 @@ def test_flaky_store_conversion_and_streaming_lose_nothing(tmp_path, monkeypatch
 
 def test_flaky_store_real_conversion_then_streaming(tmp_path, monkeypatch):
     """`python -m data_prep.convert` into a store failing 10% of requests, then a full pass."""
-    from conftest import PY, run, sample_texts
-    from data_prep.sample import generate
+    from data_prep.pipeline.sample import generate
+    from tests.helpers import PY, run, sample_texts
     generate(str(tmp_path / 'in'), size_mb=1, train_files=2, val_files=1, seed=5, workers=1)
     with start_store(tmp_path / 'store', knobs=Knobs(fault_rate=0.1, seed=6),
                      buckets=['c4-bench']) as store:
@@ -76,7 +71,7 @@ def test_flaky_store_real_conversion_then_streaming(tmp_path, monkeypatch):
         run([PY, '-m', 'data_prep.convert', '--data-files', str(tmp_path / 'in' / 'c4-train.*.json.gz'),
              '--remote', 'oci://c4-bench/conv', '--compression', 'zstd', '--workers', '1',
              '--size-limit', '32768', '--no-progress'], timeout=240)
-        oci_transport.register()
+        install()
         clean_stale_shared_memory()
         ds = StreamingDataset(remote='oci://c4-bench/conv', split='train', local=str(tmp_path / 'cache'),
                               shuffle=False, batch_size=8)
@@ -93,7 +88,7 @@ def test_truncated_transfer_is_retried_then_refused(tmp_path, monkeypatch):
         monkeypatch.setenv('OCI_TRANSPORT_ATTEMPTS', '3')
         local = tmp_path / 'dl' / 'blob'
         with pytest.raises(Exception) as e:
-            oci_transport.download_file('oci://b@local/x/blob', str(local), timeout=30)
+            oci_client.download_file('oci://b@local/x/blob', str(local), timeout=30)
         assert not isinstance(e.value, AssertionError)
         assert not local.exists() and list(local.parent.iterdir()) == []  # no temp left over
         gets = [r for r in store.requests() if r['method'] == 'GET']
@@ -107,7 +102,7 @@ def test_object_damaged_in_the_bucket_is_detected(oci_store, tmp_path):
         f.truncate(shard.stat().st_size // 2)
     local = tmp_path / 'cache' / 'shard.00000.mds'
     with pytest.raises(CorruptObject):
-        oci_transport.download_file('oci://c4-bench@local/dmg/train/shard.00000.mds', str(local))
+        oci_client.download_file('oci://c4-bench@local/dmg/train/shard.00000.mds', str(local))
     assert not local.exists()
     with pytest.raises(CorruptObject):
         OCIRemote('oci://c4-bench@local/dmg/train').read('shard.00000.mds')
@@ -129,7 +124,7 @@ def test_download_timeout_is_honoured(tmp_path, monkeypatch):
             monkeypatch.setenv(k, v)
         (store.data_dir / 'buckets' / 'b' / 'obj').write_bytes(b'x' * 10)
         with pytest.raises(TimeoutError):
-            oci_transport.download_file('oci://b@local/obj', str(tmp_path / 'obj'), timeout=1)
+            oci_client.download_file('oci://b@local/obj', str(tmp_path / 'obj'), timeout=1)
         assert not (tmp_path / 'obj').exists()
 
 
@@ -142,7 +137,7 @@ def test_multipart_upload_and_abort(tmp_path, monkeypatch):
     with start_store(tmp_path / 'store', buckets=['b']) as store:
         for k, v in store.env().items():
             monkeypatch.setenv(k, v)
-        oci_transport.upload_file(str(src), 'b', 'local', 'mp/big.bin')
+        oci_client.upload_file(str(src), 'b', 'local', 'mp/big.bin')
         assert OCIRemote('oci://b@local/mp').read('big.bin') == data
         parts = [r for r in store.requests() if r['method'] == 'PUT' and '/u/' in r['path']]
         assert len(parts) == 4
@@ -153,9 +148,9 @@ def test_multipart_upload_and_abort(tmp_path, monkeypatch):
             monkeypatch.setenv(k, v)
         monkeypatch.setenv('OCI_TRANSPORT_ATTEMPTS', '2')
         with pytest.raises(oci.exceptions.ServiceError):
-            oci_transport.upload_file(str(src), 'b', 'local', 'mp/failed.bin')
+            oci_client.upload_file(str(src), 'b', 'local', 'mp/failed.bin')
         assert [r['status'] for r in store.requests() if r['method'] == 'DELETE'] == [204]
-        assert oci_transport.client().list_multipart_uploads('local', 'b').data == []
+        assert oci_client.client().list_multipart_uploads('local', 'b').data == []
         assert 'failed.bin' not in OCIRemote('oci://b@local/mp').list()
 
 
@@ -176,7 +171,7 @@ def test_remote_lists_every_page_and_round_trips(oci_store):
     remote.delete('sub/index.json')  # deleting what is gone is fine
     assert remote.list('sub/') == {}
     assert remote.join('a', 'b') == 'oci://c4-bench/many/a/b'
-    from data_prep.remote import open_remote
+    from data_prep.storage import open_remote
     assert isinstance(open_remote('oci://c4-bench@local/x'), OCIRemote)
 
 
@@ -218,29 +213,3 @@ def test_security_token_auth_signs_requests(oci_store, tmp_path, monkeypatch):
     monkeypatch.setenv('OCI_CONFIG_FILE', str(session))
     OCIRemote('oci://c4-bench/tok').write('a', b'signed')
     assert OCIRemote('oci://c4-bench/tok').read('a') == b'signed'
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(('127.0.0.1', 0))
-        return s.getsockname()[1]
-
-
-def test_s3_url_works_through_streaming_against_moto(tmp_path, monkeypatch):
-    """OCI's S3 compatibility API path: s3:// + S3_ENDPOINT_URL, streaming's own S3 code."""
-    boto3 = pytest.importorskip('boto3')
-    from moto.server import ThreadedMotoServer
-    server = ThreadedMotoServer(ip_address='127.0.0.1', port=free_port(), verbose=False)
-    server.start()
-    try:
-        host, port = server.get_host_and_port()
-        for k, v in {'S3_ENDPOINT_URL': f'http://{host}:{port}', 'AWS_ACCESS_KEY_ID': 'test',
-                     'AWS_SECRET_ACCESS_KEY': 'test', 'AWS_DEFAULT_REGION': 'us-east-1'}.items():
-            monkeypatch.setenv(k, v)
-        boto3.client('s3', endpoint_url=f'http://{host}:{port}').create_bucket(Bucket='c4-bench')
-        write_mds('s3://c4-bench/s3test/train', 500, compression='zstd')
-        assert sorted(read_ids('s3://c4-bench/s3test/train', tmp_path / 'cache')) == list(range(500))
-        from data_prep.remote import open_remote
-        assert 'index.json' in open_remote('s3://c4-bench/s3test/train').list()
-    finally:
-        server.stop()

@@ -7,7 +7,6 @@ import gzip
 import json
 import os
 import signal
-import socket
 import subprocess
 import time
 from pathlib import Path
@@ -15,10 +14,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import PY, ROOT, run, sample_texts
-from data_prep.convert import ConvertConfig, convert
-from data_prep.records import BadRecordError
-from data_prep.verify import iter_samples, sample_digest, verify
+from data_prep.pipeline.convert import ConvertConfig, convert
+from data_prep.pipeline.records import BadRecordError
+from data_prep.pipeline.verify import iter_samples, sample_digest, verify
+from tests.helpers import PY, ROOT, run, sample_texts
 
 SMALL = '64kb'  # shard size limit: several shards per part even on the small sample
 
@@ -194,31 +193,8 @@ def test_unreachable_inputs_and_remotes_are_one_line(tmp_path, sample_dir):
         assert len(lines) == 1 and message in lines[0], proc.stderr
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(('127.0.0.1', 0))
-        return s.getsockname()[1]
-
-
-@pytest.fixture
-def s3_server(monkeypatch):
-    from moto.server import ThreadedMotoServer
-    port = _free_port()
-    server = ThreadedMotoServer(ip_address='127.0.0.1', port=port, verbose=False)
-    server.start()
-    env = {'S3_ENDPOINT_URL': f'http://127.0.0.1:{port}', 'AWS_ACCESS_KEY_ID': 'testing',
-           'AWS_SECRET_ACCESS_KEY': 'testing', 'AWS_DEFAULT_REGION': 'us-east-1',
-           'AWS_EC2_METADATA_DISABLED': 'true'}
-    for k, v in env.items():
-        monkeypatch.setenv(k, v)
-    import boto3
-    boto3.client('s3', endpoint_url=env['S3_ENDPOINT_URL']).create_bucket(Bucket='c4-bench')
-    yield env
-    server.stop()
-
-
 def test_s3_raw_conversion_verified_and_missing_bucket(sample_dir, s3_server, reference):
-    from data_prep.stats import bucket_stats
+    from data_prep.pipeline.stats import bucket_stats
     cmd = [PY, '-m', 'data_prep.convert', '--data-files', str(sample_dir / 'c4-train.*.json.gz'),
            '--compression', 'none', '--size-limit', SMALL, '--workers', '2',
            '--upload-workers', '8', '--no-progress', '--json']

@@ -1,13 +1,11 @@
-"""A small OCI Object Storage-compatible server for offline runs and tests.
+"""The local OCI store's Python API (`start_store`) and command line: serve, start, stop, status.
 
 Nothing installable emulates OCI Object Storage, so we carry the part of its REST API
 (20160918) that the oci SDK uses for our transport: namespace; bucket create/head/get/list;
 object put/get (ranges)/head/list (prefix, paging)/delete; multipart create/part/commit/
 abort/list. Objects are plain files under a data directory, so the store survives restarts:
 
-    <data>/buckets/<bucket>/<object name>    the bytes (object names map to paths)
-    <data>/meta/<bucket>/<sha1(name)>.json   md5 / etag / multipart md5, written at upload
-    <data>/uploads/<bucket>/<upload id>/     multipart parts until commit or abort
+    <data>/buckets, meta, uploads, tmp        the objects (see storage.py)
     <data>/client/{config,key.pem}           a throwaway API key the SDK signs with
     <data>/run/{store.json,store.pid,requests.jsonl,store.log}   the `start`ed server
 
@@ -17,7 +15,7 @@ would leave the bucket directory. Knobs emulate a far-away bucket and a bad netw
 latency per request, bandwidth per connection, and a fraction of requests that fail
 (503, 500, 429, or the connection reset part-way through the body).
 
-    python -m data_prep.local_store {serve,start,stop,status} --help
+    python -m data_prep.servers.oci_store {serve,start,stop,status} --help
 """
 from __future__ import annotations
 
@@ -33,14 +31,20 @@ import threading
 import time
 from pathlib import Path
 
-# Knobs and NAMESPACE are part of this module's API (tests, bench); the server lives there.
-from data_prep.store_server import (FAULT_KINDS, NAMESPACE, SETTLE_PATH, Knobs, Storage,  # noqa: F401
-                                   StoreError, StoreServer, _env, _kinds_arg)
+from data_prep.env import env_value
+from data_prep.servers.oci_store.handler import (
+    FAULT_KINDS,
+    SETTLE_PATH,
+    Knobs,
+    StoreServer,
+    _kinds_arg,
+)
+from data_prep.servers.oci_store.storage import NAMESPACE, Storage, StoreError
+from data_prep.storage.oci.auth import ENDPOINT_ENV
 
 DEFAULT_PORT = 9300
 DEFAULT_DATA_DIR = '.store/data'
 DEFAULT_BUCKETS = ('c4-bench',)
-ENDPOINT_ENV = 'OCI_OBJECT_STORAGE_ENDPOINT'
 
 
 # ----------------------------------------------------------------------------- client credentials
@@ -82,7 +86,7 @@ def client_config(data_dir) -> Path:
 
 
 def client_env(data_dir, endpoint: str) -> dict[str, str]:
-    """Environment that points the oci SDK and data_prep.oci_transport at a store."""
+    """Environment that points the oci SDK and data_prep.storage.oci at a store."""
     return {'OCI_CLI_AUTH': 'api_key',
             'OCI_CONFIG_FILE': str(client_config(data_dir).resolve()),
             'OCI_CLI_PROFILE': 'DEFAULT',
@@ -149,7 +153,7 @@ def start_store(data_dir, port: int = 0, knobs: Knobs | None = None, log_path=No
     log_path = Path(log_path or data_dir / 'run' / 'requests.jsonl').resolve()
     log_path.parent.mkdir(parents=True, exist_ok=True)
     log_path.touch()
-    cmd = [sys.executable, '-m', 'data_prep.local_store', 'serve', '--data-dir', str(data_dir),
+    cmd = [sys.executable, '-m', 'data_prep.servers.oci_store', 'serve', '--data-dir', str(data_dir),
            '--port', str(port), '--log', str(log_path), '--latency-ms', str(knobs.latency_ms),
            '--bandwidth-mbps', str(knobs.bandwidth_mbps), '--fault-rate', str(knobs.fault_rate),
            '--fault-kinds', ','.join(knobs.fault_kinds), '--fault-match', knobs.fault_match]
@@ -157,7 +161,7 @@ def start_store(data_dir, port: int = 0, knobs: Knobs | None = None, log_path=No
         cmd += ['--seed', str(knobs.seed)]
     for b in buckets:
         cmd += ['--bucket', b]
-    root = Path(__file__).resolve().parent.parent
+    root = Path(__file__).resolve().parents[3]
     env = {**os.environ, 'PYTHONPATH': os.pathsep.join(
         [str(root), *filter(None, [os.environ.get('PYTHONPATH')])])}
     (data_dir / 'run').mkdir(parents=True, exist_ok=True)
@@ -169,7 +173,7 @@ def start_store(data_dir, port: int = 0, knobs: Knobs | None = None, log_path=No
         proc.wait()
         errors.seek(0)
         last = (errors.read().strip().splitlines() or [f'exit code {proc.returncode}'])[-1]
-        raise RuntimeError(f'did not start: {last.removeprefix("local_store: ")}')
+        raise RuntimeError(f'did not start: {last.removeprefix("oci_store: ")}')
     info = json.loads(line)
     return RunningStore(proc, data_dir, info['port'], log_path)
 
@@ -284,10 +288,10 @@ def main(argv=None) -> int:
     try:
         env = Knobs.from_env()
     except ValueError as e:
-        print(f'local_store: bad OCI_STORE_* environment: {e}', file=sys.stderr)
+        print(f'oci_store: bad OCI_STORE_* environment: {e}', file=sys.stderr)
         return 2
     parser = argparse.ArgumentParser(
-        prog='python -m data_prep.local_store',
+        prog='python -m data_prep.servers.oci_store',
         description='A local OCI Object Storage-compatible server (127.0.0.1 only, namespace '
                     f'{NAMESPACE!r}). Knobs default to OCI_STORE_* environment variables.')
     sub = parser.add_subparsers(dest='cmd', required=True)
@@ -297,7 +301,7 @@ def main(argv=None) -> int:
                         help=f'where objects live (env OCI_STORE_DATA_DIR, default '
                              f'{DEFAULT_DATA_DIR})')
     knob = argparse.ArgumentParser(add_help=False)
-    knob.add_argument('--port', type=int, default=_env('OCI_STORE_PORT', DEFAULT_PORT, int),
+    knob.add_argument('--port', type=int, default=env_value('OCI_STORE_PORT', DEFAULT_PORT, int),
                       help=f'port on 127.0.0.1, 0 = any free one (env OCI_STORE_PORT, '
                            f'default {DEFAULT_PORT})')
     knob.add_argument('--latency-ms', type=float, default=env.latency_ms,
@@ -331,7 +335,7 @@ def main(argv=None) -> int:
                   args.seed, args.fault_match).check()
         return {'serve': _serve, 'start': _start, 'stop': _stop, 'status': _status}[args.cmd](args)
     except (ValueError, OSError, RuntimeError) as e:
-        print(f'local_store: {e}', file=sys.stderr)
+        print(f'oci_store: {e}', file=sys.stderr)
         return 2
 
 

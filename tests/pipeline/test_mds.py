@@ -2,7 +2,7 @@
 import pytest
 from streaming import MDSWriter, StreamingDataset
 
-from conftest import sample_texts
+from tests.helpers import sample_texts
 
 
 @pytest.mark.parametrize('compression', [None, 'zstd'])

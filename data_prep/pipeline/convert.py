@@ -1,0 +1,303 @@
+"""Parallel, resumable, verified conversion of a Hugging Face text dataset into MDS in a bucket
+(the driver; the command is data_prep/convert.py, one part's work is part.py, the layout
+written is layout.py's).
+
+How it works:
+- Parallel: every input file is one part. `--workers` processes take parts from a queue; each
+  part has its own MDSWriter, whose thread pool uploads finished shards while the worker
+  goes on encoding the next one.
+- Resumable: a part counts as done only when its manifest is there, was written for the same
+  settings and input, and every shard it names is in the remote with its recorded size. A
+  re-run skips such parts and deletes and redoes all others. Workers die with their parent
+  (PR_SET_PDEATHSIG), so after a kill -9 no orphan keeps writing into a part being redone.
+- Verified: before the root index is written, every part's index.json is read back, checked
+  against its manifest, and every shard it names is checked in one listing of the remote. The
+  part indexes are merged with streaming's `merge_index` into a staging folder and the root
+  index is then written in one atomic write (os.replace locally, a single PUT in a bucket).
+  A reader therefore never sees a partial dataset; if any part must be redone, the root
+  index is removed first.
+- Several machines: `--num-nodes/--node-rank` (or WORLD_SIZE/RANK) give node r the parts
+  i % num_nodes == r. Each node, when done, checks all parts; the node that finishes last
+  finds them all complete and publishes (the merge is idempotent, so two publishing at once
+  write the same bytes).
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field
+
+from data_prep.pipeline.layout import INDEX, MANIFEST, part_name, sha256, shard_files
+from data_prep.pipeline.pool import run_pool
+from data_prep.pipeline.records import REASONS, InputFile, resolve_inputs
+from data_prep.storage import Remote, RemoteError, list_checked, open_remote
+
+
+class ConvertError(RuntimeError):
+    """A problem the user can fix, said in one line (bad option, bucket, credentials...)."""
+
+
+@dataclass
+class ConvertConfig:
+    remote: str
+    data_files: str | list[str] | None = None
+    dataset: str | None = None
+    subset: str | None = None
+    split: str = 'train'
+    out_split: str | None = None          # folder under remote; default: split
+    compression: str | None = None        # None, 'zstd', 'zstd:7', any streaming compression
+    format: str = 'text'                  # 'text' or 'tokens'
+    tokenizer: str | None = None
+    concat_tokens: int = 2048
+    bos_text: str = ''
+    eos_text: str | None = None           # None: the tokenizer's eos token
+    workers: int = 0                      # 0: the cores
+    upload_workers: int = 32              # upload threads in all, shared by the workers
+    max_docs: int | None = None
+    size_limit: int | str = 1 << 26       # shard size before compression (streaming default)
+    hashes: list[str] = field(default_factory=lambda: ['xxh64'])
+    on_bad_record: str = 'error'          # or 'skip'
+    num_nodes: int = 1
+    node_rank: int = 0
+    tmp_dir: str | None = None            # local staging of shards for bucket remotes
+    progress: bool = True
+
+
+# --------------------------------------------------------------------------- remote helpers
+
+def check_remote(remote: Remote, prefix: str) -> dict[str, int]:
+    """Lists `prefix`; a missing bucket, credentials or endpoint is one ConvertError line."""
+    try:
+        return list_checked(remote, prefix)
+    except RemoteError as exc:
+        raise ConvertError(str(exc)) from None
+
+
+
+def part_problem(remote: Remote, split: str, part: str, listing: dict[str, int],
+                 digest: str, deep: bool = False) -> tuple[dict | None, str]:
+    """(manifest, '') if the part is complete and verified, else (None, why not).
+
+    Checks the manifest (same settings digest), the part index's size, and every shard with
+    its size in `listing`. With `deep`, also reads the part index back and checks that its
+    sha256 and the shards it names match the manifest (done before publishing).
+    """
+    base = f'{split}/{part}/'
+    if base + MANIFEST not in listing:
+        return None, 'no manifest'
+    try:
+        manifest = json.loads(remote.read(base + MANIFEST))
+    except Exception as exc:
+        return None, f'unreadable manifest: {exc}'
+    if manifest.get('digest') != digest:
+        return None, 'written with other settings or input'
+    if listing.get(base + INDEX) != manifest.get('index_bytes'):
+        return None, 'part index missing or of the wrong size'
+    for name, size in manifest['shards'].items():
+        have = listing.get(base + name)
+        if have is None:
+            return None, f'shard {name} missing'
+        if have != size:
+            return None, f'shard {name} is {have} bytes, expected {size}'
+    if deep:
+        data = remote.read(base + INDEX)
+        if sha256(data) != manifest.get('index_sha256'):
+            return None, 'part index changed since its manifest was written'
+        if shard_files(json.loads(data)) != manifest['shards']:
+            return None, 'part index and manifest name different shards'
+    return manifest, ''
+
+
+# --------------------------------------------------------------------------- the driver
+
+def _normalize_compression(value: str | None) -> str | None:
+    if value in (None, '', 'none', 'None', 'raw'):
+        return None
+    from streaming.base.compression import is_compression
+    if not is_compression(value):
+        raise ConvertError(f'unknown compression {value!r}: use none, zstd or zstd:LEVEL')
+    return value
+
+
+def _part_digest(cfg: ConvertConfig, inp: InputFile, limit: int | None) -> str:
+    key = {'input': inp.url, 'limit': limit, 'format': cfg.format,
+           'compression': cfg.compression, 'size_limit': str(cfg.size_limit),
+           'hashes': sorted(cfg.hashes), 'on_bad_record': cfg.on_bad_record}
+    if cfg.format == 'tokens':
+        key.update(tokenizer=os.path.abspath(cfg.tokenizer) if cfg.tokenizer and
+                   os.path.exists(cfg.tokenizer) else cfg.tokenizer,
+                   concat_tokens=cfg.concat_tokens, bos_text=cfg.bos_text, eos_text=cfg.eos_text)
+    return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:24]
+
+
+def _limits(n_parts: int, max_docs: int | None) -> list[int | None]:
+    """--max-docs spread over the parts: part i gets N // P, plus one for the first N % P."""
+    if max_docs is None:
+        return [None] * n_parts
+    return [max_docs // n_parts + (1 if i < max_docs % n_parts else 0) for i in range(n_parts)]
+
+
+def _validate(cfg: ConvertConfig) -> None:
+    if cfg.format not in ('text', 'tokens'):
+        raise ConvertError(f'--format must be text or tokens, not {cfg.format!r}')
+    if cfg.on_bad_record not in ('error', 'skip'):
+        raise ConvertError('--on-bad-record must be error or skip')
+    if cfg.num_nodes < 1 or not 0 <= cfg.node_rank < cfg.num_nodes:
+        raise ConvertError(f'--node-rank must be in [0, {cfg.num_nodes})')
+    if cfg.max_docs is not None and cfg.max_docs < 0:
+        raise ConvertError('--max-docs must be >= 0')
+    if cfg.format == 'tokens':
+        if not cfg.tokenizer:
+            raise ConvertError('--format tokens needs --tokenizer')
+        if cfg.concat_tokens < 1:
+            raise ConvertError('--concat-tokens must be >= 1')
+
+
+def _check_tokenizer(cfg: ConvertConfig) -> None:
+    try:
+        from transformers import AutoTokenizer
+        AutoTokenizer.from_pretrained(cfg.tokenizer)
+    except Exception as exc:
+        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise ConvertError(f'cannot load tokenizer {cfg.tokenizer!r}: {first}') from None
+
+
+def publish(remote: Remote, split: str, manifests: dict[str, dict],
+            existing: bool = False) -> str:
+    """Merges the verified part indexes with streaming's merge_index; writes the root last."""
+    from streaming.base.util import merge_index
+
+    from data_prep.streaming_ext import install
+    install()  # merge_index reads the part indexes through streaming's downloaders
+    urls = [remote.join(split, part, INDEX) for part in sorted(manifests)]
+    root_logger = logging.getLogger()
+    level = root_logger.level
+    root_logger.setLevel(logging.ERROR)  # merge_index logs a warning per call about its temp dir
+    try:
+        with tempfile.TemporaryDirectory(prefix='c4-merge-') as staging:
+            merge_index(urls, staging, keep_local=True)
+            with open(os.path.join(staging, INDEX), 'rb') as f:
+                data = f.read()
+    finally:
+        root_logger.setLevel(level)
+    merged = json.loads(data)
+    want = sum(m['samples'] for m in manifests.values())
+    got = sum(s['samples'] for s in merged['shards'])
+    if got != want:
+        raise ConvertError(f'merged index counts {got} samples, the parts {want}; not published')
+    if existing:
+        try:
+            if remote.read(f'{split}/{INDEX}') == data:
+                return remote.join(split, INDEX)  # already published, byte for byte
+        except Exception:
+            pass
+    remote.write(f'{split}/{INDEX}', data)
+    return remote.join(split, INDEX)
+
+
+def convert(cfg: ConvertConfig) -> dict:
+    """Runs the conversion; returns the summary dict (see `format_summary`).
+
+    Raises ConvertError / InputError (one line for the user) or BadRecordError (file:line).
+    """
+    t0 = time.perf_counter()
+    # Cheap checks first, so a wrong bucket or input says so in a second, not after imports.
+    _validate(cfg)
+    split = cfg.out_split or cfg.split
+    try:
+        remote = open_remote(cfg.remote)
+    except RemoteError as exc:
+        raise ConvertError(str(exc)) from None
+    except Exception as exc:
+        raise ConvertError(f'cannot open {cfg.remote}: {type(exc).__name__}: {exc}') from None
+    listing = check_remote(remote, f'{split}/')
+    inputs = resolve_inputs(cfg.dataset, cfg.subset, cfg.split, cfg.data_files)
+    cfg.compression = _normalize_compression(cfg.compression)  # imports streaming (seconds)
+    if cfg.format == 'tokens':
+        _check_tokenizer(cfg)
+    import datasets  # noqa: F401  (here, once: forked workers inherit it)
+    t_work = time.perf_counter()  # speeds are of the work, not of importing torch & co.
+
+    limits = _limits(len(inputs), cfg.max_docs)
+    parts = {part_name(inp.index): (inp, limits[i], _part_digest(cfg, inp, limits[i]))
+             for i, inp in enumerate(inputs)}
+    mine = [p for i, p in enumerate(sorted(parts)) if i % cfg.num_nodes == cfg.node_rank]
+    todo, done_before = [], {}
+    for part in mine:
+        manifest, _why = part_problem(remote, split, part, listing, parts[part][2])
+        if manifest is None:
+            todo.append(part)
+        else:
+            done_before[part] = manifest
+
+    if todo and f'{split}/{INDEX}' in listing:
+        remote.delete(f'{split}/{INDEX}')  # unpublish before touching any part
+
+    workers = max(1, min(cfg.workers or os.cpu_count() or 1, len(todo) or 1))
+    upload_threads = max(1, -(-cfg.upload_workers // workers))
+    tmp_root = os.path.join(cfg.tmp_dir or tempfile.gettempdir(), 'c4-convert',
+                            hashlib.sha256(remote.join(split).encode()).hexdigest()[:12])
+    task_cfg = {k: v for k, v in asdict(cfg).items()}
+    tasks = [{'cfg': task_cfg, 'part': part, 'split': split, 'url': parts[part][0].url,
+              'limit': parts[part][1], 'digest': parts[part][2], 'tmp_root': tmp_root,
+              'upload_threads': upload_threads} for part in todo]
+    results = run_pool(tasks, workers, cfg.progress)
+
+    # Publish only if every part of the dataset (all nodes) is complete and verified.
+    listing = remote.list(f'{split}/')
+    manifests, pending = {}, {}
+    for part, (_inp, _limit, digest) in parts.items():
+        manifest, why = part_problem(remote, split, part, listing, digest, deep=True)
+        if manifest is None:
+            pending[part] = why
+        else:
+            manifests[part] = manifest
+    if pending and set(pending) & set(mine):
+        bad = sorted(set(pending) & set(mine))[0]
+        raise ConvertError(f'part {bad} failed verification after conversion: {pending[bad]}')
+    index_url = (publish(remote, split, manifests, existing=f'{split}/{INDEX}' in listing)
+                 if not pending else None)
+    if index_url:
+        listing = remote.list(f'{split}/')
+
+    skipped = {r: 0 for r in REASONS}
+    for m in manifests.values():
+        for reason, n in m['skipped'].items():
+            skipped[reason] = skipped.get(reason, 0) + n
+    per_worker: dict[int, list[float]] = {}
+    for r in results:
+        acc = per_worker.setdefault(r['pid'], [0.0, 0.0, 0.0])
+        acc[0] += r['input_bytes']
+        acc[1] += r['seconds']
+        acc[2] += r['cpu_seconds']
+    run_bytes = sum(r['input_bytes'] for r in results)
+    end = time.perf_counter()
+    seconds = end - t_work
+    return {
+        'remote': cfg.remote, 'split': split, 'dataset': remote.join(split),
+        'published': index_url is not None, 'index': index_url,
+        'format': cfg.format, 'compression': cfg.compression or 'none', 'workers': workers,
+        'upload_threads_per_worker': upload_threads,
+        'parts': len(parts), 'parts_this_node': len(mine), 'parts_converted': len(results),
+        'parts_already_complete': len(done_before), 'parts_pending': sorted(pending),
+        'documents': sum(m['documents'] for m in manifests.values()),
+        'samples': sum(m['samples'] for m in manifests.values()),
+        'input_bytes': sum(m['input_bytes'] for m in manifests.values()),
+        'skipped': skipped,
+        'run_documents': sum(r['documents'] for r in results),
+        'run_samples': sum(r['samples'] for r in results),
+        'run_input_bytes': run_bytes,
+        'run_bytes_written': sum(r['stored_bytes'] for r in results),
+        'run_objects_written': sum(r['objects'] for r in results),
+        'bytes': sum(listing.values()), 'objects': len(listing),
+        'seconds': seconds, 'startup_seconds': t_work - t0, 'total_seconds': end - t0,
+        'mb_per_s': run_bytes / 1e6 / seconds if seconds else 0.0,
+        # Per worker: input MB per second of its wall time on parts, and per CPU-second
+        # (the latter does not drop when other programs share the cores).
+        'worker_mb_per_s': sorted(b / 1e6 / s for b, s, _ in per_worker.values() if s > 0),
+        'worker_mb_per_cpu_s': sorted(b / 1e6 / c for b, _, c in per_worker.values() if c > 0),
+    }

@@ -1,0 +1,186 @@
+"""One part of a conversion: one input file -> REMOTE/SPLIT/PART/ (shards, index, manifest).
+
+Runs in a worker process of the pool (data_prep.pipeline.convert). The part's MDSWriter
+uploads finished shards from its thread pool while the worker encodes the next one; the part
+counts as complete only when its shards are confirmed in the remote at their recorded sizes
+and its manifest is written, last.
+"""
+from __future__ import annotations
+
+import ctypes
+import json
+import logging
+import os
+import shutil
+import signal
+import time
+from typing import Any
+
+from data_prep.pipeline.layout import INDEX, MANIFEST, sha256, shard_files
+from data_prep.pipeline.records import NeedsExactRead, iter_records
+from data_prep.storage import open_remote
+
+MANIFEST_VERSION = 1
+
+_W: dict[str, Any] = {}
+
+
+def init_worker(counters) -> None:
+    # Die with the parent: after a kill -9 of the command nothing keeps writing.
+    try:
+        ctypes.CDLL('libc.so.6', use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except Exception:
+        pass
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent handles Ctrl-C
+    os.environ['TOKENIZERS_PARALLELISM'] = 'false'
+    logging.getLogger('streaming').setLevel(logging.ERROR)
+    from data_prep.streaming_ext import install  # imports streaming: not before it is needed
+    install()
+    _W['counters'] = counters
+
+
+def _tokens_writer_samples(cfg: dict, texts):
+    """llm-foundry's ConcatTokensDataset, batched: {'tokens': int32 array of concat_tokens}."""
+    import numpy as np
+    tok = _W.get('tokenizer')
+    if tok is None:
+        from transformers import AutoTokenizer
+        tok = _W['tokenizer'] = AutoTokenizer.from_pretrained(cfg['tokenizer'])
+    eos_text = cfg['eos_text'] if cfg['eos_text'] is not None else (tok.eos_token or '')
+    bos = tok(cfg['bos_text'], add_special_tokens=False)['input_ids'] if cfg['bos_text'] else []
+    eos = tok(eos_text, add_special_tokens=False)['input_ids'] if eos_text else []
+    n = cfg['concat_tokens']
+    buf: list[int] = []
+    batch: list[str] = []
+
+    def drain(batch):
+        nonlocal buf
+        for ids in tok(batch, truncation=False, padding=False)['input_ids']:
+            buf.extend(bos)
+            buf.extend(ids)
+            buf.extend(eos)
+        while len(buf) >= n:
+            yield {'tokens': np.asarray(buf[:n], dtype=np.int32)}
+            buf = buf[n:]
+
+    for text in texts:
+        batch.append(text)
+        if len(batch) >= 256:
+            yield from drain(batch)
+            batch = []
+    if batch:
+        yield from drain(batch)
+    # The tail shorter than concat_tokens is dropped, as llm-foundry does at the end of a stream.
+
+
+def _text_writer_class():
+    """MDSWriter whose encode_sample for the one-`str`-column case skips the generic path
+    (numpy header per sample): same bytes, a uint32 size then the UTF-8 text."""
+    from streaming import MDSWriter
+
+    class TextMDSWriter(MDSWriter):
+        def encode_sample(self, sample: dict[str, Any]) -> bytes:
+            data = sample['text'].encode('utf-8')
+            return len(data).to_bytes(4, 'little') + data
+
+    return TextMDSWriter
+
+
+def convert_part(task: dict) -> dict:
+    """Converts one input file into REMOTE/SPLIT/PART/, verifies it and writes its manifest.
+
+    Reads UTF-8 first; if a chunk of the file does not decode, starts the part over reading
+    the exact bytes, which names (or skips) the line with invalid UTF-8."""
+    t0, c0 = time.perf_counter(), time.process_time()
+    try:
+        return _convert_part(task, t0, c0, exact=False)
+    except NeedsExactRead:
+        return _convert_part(task, t0, c0, exact=True)
+
+
+def _convert_part(task: dict, t0: float, c0: float, exact: bool) -> dict:
+    from streaming import MDSWriter
+    cfg, part, split = task['cfg'], task['part'], task['split']
+    remote = open_remote(cfg['remote'])
+    base = f'{split}/{part}'
+    remote.delete_prefix(base)  # whatever a crashed attempt left
+    if remote.local_root is not None:
+        out: Any = os.path.join(remote.local_root, split, part)
+    else:
+        local = os.path.join(task['tmp_root'], part)
+        shutil.rmtree(local, ignore_errors=True)
+        out = (local, remote.join(split, part))
+    columns = {'tokens': 'ndarray:int32'} if cfg['format'] == 'tokens' else {'text': 'str'}
+    writer_class = MDSWriter if cfg['format'] == 'tokens' else _text_writer_class()
+    writer = writer_class(columns=columns, out=out, compression=cfg['compression'],
+                       hashes=sorted(cfg['hashes']), size_limit=cfg['size_limit'],
+                       max_workers=task['upload_threads'], exist_ok=True)
+    counters = _W.get('counters')
+    skipped: dict[str, int] = {}
+    stats = {'documents': 0, 'input_bytes': 0, 'samples': 0}
+    limit = task['limit']
+    pending_docs = pending_bytes = 0
+
+    def texts():
+        nonlocal pending_docs, pending_bytes
+        if limit == 0:
+            return
+        for text, nbytes in iter_records(task['url'], cfg['on_bad_record'] == 'skip', skipped,
+                                         exact=exact):
+            stats['documents'] += 1
+            stats['input_bytes'] += nbytes
+            pending_docs += 1
+            pending_bytes += nbytes
+            if pending_docs >= 256 and counters is not None:
+                with counters[0].get_lock():
+                    counters[0].value += pending_docs
+                    counters[1].value += pending_bytes
+                pending_docs = pending_bytes = 0
+            yield text
+            if limit is not None and stats['documents'] >= limit:
+                return
+
+    try:
+        if cfg['format'] == 'tokens':
+            samples = _tokens_writer_samples(cfg, texts())
+        else:
+            samples = ({'text': t} for t in texts())
+        for sample in samples:
+            writer.write(sample)
+            stats['samples'] += 1
+    except BaseException:
+        writer.cancel_future_jobs()  # no index for a part that did not finish
+        raise
+    writer.finish()  # waits for every upload; raises if one failed
+    if counters is not None and pending_docs:
+        with counters[0].get_lock():
+            counters[0].value += pending_docs
+            counters[1].value += pending_bytes
+
+    # Confirm the part in the remote before declaring it complete.
+    index_bytes = remote.read(f'{base}/{INDEX}')
+    index = json.loads(index_bytes)
+    listing = remote.list(base + '/')
+    shards = shard_files(index)
+    for name, size in shards.items():
+        if listing.get(f'{base}/{name}') != size:
+            raise RuntimeError(f'{remote.join(base, name)}: expected {size} bytes in the remote, '
+                               f'found {listing.get(f"{base}/{name}")}')
+    n_samples = sum(s['samples'] for s in index['shards'])
+    if n_samples != stats['samples']:
+        raise RuntimeError(f'{remote.join(base, INDEX)} counts {n_samples} samples, '
+                           f'wrote {stats["samples"]}')
+    seconds = time.perf_counter() - t0
+    manifest = {
+        'version': MANIFEST_VERSION, 'part': part, 'input': task['url'], 'digest': task['digest'],
+        'documents': stats['documents'], 'samples': stats['samples'],
+        'input_bytes': stats['input_bytes'], 'skipped': skipped,
+        'index_bytes': len(index_bytes), 'index_sha256': sha256(index_bytes), 'shards': shards,
+        'seconds': round(seconds, 3),
+    }
+    remote.write(f'{base}/{MANIFEST}', json.dumps(manifest, indent=1).encode())
+    return {**manifest, 'pid': os.getpid(), 'cpu_seconds': time.process_time() - c0,
+            'stored_bytes': sum(shards.values()) +
+            len(index_bytes), 'objects': len(shards) + 2}
+
+

@@ -1,0 +1,165 @@
+"""Check an MDS dataset in any remote: every shard there, sizes and hashes right, sample counts.
+
+    python -m data_prep.verify REMOTE [--split train] [--sizes-only]
+
+REMOTE is a dataset root holding index.json, or a folder whose splits hold one
+(REMOTE/train/index.json, as `data_prep.convert` writes). Every shard file present must be
+one the index names. For every shard the index names:
+the object is there with the recorded size; with hashes on (the default), it is downloaded
+and every hash the index records is recomputed, the compressed file is decompressed and its
+raw size and hashes checked too, and the sample count in the shard's own header must equal
+the index's. Where the parts carry our manifests, their sample counts must add up as well.
+Exit status 0 when all is well; 1 with one line per problem otherwise; 2 if it cannot look.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from concurrent.futures import ThreadPoolExecutor
+from typing import Iterator
+
+import numpy as np
+
+from data_prep.pipeline.layout import INDEX, MANIFEST, shard_file_infos
+from data_prep.storage import Remote, open_remote
+
+
+def find_splits(listing: dict[str, int]) -> list[str]:
+    """'' if the root holds index.json, else every first-level folder that holds one."""
+    if INDEX in listing:
+        return ['']
+    return sorted(name[:-len(INDEX) - 1] for name in listing
+                  if name.endswith('/' + INDEX) and name.count('/') == 1)
+
+
+def _hash_problems(data: bytes, info: dict, where: str) -> list[str]:
+    from streaming.base.hashing import get_hash
+    problems = []
+    if len(data) != info['bytes']:
+        problems.append(f'{where}: {len(data)} bytes, index says {info["bytes"]}')
+    for algo, want in (info.get('hashes') or {}).items():
+        got = get_hash(algo, data)
+        if got != want:
+            problems.append(f'{where}: {algo} is {got}, index says {want}')
+    return problems
+
+
+def _check_shard(remote: Remote, prefix: str, shard: dict) -> list[str]:
+    from streaming.base.compression import decompress
+    problems = []
+    for stored, raw in shard_file_infos(shard):
+        name = f'{prefix}{stored["basename"]}'
+        where = remote.join(name)
+        try:
+            data = remote.read(name)
+        except Exception as exc:
+            return [f'{where}: cannot read: {type(exc).__name__}: {exc}']
+        problems += _hash_problems(data, stored, where)
+        if problems:
+            return problems
+        if raw is not None:
+            try:
+                data = decompress(shard['compression'], data)
+            except Exception as exc:
+                return [f'{where}: does not decompress with {shard["compression"]}: {exc}']
+            problems += _hash_problems(data, raw, f'{where} (decompressed)')
+        is_data = stored is shard_file_infos(shard)[0][0]
+        if is_data and shard.get('format') == 'mds' and len(data) >= 4:
+            n = int(np.frombuffer(data[:4], np.uint32)[0])
+            if n != shard['samples']:
+                problems.append(f'{where}: holds {n} samples, index says {shard["samples"]}')
+    return problems
+
+
+def verify(url: str, split: str | None = None, hashes: bool = True, workers: int = 8) -> dict:
+    """Checks the dataset(s) at `url`; returns {'ok', 'problems': [str], 'splits': {...}}."""
+    remote = open_remote(url)
+    listing = remote.list(split.strip('/') + '/' if split else '')
+    splits = [split.strip('/')] if split else find_splits(listing)
+    report: dict = {'remote': url, 'ok': False, 'problems': [], 'splits': {}}
+    problems = report['problems']
+    if not splits or (split and f'{split.strip("/")}/{INDEX}' not in listing):
+        where = remote.join(split or '')
+        problems.append(f'{where}: no {INDEX} (not a dataset root, nor a folder of splits)')
+        return report
+    for sp in splits:
+        prefix = f'{sp}/' if sp else ''
+        try:
+            index = json.loads(remote.read(prefix + INDEX))
+            shards = index['shards']
+        except Exception as exc:
+            problems.append(f'{remote.join(prefix + INDEX)}: unreadable: {exc}')
+            continue
+        samples = stored_bytes = 0
+        per_part: dict[str, int] = {}
+        missing_before = len(problems)
+        for shard in shards:
+            samples += shard['samples']
+            base = shard['raw_data']['basename']
+            part = base.rsplit('/', 1)[0] if '/' in base else ''
+            per_part[part] = per_part.get(part, 0) + shard['samples']
+            for stored, _raw in shard_file_infos(shard):
+                name = prefix + stored['basename']
+                have = listing.get(name)
+                stored_bytes += stored['bytes']
+                if have is None:
+                    problems.append(f'{remote.join(name)}: missing')
+                elif have != stored['bytes']:
+                    problems.append(f'{remote.join(name)}: {have} bytes, index says '
+                                    f'{stored["bytes"]}')
+        # Every shard present must be one the index names: a shard the index does not cover is
+        # data the readers never see (left by an interrupted or foreign writer).
+        named = {prefix + shard[key]['basename'] for shard in shards
+                 for key in ('raw_data', 'zip_data', 'raw_meta', 'zip_meta') if shard.get(key)}
+        for name in sorted(listing):
+            base = name.rsplit('/', 1)[-1]
+            if (name.startswith(prefix) and base.startswith('shard.') and '.mds' in base
+                    and name not in named):
+                problems.append(f'{remote.join(name)}: a shard the index does not name')
+        for part, n in sorted(per_part.items()):
+            mname = f'{prefix}{part}/{MANIFEST}' if part else f'{prefix}{MANIFEST}'
+            if mname in listing:
+                try:
+                    want = json.loads(remote.read(mname))['samples']
+                except Exception as exc:
+                    problems.append(f'{remote.join(mname)}: unreadable: {exc}')
+                    continue
+                if want != n:
+                    problems.append(f'{remote.join(prefix + part)}: index counts {n} samples, '
+                                    f'its manifest {want}')
+        deep = hashes and len(problems) == missing_before  # no downloads if sizes already fail
+        if deep:
+            with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+                for found in pool.map(lambda s: _check_shard(remote, prefix, s), shards):
+                    problems += found
+        report['splits'][sp or '.'] = {'shards': len(shards), 'samples': samples,
+                                       'bytes': stored_bytes, 'hashes_checked': deep}
+    report['ok'] = not problems
+    return report
+
+
+def iter_samples(url: str, split: str = '') -> Iterator[bytes]:
+    """The encoded bytes of every sample of an MDS dataset, in index order."""
+    from streaming.base.compression import decompress
+    remote = open_remote(url)
+    prefix = f'{split.strip("/")}/' if split else ''
+    index = json.loads(remote.read(prefix + INDEX))
+    for shard in index['shards']:
+        stored, _raw = shard_file_infos(shard)[0]
+        data = remote.read(prefix + stored['basename'])
+        if shard.get('zip_data'):
+            data = decompress(shard['compression'], data)
+        n = int(np.frombuffer(data[:4], np.uint32)[0])
+        offsets = np.frombuffer(data[4:4 + 4 * (n + 1)], np.uint32)
+        for i in range(n):
+            yield data[offsets[i]:offsets[i + 1]]
+
+
+def sample_digest(url: str, split: str = '') -> tuple[int, str]:
+    """(number of samples, sha256 over every sample's bytes in order): equal datasets match."""
+    h, n = hashlib.sha256(), 0
+    for sample in iter_samples(url, split):
+        h.update(len(sample).to_bytes(8, 'little'))
+        h.update(sample)
+        n += 1
+    return n, h.hexdigest()

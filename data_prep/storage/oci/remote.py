@@ -1,0 +1,73 @@
+"""oci://bucket[@namespace]/prefix as a Remote, through the shared client (client.py)."""
+from __future__ import annotations
+
+import io
+
+from data_prep.storage.base import Remote, RemoteError
+from data_prep.storage.oci.client import (
+    client,
+    fetch,
+    is_not_found,
+    list_objects,
+    md5_b64,
+    namespace,
+    parse_url,
+    retry,
+)
+
+
+class OCIRemote(Remote):
+
+    def __init__(self, url: str):
+        self.url = url.rstrip('/')
+        self.bucket, self._ns, self.prefix = parse_url(url)
+
+    @property
+    def namespace(self) -> str:
+        return namespace(self._ns)
+
+    def _key(self, name: str) -> str:
+        return f'{self.prefix}/{name}' if self.prefix else name
+
+    def _what(self, name: str) -> str:
+        return f'oci://{self.bucket}@{self.namespace}/{self._key(name)}'
+
+    def list(self, prefix: str = '') -> dict[str, int]:
+        root = f'{self.prefix}/' if self.prefix else ''
+        try:
+            found = list_objects(self.bucket, self.namespace, root + prefix)
+        except Exception as e:
+            if is_not_found(e):
+                raise RemoteError(f'bucket {self.bucket!r} not found in namespace '
+                                  f'{self.namespace!r}') from None
+            raise
+        return {name[len(root):]: size for name, size in found.items()}
+
+    def read(self, name: str) -> bytes:
+        what = f'read {self._what(name)}'
+
+        def attempt():
+            buf = io.BytesIO()
+            fetch(self.bucket, self.namespace, self._key(name), buf, 60.0,
+                   float('inf'), what)
+            return buf.getvalue()
+        try:
+            return retry(attempt, what)
+        except Exception as e:
+            if is_not_found(e):
+                raise FileNotFoundError(f'{self._what(name)}: object not found') from None
+            raise
+
+    def write(self, name: str, data: bytes) -> None:
+        md5 = md5_b64(data)
+        retry(lambda: client().put_object(self.namespace, self.bucket, self._key(name), data,
+                                           content_length=len(data), content_md5=md5),
+               f'write {self._what(name)}')
+
+    def delete(self, name: str) -> None:
+        try:
+            retry(lambda: client().delete_object(self.namespace, self.bucket, self._key(name)),
+                   f'delete {self._what(name)}')
+        except Exception as e:
+            if not is_not_found(e):  # already gone is what we wanted
+                raise

@@ -1,0 +1,30 @@
+"""Our extensions of mosaicml-streaming, installed by one idempotent `install()` that
+train.py and every command call before streaming is used:
+
+- oci.py      our oci:// downloader and uploader, in streaming's DOWNLOADER_MAPPINGS/UPLOADERS
+- stream.py   `CheckedStream`, registered in streaming's streams_registry as `checked`
+              (recipes: `train_loader.dataset.stream_name: checked`)
+- compat.py   what still needs streaming's private internals (a failed shard ends the pass
+              loudly; cache accessors for callbacks/cache_stats.py), behind one version check
+"""
+from __future__ import annotations
+
+_installed = False
+
+
+def install() -> None:
+    """Register our transport and Stream in streaming, and make shard failures loud. Fails in
+    one line (UnsupportedStreaming) on a streaming version compat.py was not written for."""
+    global _installed
+    if _installed:
+        return
+    from streaming.base.stream import streams_registry
+
+    from data_prep.streaming_ext import compat, oci
+    from data_prep.streaming_ext.stream import STREAM_NAME, CheckedStream
+    compat.require_supported()
+    oci.register()
+    if STREAM_NAME not in streams_registry.get_all():
+        streams_registry.register(STREAM_NAME, func=CheckedStream)
+    compat.patch_dataset()
+    _installed = True

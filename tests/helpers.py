@@ -1,0 +1,92 @@
+"""Helpers shared by the tests: paths, running commands, small MDS datasets, reading them back."""
+import hashlib
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+PY = sys.executable
+COMPOSER = str(Path(sys.executable).parent / 'composer')  # the launcher installed beside this python
+
+
+def sample_texts(sample_dir: Path, split: str = 'train') -> list[str]:
+    """Every document text of the sample, in file and line order."""
+    import gzip
+    import json
+    texts = []
+    for path in sorted(sample_dir.glob(f'c4-{split}.*.json.gz')):
+        with gzip.open(path, 'rt', encoding='utf-8') as f:
+            texts.extend(json.loads(line)['text'] for line in f)
+    return texts
+
+
+def expected_digest(texts: list[str]) -> tuple[int, str]:
+    """data_prep.pipeline.verify.sample_digest of a text dataset holding `texts` in this order."""
+    h = hashlib.sha256()
+    for t in texts:
+        data = t.encode('utf-8')
+        sample = len(data).to_bytes(4, 'little') + data
+        h.update(len(sample).to_bytes(8, 'little'))
+        h.update(sample)
+    return len(texts), h.hexdigest()
+
+
+def write_mds(url: str, n: int, size_limit: int = 1 << 14, compression=None, repeat: int = 40) -> None:
+    """`n` small numbered samples ({'id', 'text'}) into any remote, through our OCI transport."""
+    from streaming import MDSWriter
+
+    from data_prep.streaming_ext import install
+    install()
+    with MDSWriter(out=url, columns={'id': 'int', 'text': 'str'}, compression=compression,
+                   size_limit=size_limit, max_workers=4) as writer:
+        for i in range(n):
+            writer.write({'id': i, 'text': f'document {i} ' + 'lorem ipsum ' * (i % repeat)})
+
+
+def read_ids(remote: str, cache: Path, workers: int = 0, seen: list | None = None) -> list[int]:
+    """Every sample id of one full pass of StreamingDataset over `remote`, with our streaming
+    extensions (the `checked` stream, our OCI transport). Without DataLoader workers, ids are
+    also appended to `seen` as they come, so a test can see how far a failing pass got."""
+    from streaming import StreamingDataset
+    from streaming.base.util import clean_stale_shared_memory
+
+    from data_prep.streaming_ext import install
+    install()
+    clean_stale_shared_memory()
+    ds = StreamingDataset(remote=remote, local=str(cache), shuffle=False, batch_size=8,
+                          download_timeout=30, stream_name='checked')
+    if not workers:
+        seen = [] if seen is None else seen
+        for sample in ds:
+            seen.append(sample['id'])
+        return seen
+    from torch.utils.data import DataLoader
+    loader = DataLoader(ds, batch_size=8, num_workers=workers)
+    return [int(i) for batch in loader for i in batch['id']]
+
+
+def run(cmd: list[str], timeout: float = 300, env: dict | None = None, **kw) -> subprocess.CompletedProcess:
+    """Runs a command from the repository root; fails the test with its output on error."""
+    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=timeout,
+                          env={**os.environ, **(env or {})}, **kw)
+    if proc.returncode != 0:
+        pytest.fail(f'{" ".join(map(str, cmd))} exited {proc.returncode}\n{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}')
+    return proc
+
+
+def one_error_line(stderr: str) -> str:
+    """The one line a failing command printed: exactly one non-empty line, no traceback."""
+    lines = [line for line in stderr.strip().splitlines() if line.strip()]
+    assert 'Traceback' not in stderr, stderr[-3000:]
+    assert len(lines) == 1, stderr[-3000:]
+    return lines[0]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(('127.0.0.1', 0))
+        return s.getsockname()[1]

@@ -1,0 +1,58 @@
+"""Our streaming extensions: installed once, through streaming's own registries where it has
+them, and the private-internals module pinned to the one streaming version it was read from."""
+import json
+
+import pytest
+import streaming
+from streaming import StreamingDataset
+from streaming.base.storage import download, upload
+from streaming.base.stream import streams_registry
+
+from data_prep.streaming_ext import compat, install, oci
+from data_prep.streaming_ext.stream import CheckedStream, ShardUnavailable
+from tests.helpers import read_ids, write_mds
+
+
+def test_compat_is_pinned_to_the_installed_streaming():
+    # If this fails, streaming was upgraded: port compat.py (and _ready_thread) to it first.
+    assert streaming.__version__ == compat.SUPPORTED == '0.12.0'
+    compat.require_supported()
+
+
+def test_another_streaming_version_fails_loudly_in_one_line(monkeypatch):
+    monkeypatch.setattr(streaming, '__version__', '0.13.0')
+    with pytest.raises(compat.UnsupportedStreaming) as err:
+        compat.require_supported()
+    assert '\n' not in str(err.value) and '0.13.0' in str(err.value) and '0.12.0' in str(err.value)
+
+
+def test_install_is_idempotent_and_uses_streamings_registries():
+    install()
+    install()
+    assert download.DOWNLOADER_MAPPINGS['oci'] is oci.OCIDownloader
+    assert getattr(upload, upload.UPLOADERS['oci']) is oci.OCIUploader
+    assert streams_registry.get('checked') is CheckedStream
+    # also found through the entry point setup.py declares, without install()
+    assert streams_registry.get_entry_point('checked') is CheckedStream
+
+
+def test_stream_name_checked_makes_streaming_build_our_stream(tmp_path):
+    write_mds(str(tmp_path / 'ds'), 50)
+    ds = StreamingDataset(local=str(tmp_path / 'ds'), batch_size=4, stream_name='checked')
+    assert [type(s) for s in ds.streams] == [CheckedStream]
+
+
+def test_truncated_local_shard_is_named_not_read(tmp_path):
+    """No checksum in the transport (a local path): the checked stream compares the cached
+    shard with the index and names it; without it streaming would read a short file."""
+    src = tmp_path / 'ds'
+    write_mds(str(src), 300, size_limit=1 << 13, repeat=30)
+    index = json.loads((src / 'index.json').read_text())
+    first = index['shards'][0]['samples']
+    victim = src / 'shard.00001.mds'
+    victim.write_bytes(victim.read_bytes()[:-100])
+    seen: list[int] = []
+    with pytest.raises(ShardUnavailable, match='shard.00001.mds of .*index says'):
+        read_ids(str(src), tmp_path / 'cache', seen=seen)
+    assert seen == list(range(first))  # the pass stopped at the bad shard, loudly
+    assert not (tmp_path / 'cache' / 'shard.00001.mds').exists()  # not left in the cache
