@@ -11,6 +11,7 @@ Errors, as Composer's object stores separate them:
 - `TransientError` (a `RemoteError`): the backend did not answer after the backend's own
   retries (endpoint down, network). Running again later may succeed.
 - `FileNotFoundError` from `read`, for an object that is not there.
+- `NotImplementedError` from `create` on a backend that cannot create atomically.
 Anything else is a bug or an answer the backend did not expect, and propagates as is.
 """
 from __future__ import annotations
@@ -51,6 +52,17 @@ class Remote:
         """Store `data` as `name`, replacing any object of that name. A reader sees the old
         object or the new one, whole, never a part."""
         raise NotImplementedError
+
+    def create(self, name: str, data: bytes) -> bool:
+        """Store `data` as `name` only if no object of that name exists, atomically: True if
+        this call created it; False if an object of that name was already there (it is left
+        as it was). Of concurrent creators of one name exactly one gets True, and a reader
+        sees no object or the whole new one. The building block for locks and leases; put
+        something unique to the caller in `data` (an owner id): after a retried request whose
+        first answer was lost, an object holding exactly `data` is taken as this call's own.
+        Backends: local (a hard link, which fails if the name exists), oci (If-None-Match: *),
+        s3 (If-None-Match: *; the S3 server must honour it: AWS since 2024-08, moto 5)."""
+        raise NotImplementedError(f'{type(self).__name__} cannot create objects atomically')
 
     def delete(self, name: str) -> None:
         """Remove the object; one that is already gone is not an error."""

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import uuid
 from pathlib import Path
 
 from data_prep.storage.base import Remote
@@ -37,6 +38,19 @@ class LocalRemote(Remote):
         tmp = path.with_name(f'{path.name}.{os.getpid()}.tmp')
         tmp.write_bytes(data)
         os.replace(tmp, path)  # readers never see half a file
+
+    def create(self, name: str, data: bytes) -> bool:
+        path = self.root / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f'{path.name}.{uuid.uuid4().hex}.tmp')
+        tmp.write_bytes(data)
+        try:
+            os.link(tmp, path)  # atomic, whole, and refused if the name exists: one winner
+        except FileExistsError:
+            return False
+        finally:
+            tmp.unlink()
+        return True
 
     def delete(self, name: str) -> None:
         (self.root / name).unlink(missing_ok=True)

@@ -3,6 +3,7 @@ compatibility API (or any S3 server, such as moto in the tests)."""
 from __future__ import annotations
 
 import os
+import time
 from urllib.parse import urlparse
 
 from data_prep.storage.base import Remote, RemoteError, TransientError
@@ -42,6 +43,38 @@ class S3Remote(Remote):
 
     def write(self, name: str, data: bytes) -> None:
         self.client.put_object(Bucket=self.bucket, Key=self._key(name), Body=data)
+
+    def create(self, name: str, data: bytes) -> bool:
+        key = self._key(name)
+        try:  # a first look: also keeps a server that ignores If-None-Match from overwriting
+            self.client.head_object(Bucket=self.bucket, Key=key)
+            return False
+        except self.client.exceptions.ClientError as exc:
+            if exc.response.get('Error', {}).get('Code') not in ('404', 'NoSuchKey', 'NotFound'):
+                raise self._translate(exc) from None
+        for _ in range(5):
+            try:
+                self.client.put_object(Bucket=self.bucket, Key=key, Body=data, IfNoneMatch='*')
+                return True
+            except self.client.exceptions.ClientError as exc:
+                resp = exc.response
+                code = resp.get('Error', {}).get('Code')
+                if code == 'ConditionalRequestConflict':  # another conditional write in flight
+                    time.sleep(0.2)
+                    continue
+                if code != 'PreconditionFailed':
+                    raise self._translate(exc) from None
+                # botocore retried: the first attempt may have landed with its answer lost
+                if resp.get('ResponseMetadata', {}).get('RetryAttempts'):
+                    return self._holds(name, data)
+                return False
+        raise TransientError(f'create {self.join(name)}: conditional writes kept conflicting')
+
+    def _holds(self, name: str, data: bytes) -> bool:
+        try:
+            return self.read(name) == data
+        except FileNotFoundError:
+            return False
 
     def delete(self, name: str) -> None:
         self.client.delete_object(Bucket=self.bucket, Key=self._key(name))

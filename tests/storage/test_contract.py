@@ -1,5 +1,7 @@
 """One contract (data_prep.storage.base.Remote), one test body, every backend for real: a local
 folder, s3:// against moto's S3 server, oci:// against the local OCI store, both on 127.0.0.1."""
+from concurrent.futures import ThreadPoolExecutor
+
 import pytest
 
 from data_prep.storage import Remote, RemoteError, list_checked, open_remote
@@ -37,6 +39,16 @@ def test_remote_contract(remote_url):
     assert remote.read('a/one.json') == b'{"n": 22}' and remote.list('a/')['a/one.json'] == 9
     with pytest.raises(FileNotFoundError):
         remote.read('a/missing')
+
+    # create: only if absent, atomically (the building block of a lease)
+    assert remote.create('lock/owner', b'me') is True
+    assert remote.create('lock/owner', b'you') is False
+    assert remote.read('lock/owner') == b'me' and remote.list('lock/') == {'lock/owner': 2}
+    if not remote_url.startswith('s3://'):  # for s3 that atomicity is the server's (moto's)
+        with ThreadPoolExecutor(6) as pool:
+            won = list(pool.map(lambda i: remote.create('lock/race', b'%d' % i), range(6)))
+        assert won.count(True) == 1 and remote.read('lock/race') == b'%d' % won.index(True)
+    remote.delete_prefix('lock')
 
     remote.delete('a/one.json')
     remote.delete('a/one.json')  # already gone: fine

@@ -68,13 +68,14 @@ def test_flaky_store_real_conversion_then_streaming(tmp_path, monkeypatch):
                      buckets=['c4-bench']) as store:
         for k, v in store.env().items():
             monkeypatch.setenv(k, v)
-        run([PY, '-m', 'data_prep.convert', '--data-files', str(tmp_path / 'in' / 'c4-train.*.json.gz'),
+        run([PY, '-m', 'data_prep.convert',
+             '--data-files', str(tmp_path / 'in' / 'c4-train.*.json.gz'),
              '--remote', 'oci://c4-bench/conv', '--compression', 'zstd', '--workers', '1',
              '--size-limit', '32768', '--no-progress'], timeout=240)
         install()
         clean_stale_shared_memory()
-        ds = StreamingDataset(remote='oci://c4-bench/conv', split='train', local=str(tmp_path / 'cache'),
-                              shuffle=False, batch_size=8)
+        ds = StreamingDataset(remote='oci://c4-bench/conv', split='train',
+                              local=str(tmp_path / 'cache'), shuffle=False, batch_size=8)
         assert Counter(s['text'] for s in ds) == Counter(sample_texts(tmp_path / 'in'))
         assert sum(1 for r in store.requests() if r['fault']) >= 5
 
@@ -187,29 +188,76 @@ def one_line_error(monkeypatch, **env) -> str:
 
 def test_credentials_errors_are_one_clear_line(oci_store, tmp_path, monkeypatch):
     cfg = Path(oci_store.env()['OCI_CONFIG_FILE'])
-    key = next(l.split('=', 1)[1] for l in cfg.read_text().splitlines() if l.startswith('key_file'))
+    key = next(line.split('=', 1)[1] for line in cfg.read_text().splitlines()
+               if line.startswith('key_file'))
     assert 'config file' in one_line_error(monkeypatch, OCI_CONFIG_FILE=str(tmp_path / 'nope'))
-    assert '[OTHER]' in one_line_error(monkeypatch, OCI_CONFIG_FILE=str(cfg), OCI_CLI_PROFILE='OTHER')
+    assert '[OTHER]' in one_line_error(monkeypatch, OCI_CONFIG_FILE=str(cfg),
+                                       OCI_CLI_PROFILE='OTHER')
     bad = tmp_path / 'bad_config'
-    bad.write_text(cfg.read_text().replace(key, str(tmp_path / 'gone.pem')) + 'pass_phrase=hunter2\n')
-    assert 'gone.pem' in one_line_error(monkeypatch, OCI_CONFIG_FILE=str(bad), OCI_CLI_PROFILE='DEFAULT')
+    bad.write_text(cfg.read_text().replace(key, str(tmp_path / 'gone.pem'))
+                   + 'pass_phrase=hunter2\n')
+    assert 'gone.pem' in one_line_error(monkeypatch, OCI_CONFIG_FILE=str(bad),
+                                        OCI_CLI_PROFILE='DEFAULT')
     bad.write_text('[DEFAULT]\nuser=ocid1.user.oc1..x\nfingerprint=nope\nkey_file=' + key + '\n')
     msg = one_line_error(monkeypatch, OCI_CONFIG_FILE=str(bad))
     assert 'fingerprint malformed' in msg and 'tenancy missing' in msg
     assert 'not one of' in one_line_error(monkeypatch, OCI_CLI_AUTH='password')
     monkeypatch.delenv('OCI_RESOURCE_PRINCIPAL_VERSION', raising=False)
-    assert 'OCI_RESOURCE_PRINCIPAL_VERSION' in one_line_error(monkeypatch, OCI_CLI_AUTH='resource_principal')
+    assert 'OCI_RESOURCE_PRINCIPAL_VERSION' in one_line_error(
+        monkeypatch, OCI_CLI_AUTH='resource_principal')
     assert 'security_token_file' in one_line_error(monkeypatch, OCI_CLI_AUTH='security_token',
                                                    OCI_CONFIG_FILE=str(cfg))
 
 
+def other_key(tmp_path) -> Path:
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    path = tmp_path / 'other.pem'
+    path.write_bytes(key.private_bytes(serialization.Encoding.PEM,
+                                       serialization.PrivateFormat.PKCS8,
+                                       serialization.NoEncryption()))
+    return path
+
+
 def test_security_token_auth_signs_requests(oci_store, tmp_path, monkeypatch):
+    """The store verifies every signature with its key pair (the token itself is not
+    inspected): signed with that key the session works; with another key it is refused."""
     cfg = Path(oci_store.env()['OCI_CONFIG_FILE'])
     token = tmp_path / 'token'
-    token.write_text('eyJhbGciOiJub25lIn0.e30.')  # the store checks a signature is there, not whose
+    token.write_text('eyJhbGciOiJub25lIn0.e30.')
     session = tmp_path / 'session_config'
     session.write_text(cfg.read_text() + f'security_token_file={token}\n')
     monkeypatch.setenv('OCI_CLI_AUTH', 'security_token')
     monkeypatch.setenv('OCI_CONFIG_FILE', str(session))
     OCIRemote('oci://c4-bench/tok').write('a', b'signed')
     assert OCIRemote('oci://c4-bench/tok').read('a') == b'signed'
+    key = next(line.split('=', 1)[1] for line in cfg.read_text().splitlines()
+               if line.startswith('key_file'))
+    forged = tmp_path / 'forged_session_config'  # a new path: signers are cached per config
+    forged.write_text(session.read_text().replace(key, str(other_key(tmp_path))))
+    monkeypatch.setenv('OCI_CONFIG_FILE', str(forged))
+    with pytest.raises(CredentialsError, match='401 NotAuthenticated'):
+        OCIRemote('oci://c4-bench/tok').list()
+    with pytest.raises(oci.exceptions.ServiceError) as e:
+        OCIRemote('oci://c4-bench/tok').write('b', b'x')
+    assert e.value.status == 401
+    assert not (oci_store.data_dir / 'buckets' / 'c4-bench' / 'tok' / 'b').exists()
+
+
+def test_a_key_the_store_did_not_make_is_refused(oci_store, tmp_path, monkeypatch):
+    """api_key auth with another key (the config's fingerprint left as it was, so only the
+    signature can tell): one line from a listing, and 401 for every request."""
+    cfg = Path(oci_store.env()['OCI_CONFIG_FILE'])
+    key = next(line.split('=', 1)[1] for line in cfg.read_text().splitlines()
+               if line.startswith('key_file'))
+    wrong = tmp_path / 'wrong_config'
+    wrong.write_text(cfg.read_text().replace(key, str(other_key(tmp_path))))
+    monkeypatch.setenv('OCI_CONFIG_FILE', str(wrong))
+    with pytest.raises(CredentialsError, match='401 NotAuthenticated') as e:
+        OCIRemote('oci://c4-bench/x').list()
+    assert '\n' not in str(e.value) and str(wrong) in str(e.value)
+    with pytest.raises(oci.exceptions.ServiceError) as e:
+        OCIRemote('oci://c4-bench/x').write('intruder', b'x')
+    assert e.value.status == 401
+    assert not (oci_store.data_dir / 'buckets' / 'c4-bench' / 'x').exists()

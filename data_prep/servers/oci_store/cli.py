@@ -1,19 +1,21 @@
 """The local OCI store's Python API (`start_store`) and command line: serve, start, stop, status.
 
 Nothing installable emulates OCI Object Storage, so we carry the part of its REST API
-(20160918) that the oci SDK uses for our transport: namespace; bucket create/head/get/list;
-object put/get (ranges)/head/list (prefix, paging)/delete; multipart create/part/commit/
-abort/list. Objects are plain files under a data directory, so the store survives restarts:
+(20160918) that the oci SDK and the OCI CLI use: namespace; bucket create/head/get/list;
+object put/get (ranges)/head/list (prefix, paging, fields)/delete, with If-Match /
+If-None-Match, Content-Type and opc-meta-* metadata; multipart create/part/commit/abort/list.
+Objects are plain files under a data directory, so the store survives restarts:
 
     <data>/buckets, meta, uploads, tmp        the objects (see storage.py)
-    <data>/client/{config,key.pem}           a throwaway API key the SDK signs with
+    <data>/client/{config,key.pem}           a throwaway API key (0600) clients sign with
     <data>/run/{store.json,store.pid,requests.jsonl,store.log}   the `start`ed server
 
-It binds 127.0.0.1 only, serves one namespace (`local`), requires an Authorization
-header (signatures are not verified: the key is throwaway) and refuses object names that
-would leave the bucket directory. Knobs emulate a far-away bucket and a bad network:
-latency per request, bandwidth per connection, and a fraction of requests that fail
-(503, 500, 429, or the connection reset part-way through the body).
+It binds 127.0.0.1 only, serves one namespace (`local`), verifies every request's OCI
+signature against that key (auth.py: 401 otherwise) and refuses object names that would
+leave the bucket directory or that its file system cannot hold. Knobs emulate a far-away
+bucket and a bad network: latency per request, bandwidth per connection, a fraction of
+requests that fail (503, 500, 429, or the connection reset part-way through the body), and
+an idle timeout after which a silent client is dropped.
 
     python -m data_prep.servers.oci_store {serve,start,stop,status} --help
 """
@@ -32,6 +34,7 @@ import time
 from pathlib import Path
 
 from data_prep.env import env_value
+from data_prep.servers.oci_store.auth import client_config
 from data_prep.servers.oci_store.handler import (
     FAULT_KINDS,
     SETTLE_PATH,
@@ -48,42 +51,6 @@ DEFAULT_BUCKETS = ('c4-bench',)
 
 
 # ----------------------------------------------------------------------------- client credentials
-
-def client_config(data_dir) -> Path:
-    """A throwaway API key and an OCI config file for this store, made once per data dir.
-
-    The SDK signs every request with it for real (api_key auth); the store only checks that
-    a signature is there. It is not a secret: it opens nothing but this local store.
-    """
-    cdir = Path(data_dir) / 'client'
-    config, key = cdir / 'config', cdir / 'key.pem'
-    if config.exists() and key.exists():
-        return config
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import rsa
-    cdir.mkdir(parents=True, exist_ok=True)
-    pk = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    pem = pk.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                           serialization.NoEncryption())
-    der = pk.public_key().public_bytes(serialization.Encoding.DER,
-                                       serialization.PublicFormat.SubjectPublicKeyInfo)
-    digest = hashes.Hash(hashes.MD5())
-    digest.update(der)
-    fingerprint = ':'.join(f'{b:02x}' for b in digest.finalize())
-    fd = os.open(key.with_suffix('.tmp'), os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, 'wb') as f:
-        f.write(pem)
-    os.replace(key.with_suffix('.tmp'), key)
-    config.with_suffix('.tmp').write_text(
-        '[DEFAULT]\n'
-        'user=ocid1.user.oc1..localstore\n'
-        'tenancy=ocid1.tenancy.oc1..localstore\n'
-        f'fingerprint={fingerprint}\n'
-        f'key_file={key.resolve()}\n'
-        'region=us-ashburn-1\n')
-    os.replace(config.with_suffix('.tmp'), config)
-    return config
-
 
 def client_env(data_dir, endpoint: str) -> dict[str, str]:
     """Environment that points the oci SDK and data_prep.storage.oci at a store."""
@@ -153,10 +120,12 @@ def start_store(data_dir, port: int = 0, knobs: Knobs | None = None, log_path=No
     log_path = Path(log_path or data_dir / 'run' / 'requests.jsonl').resolve()
     log_path.parent.mkdir(parents=True, exist_ok=True)
     log_path.touch()
-    cmd = [sys.executable, '-m', 'data_prep.servers.oci_store', 'serve', '--data-dir', str(data_dir),
-           '--port', str(port), '--log', str(log_path), '--latency-ms', str(knobs.latency_ms),
+    cmd = [sys.executable, '-m', 'data_prep.servers.oci_store', 'serve',
+           '--data-dir', str(data_dir), '--port', str(port), '--log', str(log_path),
+           '--latency-ms', str(knobs.latency_ms),
            '--bandwidth-mbps', str(knobs.bandwidth_mbps), '--fault-rate', str(knobs.fault_rate),
-           '--fault-kinds', ','.join(knobs.fault_kinds), '--fault-match', knobs.fault_match]
+           '--fault-kinds', ','.join(knobs.fault_kinds), '--fault-match', knobs.fault_match,
+           '--idle-timeout-s', str(knobs.idle_timeout_s)]
     if knobs.seed is not None:
         cmd += ['--seed', str(knobs.seed)]
     for b in buckets:
@@ -182,7 +151,7 @@ def start_store(data_dir, port: int = 0, knobs: Knobs | None = None, log_path=No
 
 def _serve(args) -> int:
     knobs = Knobs(args.latency_ms, args.bandwidth_mbps, args.fault_rate, args.fault_kinds,
-                  args.seed, args.fault_match)
+                  args.seed, args.fault_match, args.idle_timeout_s)
     try:
         server = StoreServer(args.data_dir, args.port, knobs, args.log)
     except OSError as e:
@@ -193,7 +162,6 @@ def _serve(args) -> int:
             server.storage.create_bucket(b)
         except StoreError:
             pass  # already there: buckets persist with the data dir
-    client_config(args.data_dir)
     port = server.server_address[1]
     print(json.dumps({'port': port, 'pid': os.getpid(),
                       'data_dir': str(Path(args.data_dir).resolve()),
@@ -246,7 +214,7 @@ def _start(args) -> int:
     run = _run_dir(args.data_dir)
     run.mkdir(parents=True, exist_ok=True)
     knobs = Knobs(args.latency_ms, args.bandwidth_mbps, args.fault_rate, args.fault_kinds,
-                  args.seed, args.fault_match)
+                  args.seed, args.fault_match, args.idle_timeout_s)
     store = start_store(args.data_dir, args.port, knobs, run / 'requests.jsonl',
                         args.bucket or DEFAULT_BUCKETS)
     info = {'pid': store.proc.pid, 'port': store.port, 'endpoint': store.endpoint}
@@ -318,6 +286,9 @@ def main(argv=None) -> int:
                            '"GET .*/o/" (env OCI_STORE_FAULT_MATCH, default all)')
     knob.add_argument('--seed', type=int, default=env.seed,
                       help='seed for the fault sequence (env OCI_STORE_SEED)')
+    knob.add_argument('--idle-timeout-s', type=float, default=env.idle_timeout_s,
+                      help='drop a connection silent this long, mid-request or between '
+                           'requests (env OCI_STORE_IDLE_TIMEOUT_S, default 60)')
     knob.add_argument('--bucket', action='append',
                       help=f'create this bucket if missing, repeatable (start default: '
                            f'{",".join(DEFAULT_BUCKETS)})')
@@ -332,7 +303,7 @@ def main(argv=None) -> int:
     try:
         if getattr(args, 'fault_rate', None) is not None:
             Knobs(args.latency_ms, args.bandwidth_mbps, args.fault_rate, args.fault_kinds,
-                  args.seed, args.fault_match).check()
+                  args.seed, args.fault_match, args.idle_timeout_s).check()
         return {'serve': _serve, 'start': _start, 'stop': _stop, 'status': _status}[args.cmd](args)
     except (ValueError, OSError, RuntimeError) as e:
         print(f'oci_store: {e}', file=sys.stderr)

@@ -1,13 +1,23 @@
 """The local OCI store's storage: buckets, objects and multipart uploads as files on disk.
 
-    <data>/buckets/<bucket>/<object name>    the bytes (object names map to paths)
-    <data>/meta/<bucket>/<sha1(name)>.json   md5 / etag / multipart md5, written at upload
-    <data>/uploads/<bucket>/<upload id>/     multipart parts until commit or abort
-    <data>/tmp/                              bodies being received
+    <data>/buckets/<bucket>/<object name>          the bytes (object names map to paths)
+    <data>/meta/<bucket>/<sha1(name)>.<inode>.json  metadata of the version in that inode
+    <data>/meta/<bucket>/.lock                     writers of the bucket hold it (flock)
+    <data>/uploads/<bucket>/<upload id>/           multipart parts until commit or abort
+    <data>/tmp/                                    bodies being received
+
+Versions: a new version is written to tmp/, its metadata is written under its inode number,
+then it is renamed over the old one. A reader opens the file and reads the metadata of the
+inode it holds, so size, MD5, ETag and headers always belong to the bytes it serves, and a
+reader that opened the old version keeps reading it whole. Writers of a bucket (put, commit,
+delete) take the bucket's lock, across threads and store processes sharing the data dir, so
+conditional writes (If-Match, If-None-Match) check and replace in one step.
 """
 from __future__ import annotations
 
 import base64
+import contextlib
+import fcntl
 import hashlib
 import json
 import os
@@ -20,6 +30,14 @@ from pathlib import Path
 
 NAMESPACE = 'local'
 CHUNK = 1 << 20
+MAX_NAME_BYTES = 1024          # OCI's limit on an object name
+MAX_USER_METADATA_BYTES = 2000  # OCI's limit on opc-meta-* keys and values together
+LIST_FIELDS = ('name', 'size', 'etag', 'md5', 'timeCreated', 'timeModified', 'storageTier',
+               'archivalState')
+# Headers kept with an object as OCI keeps them: metadata key -> HTTP header.
+CONTENT_HEADERS = {'contentType': 'Content-Type', 'contentEncoding': 'Content-Encoding',
+                   'contentLanguage': 'Content-Language',
+                   'contentDisposition': 'Content-Disposition', 'cacheControl': 'Cache-Control'}
 
 
 class StoreError(Exception):
@@ -28,12 +46,40 @@ class StoreError(Exception):
         self.status, self.code, self.message = status, code, message
 
 
-def _check_name(kind: str, name: str) -> None:
-    """Refuse names that are not a plain relative path (escape, empty or dot segments)."""
+def _check_name(kind: str, name: str, segment_max: int = 255) -> None:
+    """Refuse names that are not a plain relative path (escape, empty or dot segments), and
+    names the file system cannot hold (a segment longer than its NAME_MAX)."""
     parts = name.split('/')
-    if (not name or len(name) > 1024 or '\0' in name or name.startswith('/')
+    if (not name or len(name.encode()) > MAX_NAME_BYTES or '\0' in name or name.startswith('/')
             or any(p in ('', '.', '..') for p in parts)):
         raise StoreError(400, 'InvalidParameter', f'{kind} name {name!r} is not allowed here')
+    long = next((p for p in parts if len(p.encode()) > segment_max), None)
+    if long:
+        raise StoreError(400, 'InvalidParameter',
+                         f'{kind} name segment {long[:40]!r}... is {len(long.encode())} bytes: '
+                         f'this store keeps objects as files, and a path segment may have at '
+                         f'most {segment_max} bytes')
+
+
+def etag_matches(header: str, etag: str | None) -> bool:
+    """Whether an If-Match / If-None-Match header names `etag` ('*': any existing object)."""
+    tags = [t.strip().removeprefix('W/').strip('"') for t in header.split(',')]
+    return etag is not None and ('*' in tags or etag in tags)
+
+
+def check_write(current: dict | None, if_match: str | None, if_none_match: str | None) -> None:
+    """The preconditions of a write (PUT, multipart commit, DELETE), as OCI answers them."""
+    if if_none_match is not None:
+        if if_none_match.strip() != '*':
+            raise StoreError(400, 'InvalidParameter', "If-None-Match on a write must be '*' "
+                             "(create only), as OCI takes it")
+        if current is not None:
+            raise StoreError(412, 'IfNoneMatchFailed', f'the object {current["name"]!r} '
+                             f'already exists (If-None-Match: *)')
+    if if_match is not None and (current is None or not etag_matches(if_match,
+                                                                    current['etag'])):
+        raise StoreError(412, 'NoEtagMatch', f'If-Match {if_match!r} does not match the '
+                         f'current ETag of the object' + ('' if current else ' (there is none)'))
 
 
 class Storage:
@@ -43,7 +89,11 @@ class Storage:
         self.root = Path(root).resolve()
         for sub in ('buckets', 'meta', 'uploads', 'tmp'):
             (self.root / sub).mkdir(parents=True, exist_ok=True)
-        self.lock = threading.Lock()  # guards commit/rename sequences, not data transfer
+        self.lock = threading.Lock()  # guards bucket create/delete
+        try:
+            self.segment_max = os.pathconf(self.root, 'PC_NAME_MAX')
+        except (OSError, ValueError):
+            self.segment_max = 255
 
     # paths ----------------------------------------------------------------
     def bucket_dir(self, bucket: str, must_exist: bool = True) -> Path:
@@ -57,18 +107,31 @@ class Storage:
         return path
 
     def object_path(self, bucket: str, name: str) -> Path:
-        _check_name('object', name)
+        _check_name('object', name, self.segment_max)
         base = self.bucket_dir(bucket)
         path = (base / name).resolve()
         if base.resolve() not in path.parents:  # symlinks or anything else that escapes
             raise StoreError(400, 'InvalidParameter', f'object name {name!r} is not allowed here')
         return path
 
-    def meta_path(self, bucket: str, name: str) -> Path:
-        return self.root / 'meta' / bucket / (hashlib.sha1(name.encode()).hexdigest() + '.json')
+    def _meta_file(self, bucket: str, name: str, ino: int) -> Path:
+        digest = hashlib.sha1(name.encode()).hexdigest()
+        return self.root / 'meta' / bucket / f'{digest}.{ino}.json'
 
     def tmp_file(self):
         return tempfile.NamedTemporaryFile(dir=self.root / 'tmp', delete=False)
+
+    @contextlib.contextmanager
+    def _writer(self, bucket: str):
+        """The bucket's write lock: one writer at a time, in this process and any other."""
+        lock = self.root / 'meta' / bucket / '.lock'
+        lock.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(fd)  # releases the lock
 
     # buckets --------------------------------------------------------------
     def create_bucket(self, name: str, compartment: str = 'local') -> dict:
@@ -102,47 +165,103 @@ class Storage:
         path.rmdir()
         shutil.rmtree(self.root / 'meta' / name, ignore_errors=True)
 
-    # objects --------------------------------------------------------------
-    def commit_file(self, bucket: str, name: str, tmp: Path, meta: dict) -> dict:
-        """Move a fully received temp file into place, atomically, with its metadata."""
+    # object versions --------------------------------------------------------
+    def _version_meta(self, bucket: str, name: str, st: os.stat_result) -> dict | None:
+        """The metadata written with the version in this inode, None if there is none."""
+        try:
+            return json.loads(self._meta_file(bucket, name, st.st_ino).read_text())
+        except (OSError, ValueError):
+            return None
+
+    def _complete(self, bucket: str, name: str, st: os.stat_result, meta: dict | None) -> dict:
+        if meta is None:  # a file put there by hand (or by a store before versioned metadata)
+            legacy = self.root / 'meta' / bucket / (hashlib.sha1(name.encode()).hexdigest()
+                                                    + '.json')
+            try:
+                meta = json.loads(legacy.read_text())
+            except (OSError, ValueError):
+                meta = {'etag': f'{st.st_mtime_ns:x}'}
+        # The size served is what is on disk; md5 is what was uploaded, so a file damaged at
+        # rest is served as it is and the client can tell.
+        meta.update(name=name, size=st.st_size)
+        meta.setdefault('timeModified', st.st_mtime)
+        return meta
+
+    def _current(self, bucket: str, path: Path, name: str) -> dict | None:
+        """The metadata of the version at `path` now (callers hold the bucket's lock)."""
+        try:
+            st = path.stat()
+        except (FileNotFoundError, NotADirectoryError):
+            return None
+        if not path.is_file():
+            return None
+        return self._complete(bucket, name, st, self._version_meta(bucket, name, st))
+
+    def open_object(self, bucket: str, name: str):
+        """(open file, metadata) of one version: the bytes, size and metadata all belong to
+        the version this file holds, whatever writers do meanwhile. The caller closes it."""
         path = self.object_path(bucket, name)
-        meta.update(name=name, size=tmp.stat().st_size, etag=uuid.uuid4().hex,
-                    timeModified=time.time())
-        with self.lock:
+        for _ in range(100):
+            try:
+                f = open(path, 'rb')
+            except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
+                break
+            st = os.fstat(f.fileno())
+            meta = self._version_meta(bucket, name, st)
+            if meta is None:
+                try:
+                    replaced = os.stat(path).st_ino != st.st_ino
+                except OSError:
+                    replaced = True
+                if replaced:  # replaced or deleted while we looked: its metadata is gone
+                    f.close()
+                    continue
+            return f, self._complete(bucket, name, st, meta)
+        raise StoreError(404, 'ObjectNotFound', f'The object {name!r} was not found in the '
+                         f'bucket {bucket!r}')
+
+    def head_object(self, bucket: str, name: str) -> dict:
+        f, meta = self.open_object(bucket, name)
+        f.close()
+        return meta
+
+    def commit_file(self, bucket: str, name: str, tmp: Path, meta: dict,
+                    if_match: str | None = None, if_none_match: str | None = None) -> dict:
+        """Make a fully received temp file the object's new version, with its metadata, if
+        the preconditions hold; a reader sees the old version or the new one, whole."""
+        path = self.object_path(bucket, name)
+        st = tmp.stat()
+        meta.update(name=name, size=st.st_size, etag=uuid.uuid4().hex, timeModified=time.time())
+        with self._writer(bucket):
+            old = self._current(bucket, path, name)
+            check_write(old, if_match, if_none_match)
             if path.is_dir():
                 raise StoreError(409, 'Conflict', f'{name!r} is a prefix of other objects')
             try:
                 path.parent.mkdir(parents=True, exist_ok=True)
             except (FileExistsError, NotADirectoryError):
                 raise StoreError(409, 'Conflict', f'a parent of {name!r} is an object')
-            mpath = self.meta_path(bucket, name)
-            mpath.parent.mkdir(parents=True, exist_ok=True)
-            mtmp = mpath.with_suffix('.tmp')
+            mfile = self._meta_file(bucket, name, st.st_ino)
+            mtmp = mfile.with_suffix('.tmp')
             mtmp.write_text(json.dumps(meta))
+            os.replace(mtmp, mfile)  # the metadata first: it is there when the bytes are
+            old_ino = path.stat().st_ino if old else None
             os.replace(tmp, path)
-            os.replace(mtmp, mpath)
+            if old_ino is not None and old_ino != st.st_ino:
+                self._meta_file(bucket, name, old_ino).unlink(missing_ok=True)
         return meta
 
-    def head_object(self, bucket: str, name: str) -> tuple[Path, dict]:
+    def delete_object(self, bucket: str, name: str, if_match: str | None = None) -> None:
         path = self.object_path(bucket, name)
-        if not path.is_file():
-            raise StoreError(404, 'ObjectNotFound', f'The object {name!r} was not found '
-                             f'in the bucket {bucket!r}')
-        try:
-            meta = json.loads(self.meta_path(bucket, name).read_text())
-        except (OSError, ValueError):
-            meta = {'etag': f'{int(path.stat().st_mtime_ns):x}'}
-        # The size served is what is on disk; md5 is what was uploaded, so a file damaged
-        # at rest is served as it is and the client can tell.
-        meta['size'] = path.stat().st_size
-        meta.setdefault('timeModified', path.stat().st_mtime)
-        return path, meta
-
-    def delete_object(self, bucket: str, name: str) -> None:
-        path, _ = self.head_object(bucket, name)
-        with self.lock:
-            path.unlink(missing_ok=True)
-            self.meta_path(bucket, name).unlink(missing_ok=True)
+        with self._writer(bucket):
+            current = self._current(bucket, path, name)
+            if current is None:
+                raise StoreError(404, 'ObjectNotFound', f'The object {name!r} was not found '
+                                 f'in the bucket {bucket!r}')
+            check_write(current, if_match, None)
+            ino = path.stat().st_ino
+            path.unlink()
+            self._meta_file(bucket, name, ino).unlink(missing_ok=True)
             base = self.bucket_dir(bucket)
             parent = path.parent
             while parent != base:  # prune empty prefixes so names can be reused as objects
@@ -153,7 +272,10 @@ class Storage:
                 parent = parent.parent
 
     def list_objects(self, bucket: str, prefix: str = '', start: str = '', end: str = '',
-                     start_after: str = '', limit: int = 1000, delimiter: str = '') -> dict:
+                     start_after: str = '', limit: int = 1000, delimiter: str = '',
+                     fields: tuple = ('name',)) -> dict:
+        if limit < 1:
+            raise StoreError(400, 'InvalidParameter', f'limit must be at least 1, got {limit}')
         base = self.bucket_dir(bucket)
         # Walk only the deepest directory the prefix names, not the whole bucket.
         top = base / prefix.rsplit('/', 1)[0] if '/' in prefix else base
@@ -183,10 +305,18 @@ class Storage:
             objects.append(name)
         out = []
         for name in objects:
-            path, meta = self.head_object(bucket, name)
-            out.append({'name': name, 'size': meta['size'], 'md5': meta.get('md5'),
-                        'etag': meta.get('etag'), 'timeCreated': _iso(meta['timeModified']),
-                        'timeModified': _iso(meta['timeModified']), 'storageTier': 'Standard'})
+            entry = {'name': name}
+            if set(fields) - {'name'}:
+                try:
+                    meta = self.head_object(bucket, name)
+                except StoreError:  # deleted since the walk
+                    continue
+                when = _iso(meta['timeModified'])
+                every = {'size': meta['size'], 'md5': meta.get('md5'), 'etag': meta['etag'],
+                         'timeCreated': when, 'timeModified': when, 'storageTier': 'Standard',
+                         'archivalState': None}
+                entry.update((k, every[k]) for k in fields if k in every)
+            out.append(entry)
         result = {'objects': out, 'prefixes': sorted(prefixes)}
         if next_start:
             result['nextStartWith'] = next_start
@@ -201,11 +331,14 @@ class Storage:
             raise StoreError(404, 'NoSuchUpload', f'upload {upload_id!r} of {name!r} not found')
         return path
 
-    def create_upload(self, bucket: str, name: str) -> dict:
+    def create_upload(self, bucket: str, name: str, meta: dict | None = None) -> dict:
+        """Start a multipart upload; `meta` (content headers, user metadata, preconditions)
+        is applied when it is committed."""
         self.object_path(bucket, name)  # validates the name now, not at commit
         upload_id = uuid.uuid4().hex
         path = self.root / 'uploads' / bucket / upload_id
         path.mkdir(parents=True)
+        (path / 'meta.json').write_text(json.dumps(meta or {}))
         (path / 'object').write_text(name)
         return {'namespace': NAMESPACE, 'bucket': bucket, 'object': name,
                 'uploadId': upload_id, 'timeCreated': _iso(time.time()),
@@ -216,39 +349,56 @@ class Storage:
         root = self.root / 'uploads' / bucket
         out = []
         for path in sorted(root.iterdir()) if root.is_dir() else []:
-            out.append({'namespace': NAMESPACE, 'bucket': bucket,
-                        'object': (path / 'object').read_text(), 'uploadId': path.name,
-                        'timeCreated': _iso(path.stat().st_ctime), 'storageTier': 'Standard'})
+            try:
+                name = (path / 'object').read_text()
+            except FileNotFoundError:  # being created or aborted
+                continue
+            out.append({'namespace': NAMESPACE, 'bucket': bucket, 'object': name,
+                        'uploadId': path.name, 'timeCreated': _iso(path.stat().st_ctime),
+                        'storageTier': 'Standard'})
         return out
 
     def list_parts(self, bucket: str, name: str, upload_id: str) -> list[dict]:
         path = self.upload_dir(bucket, upload_id, name)
         out = []
-        for meta in sorted(path.glob('*.json'), key=lambda p: int(p.stem)):
+        for meta in sorted(path.glob('[0-9]*.json'), key=lambda p: int(p.stem)):
             m = json.loads(meta.read_text())
             out.append({'partNumber': m['part'], 'etag': m['etag'], 'md5': m['md5'],
                         'size': m['size']})
         return out
 
-    def commit_upload(self, bucket: str, name: str, upload_id: str, parts: list[dict]) -> dict:
+    def commit_upload(self, bucket: str, name: str, upload_id: str, parts: list[dict],
+                      if_match: str | None = None, if_none_match: str | None = None) -> dict:
         path = self.upload_dir(bucket, upload_id, name)
+        created = json.loads((path / 'meta.json').read_text()) \
+            if (path / 'meta.json').exists() else {}
+        conditions = created.pop('conditions', {})
         parts = sorted(parts, key=lambda p: int(p['partNum']))
         digests = []
         with self.tmp_file() as out:
-            for p in parts:
-                mfile = path / f'{int(p["partNum"])}.json'
-                if not mfile.exists():
-                    raise StoreError(400, 'InvalidUploadPart', f'part {p["partNum"]} missing')
-                meta = json.loads(mfile.read_text())
-                if meta['etag'] != p.get('etag'):
-                    raise StoreError(400, 'InvalidUploadPart', f'part {p["partNum"]} etag '
-                                     f'does not match')
-                with open(path / f'{meta["part"]}.part', 'rb') as f:
-                    shutil.copyfileobj(f, out, CHUNK)
-                digests.append(base64.b64decode(meta['md5']))
+            try:
+                for p in parts:
+                    mfile = path / f'{int(p["partNum"])}.json'
+                    if not mfile.exists():
+                        raise StoreError(400, 'InvalidUploadPart', f'part {p["partNum"]} missing')
+                    meta = json.loads(mfile.read_text())
+                    if meta['etag'] != p.get('etag'):
+                        raise StoreError(400, 'InvalidUploadPart', f'part {p["partNum"]} etag '
+                                         f'does not match')
+                    with open(path / f'{meta["part"]}.part', 'rb') as f:
+                        shutil.copyfileobj(f, out, CHUNK)
+                    digests.append(base64.b64decode(meta['md5']))
+            except BaseException:
+                os.unlink(out.name)
+                raise
         mp_md5 = base64.b64encode(hashlib.md5(b''.join(digests)).digest()).decode()
-        meta = self.commit_file(bucket, name, Path(out.name),
-                                {'multipartMd5': f'{mp_md5}-{len(parts)}'})
+        try:
+            meta = self.commit_file(
+                bucket, name, Path(out.name), {**created, 'multipartMd5': f'{mp_md5}-{len(parts)}'},
+                if_match if if_match is not None else conditions.get('ifMatch'),
+                if_none_match if if_none_match is not None else conditions.get('ifNoneMatch'))
+        finally:
+            Path(out.name).unlink(missing_ok=True)
         shutil.rmtree(path, ignore_errors=True)
         return meta
 

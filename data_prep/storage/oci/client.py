@@ -123,7 +123,8 @@ def namespace(from_url: Optional[str] = None) -> str:
 
 # ----------------------------------------------------------------------------- retries
 
-def _transient(e: BaseException) -> bool:
+def is_transient(e: BaseException) -> bool:
+    """429, 5xx, or no (complete) answer: worth retrying."""
     import oci
     import urllib3
     if isinstance(e, oci.exceptions.ServiceError):
@@ -149,7 +150,7 @@ def retry(fn: Callable, what: str, deadline: Optional[float] = None):
         try:
             return fn()
         except Exception as e:
-            if not _transient(e):
+            if not is_transient(e):
                 raise
             if attempt == attempts:
                 if isinstance(e, (oci.exceptions.ServiceError, IncompleteDownload)):

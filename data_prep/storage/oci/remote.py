@@ -4,10 +4,12 @@ from __future__ import annotations
 import io
 
 from data_prep.storage.base import Remote, RemoteError
+from data_prep.storage.oci.auth import CredentialsError, settings
 from data_prep.storage.oci.client import (
     client,
     fetch,
     is_not_found,
+    is_transient,
     list_objects,
     md5_b64,
     namespace,
@@ -40,6 +42,12 @@ class OCIRemote(Remote):
             if is_not_found(e):
                 raise RemoteError(f'bucket {self.bucket!r} not found in namespace '
                                   f'{self.namespace!r}') from None
+            if getattr(e, 'status', None) == 401:
+                s = settings()
+                raise CredentialsError(
+                    f'OCI credentials: {s.endpoint or "the endpoint"} refused the request '
+                    f'signature (401 NotAuthenticated): check the key_file and fingerprint '
+                    f'of [{s.profile}] in {s.config_file} ({s.auth} auth)') from None
             raise
         return {name[len(root):]: size for name, size in found.items()}
 
@@ -63,6 +71,31 @@ class OCIRemote(Remote):
         retry(lambda: client().put_object(self.namespace, self.bucket, self._key(name), data,
                                            content_length=len(data), content_md5=md5),
                f'write {self._what(name)}')
+
+    def create(self, name: str, data: bytes) -> bool:
+        import oci
+        md5, key, landed = md5_b64(data), self._key(name), []
+
+        def put():
+            try:
+                client().put_object(self.namespace, self.bucket, key, data,
+                                    content_length=len(data), content_md5=md5, if_none_match='*')
+            except Exception as e:
+                if is_transient(e):  # no answer, or a 5xx after it: it may have landed
+                    landed.append(e)
+                raise
+        try:
+            retry(put, f'create {self._what(name)}')
+        except oci.exceptions.ServiceError as e:
+            if e.status != 412:
+                raise
+            if landed:  # an earlier attempt may be the one that created it
+                try:
+                    return self.read(name) == data
+                except FileNotFoundError:
+                    return False
+            return False
+        return True
 
     def delete(self, name: str) -> None:
         try:
