@@ -23,18 +23,24 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from data_prep.servers.oci_store import Knobs, start_store  # noqa: E402
+from data_prep.servers.oci_store.auth import sign  # noqa: E402
 
 BUCKET = 'bench'
 
 
-def raw_gets(port: int, names: list[str], connections: int, size: int) -> float:
-    """Read every object once over `connections` keep-alive connections; returns MB/s."""
+def raw_gets(store, names: list[str], connections: int, size: int) -> float:
+    """Read every object once over `connections` keep-alive connections; returns MB/s.
+    Requests are signed (the store verifies every signature) before the clock starts."""
+    config = store.env()['OCI_CONFIG_FILE']
+    signed = {name: sign(config, 'GET', store.endpoint, f'/n/local/b/{BUCKET}/o/{name}')
+              for name in names}
+
     def worker(mine: list[str]) -> int:
-        conn = http.client.HTTPConnection('127.0.0.1', port, timeout=60)
+        conn = http.client.HTTPConnection('127.0.0.1', store.port, timeout=60)
         buf = memoryview(bytearray(8 << 20))
         total = 0
         for name in mine:
-            conn.request('GET', f'/n/local/b/{BUCKET}/o/{name}', headers={'Authorization': 'bench'})
+            conn.request('GET', f'/n/local/b/{BUCKET}/o/{name}', headers=signed[name])
             resp = conn.getresponse()
             while n := resp.readinto(buf):
                 total += n
@@ -95,11 +101,11 @@ def main() -> int:
                 with open(path, 'wb') as f:
                     for _ in range(args.size_mb):
                         f.write(block)
-        raw_gets(store.port, names[:1], 1, size)  # warm the page cache
+        raw_gets(store, names[:1], 1, size)  # warm the page cache
         print(f'local OCI store GET throughput, loopback, no shaping: {args.objects} x '
               f'{args.size_mb} MiB objects, best of {args.rounds}, {os.cpu_count()} CPUs')
         for c in conns:
-            mbps = max(raw_gets(store.port, names, c, size) for _ in range(args.rounds))
+            mbps = max(raw_gets(store, names, c, size) for _ in range(args.rounds))
             results['raw'][c] = round(mbps)
             print(f'  raw HTTP GET   {c:2d} connection(s): {mbps:8.0f} MB/s')
         out_dir = Path(tmp.name) / 'downloads'
@@ -114,7 +120,7 @@ def main() -> int:
     knobs = Knobs(latency_ms=args.latency_ms, bandwidth_mbps=args.bandwidth_mbps)
     with start_store(data_dir, knobs=knobs) as store:
         c = max(conns)
-        mbps = raw_gets(store.port, names[:c], c, size)
+        mbps = raw_gets(store, names[:c], c, size)
         results['shaped'] = {'latency_ms': args.latency_ms,
                              'bandwidth_mbps': args.bandwidth_mbps, 'connections': c,
                              'mbps': round(mbps)}
