@@ -400,6 +400,10 @@ class Handler(BaseHTTPRequestHandler):
         return self._no_route()
 
     def _no_route(self):
+        action = self.route.partition('/actions/')[2]
+        if action:  # renameObject, copyObject, restoreObjects, ...
+            raise StoreError(404, 'NotFound', f'{action} is not served by this local OCI store '
+                             f'(it serves the namespace, buckets, objects and multipart uploads)')
         raise StoreError(404, 'NotFound', f'{self.command} {self.route} is not served here')
 
     def _list(self, storage: Storage, bucket: str):
