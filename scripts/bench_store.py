@@ -7,6 +7,8 @@ them back three ways and prints MB/s:
   raw      plain HTTP GETs read into a reused buffer: what the store itself can serve
   oci-sdk  our transport (oci SDK, signed requests, temp file, size + MD5 check, rename):
            what a StreamingDataset download gets
+  small    1 KiB GETs one after another on one connection: requests/s (index files,
+           listings and HEADs are small answers; each must not wait on a delayed ACK)
   shaped   the same raw GETs with --latency-ms / --bandwidth-mbps, to show the knobs bite
 """
 from __future__ import annotations
@@ -55,6 +57,20 @@ def raw_gets(store, names: list[str], connections: int, size: int) -> float:
     return got / elapsed / 1e6
 
 
+def small_gets(store, count: int = 500) -> float:
+    """`count` GETs of a 1 KiB object on one keep-alive connection; returns requests/s."""
+    target = f'/n/local/b/{BUCKET}/o/small'
+    headers = sign(store.env()['OCI_CONFIG_FILE'], 'GET', store.endpoint, target)
+    conn = http.client.HTTPConnection('127.0.0.1', store.port, timeout=60)
+    t0 = time.perf_counter()
+    for _ in range(count):
+        conn.request('GET', target, headers=headers)
+        assert len(conn.getresponse().read()) == 1024
+    elapsed = time.perf_counter() - t0
+    conn.close()
+    return count / elapsed
+
+
 def sdk_gets(store, names: list[str], connections: int, out_dir: Path) -> float:
     os.environ.update(store.env())
     from data_prep.storage.oci import client as oci_client
@@ -91,7 +107,7 @@ def main() -> int:
     tmp = tempfile.TemporaryDirectory(prefix='bench_store_')
     data_dir = Path(args.data_dir or Path(tmp.name) / 'data')
     results = {'objects': args.objects, 'size_mb': args.size_mb, 'cpus': os.cpu_count(),
-               'raw': {}, 'oci_sdk': {}, 'shaped': {}}
+               'raw': {}, 'oci_sdk': {}, 'small_get_rps': None, 'shaped': {}}
 
     with start_store(data_dir, buckets=[BUCKET]) as store:
         block = os.urandom(1 << 20)
@@ -108,6 +124,10 @@ def main() -> int:
             mbps = max(raw_gets(store, names, c, size) for _ in range(args.rounds))
             results['raw'][c] = round(mbps)
             print(f'  raw HTTP GET   {c:2d} connection(s): {mbps:8.0f} MB/s')
+        (data_dir / 'buckets' / BUCKET / 'small').write_bytes(b's' * 1024)
+        rps = max(small_gets(store) for _ in range(args.rounds))
+        results['small_get_rps'] = round(rps)
+        print(f'  1 KiB GETs, one connection: {rps:8.0f} requests/s')
         out_dir = Path(tmp.name) / 'downloads'
         out_dir.mkdir()
         for c in conns:
