@@ -464,7 +464,7 @@ class Handler(BaseHTTPRequestHandler):
             meta = self._upload_meta()
             if_match, if_none_match = self._conditions()
             if if_match is not None or if_none_match is not None:  # fail early; commit rechecks
-                check_write(storage._current(bucket, path, name), if_match, if_none_match)
+                check_write(storage.current(bucket, path, name), if_match, if_none_match)
             tmp, md5 = self._receive_file()
             try:
                 meta = storage.commit_file(bucket, name, tmp, {**meta, 'md5': md5},
@@ -518,7 +518,7 @@ class Handler(BaseHTTPRequestHandler):
                 target = body.get('object', '')
                 meta = self._upload_meta(body)
                 if if_match is not None or if_none_match is not None:
-                    check_write(storage._current(bucket, storage.object_path(bucket, target),
+                    check_write(storage.current(bucket, storage.object_path(bucket, target),
                                                  target), if_match, if_none_match)
                     meta['conditions'] = {'ifMatch': if_match, 'ifNoneMatch': if_none_match}
                 return self._json(200, storage.create_upload(bucket, target, meta))

@@ -114,9 +114,12 @@ class Storage:
             raise StoreError(400, 'InvalidParameter', f'object name {name!r} is not allowed here')
         return path
 
-    def _meta_file(self, bucket: str, name: str, ino: int) -> Path:
+    def _meta_file(self, bucket: str, name: str, ino: int | None) -> Path:
+        """Metadata of the version in inode `ino`; None: the one file per name that stores
+        before versioned metadata kept (still read, for data dirs they wrote)."""
         digest = hashlib.sha1(name.encode()).hexdigest()
-        return self.root / 'meta' / bucket / f'{digest}.{ino}.json'
+        return self.root / 'meta' / bucket / (f'{digest}.json' if ino is None
+                                              else f'{digest}.{ino}.json')
 
     def tmp_file(self):
         return tempfile.NamedTemporaryFile(dir=self.root / 'tmp', delete=False)
@@ -175,10 +178,8 @@ class Storage:
 
     def _complete(self, bucket: str, name: str, st: os.stat_result, meta: dict | None) -> dict:
         if meta is None:  # a file put there by hand (or by a store before versioned metadata)
-            legacy = self.root / 'meta' / bucket / (hashlib.sha1(name.encode()).hexdigest()
-                                                    + '.json')
             try:
-                meta = json.loads(legacy.read_text())
+                meta = json.loads(self._meta_file(bucket, name, None).read_text())
             except (OSError, ValueError):
                 meta = {'etag': f'{st.st_mtime_ns:x}'}
         # The size served is what is on disk; md5 is what was uploaded, so a file damaged at
@@ -187,8 +188,9 @@ class Storage:
         meta.setdefault('timeModified', st.st_mtime)
         return meta
 
-    def _current(self, bucket: str, path: Path, name: str) -> dict | None:
-        """The metadata of the version at `path` now (callers hold the bucket's lock)."""
+    def current(self, bucket: str, path: Path, name: str) -> dict | None:
+        """The metadata of the version at `path` now, None if there is none (writers hold
+        the bucket's lock while they act on it)."""
         try:
             st = path.stat()
         except (FileNotFoundError, NotADirectoryError):
@@ -233,7 +235,7 @@ class Storage:
         st = tmp.stat()
         meta.update(name=name, size=st.st_size, etag=uuid.uuid4().hex, timeModified=time.time())
         with self._writer(bucket):
-            old = self._current(bucket, path, name)
+            old = self.current(bucket, path, name)
             check_write(old, if_match, if_none_match)
             if path.is_dir():
                 raise StoreError(409, 'Conflict', f'{name!r} is a prefix of other objects')
@@ -249,12 +251,13 @@ class Storage:
             os.replace(tmp, path)
             if old_ino is not None and old_ino != st.st_ino:
                 self._meta_file(bucket, name, old_ino).unlink(missing_ok=True)
+            self._meta_file(bucket, name, None).unlink(missing_ok=True)
         return meta
 
     def delete_object(self, bucket: str, name: str, if_match: str | None = None) -> None:
         path = self.object_path(bucket, name)
         with self._writer(bucket):
-            current = self._current(bucket, path, name)
+            current = self.current(bucket, path, name)
             if current is None:
                 raise StoreError(404, 'ObjectNotFound', f'The object {name!r} was not found '
                                  f'in the bucket {bucket!r}')
@@ -262,6 +265,7 @@ class Storage:
             ino = path.stat().st_ino
             path.unlink()
             self._meta_file(bucket, name, ino).unlink(missing_ok=True)
+            self._meta_file(bucket, name, None).unlink(missing_ok=True)
             base = self.bucket_dir(bucket)
             parent = path.parent
             while parent != base:  # prune empty prefixes so names can be reused as objects
@@ -306,7 +310,12 @@ class Storage:
         out = []
         for name in objects:
             entry = {'name': name}
-            if set(fields) - {'name'}:
+            if set(fields) == {'name', 'size'}:  # what our transport asks: a stat is enough
+                try:
+                    entry['size'] = (base / name).stat().st_size
+                except FileNotFoundError:  # deleted since the walk
+                    continue
+            elif set(fields) - {'name'}:
                 try:
                     meta = self.head_object(bucket, name)
                 except StoreError:  # deleted since the walk
