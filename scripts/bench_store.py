@@ -1,6 +1,7 @@
 """GET throughput of the local OCI store on loopback: it must not be the bottleneck.
 
     python scripts/bench_store.py [--objects 8 --size-mb 64 --connections 1,4 --json out.json]
+                                  [--baseline CHECKOUT]   (another commit's store, side by side)
 
 Starts a store on a free port with no shaping, puts shard-sized objects in it, then reads
 them back three ways and prints MB/s:
@@ -17,6 +18,7 @@ import argparse
 import http.client
 import json
 import os
+import subprocess
 import sys
 import tempfile
 import time
@@ -24,7 +26,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from data_prep.servers.oci_store import Knobs, start_store  # noqa: E402
+from data_prep.servers.oci_store import Knobs, RunningStore, start_store  # noqa: E402
 from data_prep.servers.oci_store.auth import sign  # noqa: E402
 
 BUCKET = 'bench'
@@ -88,6 +90,27 @@ def sdk_gets(store, names: list[str], connections: int, out_dir: Path) -> float:
     return got / (time.perf_counter() - t0) / 1e6
 
 
+def start_baseline(checkout: Path, data_dir: Path) -> RunningStore:
+    """The store of another checkout (e.g. `git worktree add /tmp/base <commit>`) over the same
+    data dir, started with the arguments every version of `serve` takes."""
+    proc = subprocess.Popen([sys.executable, '-m', 'data_prep.servers.oci_store', 'serve',
+                             '--data-dir', str(data_dir), '--port', '0'], cwd=checkout,
+                            stdout=subprocess.PIPE, text=True)
+    line = proc.stdout.readline()
+    if not line:
+        raise SystemExit(f'the baseline store in {checkout} did not start')
+    return RunningStore(proc, data_dir, json.loads(line)['port'], data_dir / 'run' / 'none')
+
+
+def cpu_seconds(store: RunningStore) -> float:
+    """User + system CPU seconds of a store process so far (Linux; 0 elsewhere)."""
+    try:
+        fields = Path(f'/proc/{store.proc.pid}/stat').read_text().rsplit(')', 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf('SC_CLK_TCK')
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     p.add_argument('--objects', type=int, default=8, help='objects to read (default 8)')
@@ -98,6 +121,9 @@ def main() -> int:
     p.add_argument('--latency-ms', type=float, default=20, help='shaped run: latency (20)')
     p.add_argument('--bandwidth-mbps', type=float, default=100,
                    help='shaped run: MB/s per connection (100)')
+    p.add_argument('--baseline', type=Path,
+                   help='also measure the store of this checkout (another commit), side by '
+                        'side: same objects, interleaved rounds, ratios printed')
     p.add_argument('--data-dir', help='store data dir (default: a temp dir, removed after)')
     p.add_argument('--json', help='also write the figures to this file')
     args = p.parse_args()
@@ -108,6 +134,8 @@ def main() -> int:
     data_dir = Path(args.data_dir or Path(tmp.name) / 'data')
     results = {'objects': args.objects, 'size_mb': args.size_mb, 'cpus': os.cpu_count(),
                'raw': {}, 'oci_sdk': {}, 'small_get_rps': None, 'shaped': {}}
+    out_dir = Path(tmp.name) / 'downloads'
+    out_dir.mkdir()
 
     with start_store(data_dir, buckets=[BUCKET]) as store:
         block = os.urandom(1 << 20)
@@ -117,25 +145,57 @@ def main() -> int:
                 with open(path, 'wb') as f:
                     for _ in range(args.size_mb):
                         f.write(block)
-        raw_gets(store, names[:1], 1, size)  # warm the page cache
+        (data_dir / 'buckets' / BUCKET / 'small').write_bytes(b's' * 1024)
+        stores = {'this': store}
+        if args.baseline:
+            stores['baseline'] = start_baseline(args.baseline.resolve(), data_dir)
+            results['baseline'] = {'checkout': str(args.baseline), 'raw': {}, 'oci_sdk': {}}
+        cpu0 = {k: cpu_seconds(st) for k, st in stores.items()}
+
+        def best(measure) -> dict:
+            """Best of the rounds for each store; rounds interleaved, order rotated."""
+            got = {k: [] for k in stores}
+            for r in range(args.rounds):
+                order = list(stores)[r % len(stores):] + list(stores)[:r % len(stores)]
+                for k in order:
+                    got[k].append(measure(stores[k]))
+            return {k: max(v) for k, v in got.items()}
+
+        def show(what: str, value: dict, unit: str, extra: str = '') -> None:
+            line = f'  {what}: {value["this"]:8.0f} {unit}'
+            if 'baseline' in value:
+                line += (f'   baseline {value["baseline"]:8.0f} {unit}, ratio '
+                         f'{value["this"] / value["baseline"]:.2f}')
+            print(line + extra, flush=True)
+
+        for st in stores.values():
+            raw_gets(st, names[:1], 1, size)  # warm the page cache
         print(f'local OCI store GET throughput, loopback, no shaping: {args.objects} x '
               f'{args.size_mb} MiB objects, best of {args.rounds}, {os.cpu_count()} CPUs')
         for c in conns:
-            mbps = max(raw_gets(store, names, c, size) for _ in range(args.rounds))
-            results['raw'][c] = round(mbps)
-            print(f'  raw HTTP GET   {c:2d} connection(s): {mbps:8.0f} MB/s')
-        (data_dir / 'buckets' / BUCKET / 'small').write_bytes(b's' * 1024)
-        rps = max(small_gets(store) for _ in range(args.rounds))
-        results['small_get_rps'] = round(rps)
-        print(f'  1 KiB GETs, one connection: {rps:8.0f} requests/s')
-        out_dir = Path(tmp.name) / 'downloads'
-        out_dir.mkdir()
+            mbps = best(lambda st: raw_gets(st, names, c, size))
+            results['raw'][c] = round(mbps['this'])
+            if args.baseline:
+                results['baseline']['raw'][c] = round(mbps['baseline'])
+            show(f'raw HTTP GET   {c:2d} connection(s)', mbps, 'MB/s')
+        rps = best(small_gets)
+        results['small_get_rps'] = round(rps['this'])
+        if args.baseline:
+            results['baseline']['small_get_rps'] = round(rps['baseline'])
+        show('1 KiB GETs, one connection ', rps, 'requests/s')
         for c in conns:
-            mbps = max(sdk_gets(store, names, c, out_dir) for _ in range(args.rounds))
-            results['oci_sdk'][c] = round(mbps)
-            print(f'  oci SDK (ours) {c:2d} connection(s): {mbps:8.0f} MB/s  '
-                  f'(signed GET, temp file, size + MD5 check)')
-        store.clear_log()
+            mbps = best(lambda st: sdk_gets(st, names, c, out_dir))
+            results['oci_sdk'][c] = round(mbps['this'])
+            if args.baseline:
+                results['baseline']['oci_sdk'][c] = round(mbps['baseline'])
+            show(f'oci SDK (ours) {c:2d} connection(s)', mbps, 'MB/s',
+                 '  (signed GET, temp file, size + MD5 check)')
+        cpu = {k: cpu_seconds(st) - cpu0[k] for k, st in stores.items()}
+        results['store_cpu_s'] = {k: round(v, 2) for k, v in cpu.items()}
+        print('  store process CPU for all of the above: ' +
+              ', '.join(f'{k} {v:.2f} s' for k, v in cpu.items()))
+        if args.baseline:
+            stores['baseline'].stop()
 
     knobs = Knobs(latency_ms=args.latency_ms, bandwidth_mbps=args.bandwidth_mbps)
     with start_store(data_dir, knobs=knobs) as store:

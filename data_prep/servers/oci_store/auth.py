@@ -28,6 +28,10 @@ import time
 from email.utils import parsedate_to_datetime
 from pathlib import Path
 
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import padding, rsa
+
 from data_prep.servers.oci_store.storage import StoreError
 
 MAX_SKEW_S = 300
@@ -60,8 +64,6 @@ def client_config(data_dir) -> Path:
 
 
 def _make_key_and_config(config: Path, key: Path) -> None:
-    from cryptography.hazmat.primitives import serialization
-    from cryptography.hazmat.primitives.asymmetric import rsa
     pk = rsa.generate_private_key(public_exponent=65537, key_size=2048)
     pem = pk.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
                            serialization.NoEncryption())
@@ -85,7 +87,6 @@ def _write_private(path: Path, data: bytes) -> None:
 
 def fingerprint(public_key) -> str:
     """OCI's key fingerprint: MD5 of the DER public key, as aa:bb:..."""
-    from cryptography.hazmat.primitives import serialization
     der = public_key.public_bytes(serialization.Encoding.DER,
                                   serialization.PublicFormat.SubjectPublicKeyInfo)
     return ':'.join(f'{b:02x}' for b in hashlib.md5(der).digest())
@@ -93,7 +94,6 @@ def fingerprint(public_key) -> str:
 
 def load_public_key(data_dir):
     """(public key, fingerprint) of the store's key pair, made first if needed."""
-    from cryptography.hazmat.primitives import serialization
     client_config(data_dir)
     pem = (Path(data_dir) / 'client' / 'key.pem').read_bytes()
     public = serialization.load_pem_private_key(pem, None).public_key()
@@ -114,10 +114,6 @@ def verify(method: str, target: str, headers, public_key, key_fingerprint: str,
     `target` is the request target as received (path?query), `headers` the request headers.
     Returns the signed x-content-sha256 (base64) the body must then match, or None.
     """
-    from cryptography.exceptions import InvalidSignature
-    from cryptography.hazmat.primitives import hashes
-    from cryptography.hazmat.primitives.asymmetric import padding
-
     auth = headers.get('Authorization') or ''
     if not auth:
         raise _refuse('no Authorization header')
