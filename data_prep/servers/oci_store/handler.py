@@ -536,8 +536,9 @@ class Handler(BaseHTTPRequestHandler):
             tmp, md5 = self._receive_file()
             etag = uuid.uuid4().hex
             os.replace(tmp, path / f'{num}.part')
-            (path / f'{num}.json').write_text(json.dumps(
+            (path / f'{num}.tmp').write_text(json.dumps(
                 {'part': num, 'etag': etag, 'md5': md5, 'size': self.received}))
+            os.replace(path / f'{num}.tmp', path / f'{num}.json')  # listings see it whole
             return self._empty(200, {'ETag': etag, 'opc-content-md5': md5})
         if m == 'POST':
             body = self._body_json()
