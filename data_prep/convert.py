@@ -16,7 +16,22 @@ import sys
 
 from data_prep.env import EnvError, env_value
 from data_prep.pipeline.convert import ConvertConfig, ConvertError, convert
-from data_prep.pipeline.records import BadRecordError, InputError
+from data_prep.pipeline.records import (
+    EMPTY_FILE,
+    UNREADABLE_FILE,
+    BadRecordError,
+    InputError,
+)
+
+LIST_MAX = 20  # parts redone / removed and files skipped named in the summary, then a count
+
+
+def _listed(title: str, items: list[str]) -> list[str]:
+    out = [f'  {title:<19}{item}' if i == 0 else f'  {"":<19}{item}'
+           for i, item in enumerate(items[:LIST_MAX])]
+    if len(items) > LIST_MAX:
+        out.append(f'  {"":<19}... and {len(items) - LIST_MAX:,} more (see --json)')
+    return out
 
 
 def format_summary(s: dict) -> str:
@@ -37,6 +52,10 @@ def format_summary(s: dict) -> str:
         f'  input              {s["run_input_bytes"] / 1e6:,.1f} MB of JSON this run, '
         f'{s["mb_per_s"]:.1f} MB/s with {s["workers"]} workers',
     ]
+    lines += _listed('parts redone', [f'{p}: {why}' for p, why in s['parts_redone'].items()])
+    lines += _listed('parts removed', [f'{p}: its input file is gone'
+                                       for p in s['parts_removed']])
+    lines += _listed('files skipped', s['files_skipped'])
     if s['published']:
         lines.append(f'  published          {s["index"]}')
     else:
@@ -103,7 +122,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
-        num_nodes = args.num_nodes if args.num_nodes is not None else env_value('WORLD_SIZE', 1, int)
+        num_nodes = (args.num_nodes if args.num_nodes is not None
+                     else env_value('WORLD_SIZE', 1, int))
         node_rank = args.node_rank if args.node_rank is not None else env_value('RANK', 0, int)
     except EnvError as exc:
         parser.error(str(exc))
@@ -123,8 +143,17 @@ def main(argv: list[str] | None = None) -> int:
     try:
         summary = convert(cfg)
     except BadRecordError as exc:
-        print(f'error: bad record at {exc}. Nothing was published; fix the input or re-run with '
-              f'--on-bad-record skip to skip and count such records.', file=sys.stderr)
+        if exc.reason == UNREADABLE_FILE:
+            what = ('replace the file, or re-run with --on-bad-record skip to leave it out '
+                    '(a truncated file keeps its lines before the cut) and count it')
+        elif exc.reason == EMPTY_FILE:
+            what = ('remove it from the input, or re-run with --on-bad-record skip to count it '
+                    'as skipped')
+        else:
+            what = ('fix the input or re-run with --on-bad-record skip to skip and count such '
+                    'records')
+            exc = f'bad record at {exc}'
+        print(f'error: {exc}. Nothing was published; {what}.', file=sys.stderr)
         return 1
     except (ConvertError, InputError) as exc:
         print(f'error: {exc}', file=sys.stderr)

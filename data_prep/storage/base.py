@@ -52,6 +52,12 @@ class Remote:
         object or the new one, whole, never a part."""
         raise NotImplementedError
 
+    def create(self, name: str, data: bytes) -> bool:
+        """Store `data` as `name` only if no object of that name exists: True if this call
+        created it, False if one was already there. Atomic where the backend allows (O_EXCL
+        locally, If-None-Match: * on S3 and OCI): of two callers at once, one gets True."""
+        raise NotImplementedError
+
     def delete(self, name: str) -> None:
         """Remove the object; one that is already gone is not an error."""
         raise NotImplementedError

@@ -38,6 +38,19 @@ class LocalRemote(Remote):
         tmp.write_bytes(data)
         os.replace(tmp, path)  # readers never see half a file
 
+    def create(self, name: str, data: bytes) -> bool:
+        path = self.root / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f'{path.name}.{os.getpid()}.{id(data):x}.tmp')
+        tmp.write_bytes(data)
+        try:
+            os.link(tmp, path)  # fails if `path` exists; readers never see half a file
+            return True
+        except FileExistsError:
+            return False
+        finally:
+            tmp.unlink(missing_ok=True)
+
     def delete(self, name: str) -> None:
         (self.root / name).unlink(missing_ok=True)
 

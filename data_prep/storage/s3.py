@@ -43,6 +43,17 @@ class S3Remote(Remote):
     def write(self, name: str, data: bytes) -> None:
         self.client.put_object(Bucket=self.bucket, Key=self._key(name), Body=data)
 
+    def create(self, name: str, data: bytes) -> bool:
+        try:
+            self.client.put_object(Bucket=self.bucket, Key=self._key(name), Body=data,
+                                   IfNoneMatch='*')
+            return True
+        except Exception as exc:
+            code = (getattr(exc, 'response', None) or {}).get('Error', {}).get('Code', '')
+            if code in ('PreconditionFailed', 'ConditionalRequestConflict', '412', '409'):
+                return False  # there already (or being created by another caller)
+            raise
+
     def delete(self, name: str) -> None:
         self.client.delete_object(Bucket=self.bucket, Key=self._key(name))
 

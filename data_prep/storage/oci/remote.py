@@ -64,6 +64,20 @@ class OCIRemote(Remote):
                                            content_length=len(data), content_md5=md5),
                f'write {self._what(name)}')
 
+    def create(self, name: str, data: bytes) -> bool:
+        import oci
+        md5 = md5_b64(data)
+        try:
+            retry(lambda: client().put_object(self.namespace, self.bucket, self._key(name), data,
+                                               content_length=len(data), content_md5=md5,
+                                               if_none_match='*'),
+                  f'create {self._what(name)}')
+            return True
+        except oci.exceptions.ServiceError as e:
+            if e.status in (409, 412):  # already there
+                return False
+            raise
+
     def delete(self, name: str) -> None:
         try:
             retry(lambda: client().delete_object(self.namespace, self.bucket, self._key(name)),
