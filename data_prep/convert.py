@@ -105,8 +105,10 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument('--max-docs', type=int, default=None,
                      help='convert at most N documents, spread evenly over the input files')
     run.add_argument('--on-bad-record', default='error', choices=['error', 'skip'],
-                     help='bad JSON, invalid UTF-8, missing/non-string/empty text: stop with '
-                     'the file and line (error, default) or skip and count each reason (skip)')
+                     help='bad JSON, invalid UTF-8, missing/non-string/empty text, an '
+                     'unreadable or empty input file: stop with the file and line (error, '
+                     'default) or skip and count each reason (skip; a truncated file keeps '
+                     'its lines before the cut)')
     run.add_argument('--num-nodes', type=int, default=None,
                      help='machines sharing the input files (default $WORLD_SIZE or 1)')
     run.add_argument('--node-rank', type=int, default=None,

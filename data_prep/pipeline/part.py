@@ -25,6 +25,7 @@ from data_prep.pipeline.records import (
     describe_change,
     input_identity,
     iter_records,
+    same_input,
 )
 from data_prep.storage import open_remote
 
@@ -175,7 +176,7 @@ def _convert_part(task: dict, t0: float, c0: float, exact: bool, discard: str | 
     # The input must be what the driver planned with: a file changed under the run would
     # make a part that is neither the old input nor the new one.
     identity = input_identity(task['url'])
-    if identity != task['identity']:
+    if not same_input(task['identity'], identity):
         raise InputChanged(f'{task["url"]} changed while it was being converted '
                            f'({describe_change(task["identity"], identity)}); run the same '
                            f'command again to convert it as it is now')
@@ -196,7 +197,7 @@ def _convert_part(task: dict, t0: float, c0: float, exact: bool, discard: str | 
     seconds = time.perf_counter() - t0
     manifest = {
         'version': MANIFEST_VERSION, 'part': part, 'input': task['url'], 'digest': task['digest'],
-        'input_identity': identity,
+        'input_identity': task['identity'],  # as planned: the next run compares with it
         'documents': stats['documents'], 'samples': stats['samples'],
         'input_bytes': stats['input_bytes'], 'skipped': skipped, 'problems': problems,
         'index_bytes': len(index_bytes), 'index_sha256': sha256(index_bytes), 'shards': shards,

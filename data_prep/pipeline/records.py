@@ -226,7 +226,16 @@ def _remote_identity(info: dict) -> dict:
 
 
 def input_identity(url: str) -> dict:
-    """The identity of one input file (see above). OSError if it cannot be looked at."""
+    """The identity of one input file (see above); InputError, one line, if it cannot be
+    looked at."""
+    try:
+        return _identity(url)
+    except Exception as exc:
+        first = (str(exc).strip().splitlines() or [''])[0]
+        raise InputError(f'cannot look at input {url}: {type(exc).__name__}: {first}') from None
+
+
+def _identity(url: str) -> dict:
     if _is_local(url):
         return _local_identity(url[len('file://'):] if url.startswith('file://') else url)
     import fsspec
@@ -235,29 +244,40 @@ def input_identity(url: str) -> dict:
 
 
 def input_identities(urls: list[str]) -> dict[str, dict]:
-    """url -> identity for every input; remote files are looked up with one listing per
-    folder (a Hub dataset's 1024 files: one request, not 1024)."""
+    """url -> identity for every input. Remote files are looked up with one listing per
+    folder where its entries carry sizes (a Hub dataset's 1024 files: one request, not 1024),
+    else one info() each."""
     out: dict[str, dict] = {}
-    by_folder: dict[tuple, list[str]] = {}
+    folders: dict[str, list[str]] = {}
     for url in urls:
         if _is_local(url):
             out[url] = input_identity(url)
         else:
-            by_folder.setdefault(tuple(url.rsplit('/', 1)[:1]), []).append(url)
-    if by_folder:
-        import fsspec
-        for urls_in in by_folder.values():
-            fs, first = fsspec.core.url_to_fs(urls_in[0])
-            try:
-                listed = {fs._strip_protocol(i['name']): i
-                          for i in fs.ls(first.rsplit('/', 1)[0], detail=True)}
-            except Exception:
-                listed = {}
-            for url in urls_in:
-                path = fsspec.core.url_to_fs(url)[1]
-                info = listed.get(fs._strip_protocol(path))
-                out[url] = _remote_identity(info) if info else input_identity(url)
+            folders.setdefault(url.rsplit('/', 1)[0], []).append(url)
+    for folder, members in folders.items():
+        listed = _listing(folder)
+        for url in members:
+            info = listed.get(url.rsplit('/', 1)[1])
+            out[url] = (_remote_identity(info) if info and info.get('size') is not None
+                        else input_identity(url))
     return out
+
+
+def _listing(folder: str) -> dict[str, dict]:
+    """basename -> fsspec info of every entry of a remote folder; {} if it cannot be listed."""
+    try:
+        import fsspec
+        fs, path = fsspec.core.url_to_fs(folder)
+        return {i['name'].rstrip('/').rsplit('/', 1)[-1]: i for i in fs.ls(path, detail=True)}
+    except Exception:
+        return {}
+
+
+def same_input(planned: dict, now: dict) -> bool:
+    """Whether an identity taken now (one info() call) matches the one planned with (which
+    may come from a folder listing, with other fields): every field both have is equal."""
+    common = planned.keys() & now.keys()
+    return bool(common) and all(planned[k] == now[k] for k in common)
 
 
 def describe_change(old: dict | None, new: dict) -> str:

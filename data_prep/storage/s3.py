@@ -52,7 +52,18 @@ class S3Remote(Remote):
             code = (getattr(exc, 'response', None) or {}).get('Error', {}).get('Code', '')
             if code in ('PreconditionFailed', 'ConditionalRequestConflict', '412', '409'):
                 return False  # there already (or being created by another caller)
-            raise
+            if code not in ('NotImplemented', '501'):
+                raise
+        # A server without conditional writes: look, then write (not atomic).
+        try:
+            self.client.head_object(Bucket=self.bucket, Key=self._key(name))
+            return False
+        except Exception as exc:
+            code = (getattr(exc, 'response', None) or {}).get('Error', {}).get('Code', '')
+            if code not in ('404', 'NoSuchKey', 'NotFound'):
+                raise
+        self.write(name, data)
+        return True
 
     def delete(self, name: str) -> None:
         self.client.delete_object(Bucket=self.bucket, Key=self._key(name))

@@ -196,3 +196,41 @@ def test_each_run_stages_in_its_own_folder_and_removes_it(tmp_path, s3_server):
     s = convert(cfg)
     assert s['published'] and os.listdir(stage / 'c4-convert') == []
     assert sample_digest(url, 'train') == expected_digest(_docs('a', 20) + _docs('b', 20))
+
+
+def test_a_remote_input_is_known_by_its_size_and_etag(tmp_path):
+    """Hub and bucket inputs: what fsspec's info() says of them (here an HTTP server that sends
+    an ETag, as object stores do; the Hub's blob id and LFS sha256 are read the same way)."""
+    import hashlib
+    import threading
+    from functools import partial
+    from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+
+    from data_prep.pipeline.records import input_identities, input_identity, same_input
+
+    class WithETag(SimpleHTTPRequestHandler):
+        def end_headers(self):
+            path = self.translate_path(self.path)
+            if os.path.isfile(path):
+                with open(path, 'rb') as f:
+                    self.send_header('ETag', f'"{hashlib.md5(f.read()).hexdigest()}"')
+            super().end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    path = tmp_path / 'c4-train.00000.json.gz'
+    _write(path, _docs('remote', 5))
+    server = ThreadingHTTPServer(('127.0.0.1', 0), partial(WithETag, directory=str(tmp_path)))
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        url = f'http://127.0.0.1:{server.server_address[1]}/{path.name}'
+        before = input_identity(url)
+        assert before == {'size': path.stat().st_size,
+                          'etag': hashlib.md5(path.read_bytes()).hexdigest()}
+        assert input_identities([url]) == {url: before}
+        _write(path, ['one more'], append=True)
+        after = input_identity(url)
+        assert after['size'] > before['size'] and not same_input(before, after)
+    finally:
+        server.shutdown()
