@@ -52,10 +52,12 @@ def format_summary(s: dict) -> str:
         f'  input              {s["run_input_bytes"] / 1e6:,.1f} MB of JSON this run, '
         f'{s["mb_per_s"]:.1f} MB/s with {s["workers"]} workers',
     ]
-    lines += _listed('parts redone', [f'{p}: {why}' for p, why in s['parts_redone'].items()])
+    # (.get: summaries kept from before these keys, e.g. the bench's cache, still print)
+    lines += _listed('parts redone', [f'{p}: {why}'
+                                      for p, why in s.get('parts_redone', {}).items()])
     lines += _listed('parts removed', [f'{p}: its input file is gone'
-                                       for p in s['parts_removed']])
-    lines += _listed('files skipped', s['files_skipped'])
+                                       for p in s.get('parts_removed', [])])
+    lines += _listed('files skipped', s.get('files_skipped', []))
     if s['published']:
         lines.append(f'  published          {s["index"]}')
     else:

@@ -16,6 +16,7 @@ from data_prep.storage import open_remote
 from tests.helpers import PY, ROOT, expected_digest, one_error_line
 
 
+@pytest.mark.slow
 def test_second_concurrent_conversion_refuses_in_one_line(sample_dir, tmp_path):
     out = tmp_path / 'out'
     cmd = [PY, '-m', 'data_prep.convert', '--data-files', str(sample_dir / 'c4-train.*.json.gz'),
