@@ -16,7 +16,22 @@ import sys
 
 from data_prep.env import EnvError, env_value
 from data_prep.pipeline.convert import ConvertConfig, ConvertError, convert
-from data_prep.pipeline.records import BadRecordError, InputError
+from data_prep.pipeline.records import (
+    EMPTY_FILE,
+    UNREADABLE_FILE,
+    BadRecordError,
+    InputError,
+)
+
+LIST_MAX = 20  # parts redone / removed and files skipped named in the summary, then a count
+
+
+def _listed(title: str, items: list[str]) -> list[str]:
+    out = [f'  {title:<19}{item}' if i == 0 else f'  {"":<19}{item}'
+           for i, item in enumerate(items[:LIST_MAX])]
+    if len(items) > LIST_MAX:
+        out.append(f'  {"":<19}... and {len(items) - LIST_MAX:,} more (see --json)')
+    return out
 
 
 def format_summary(s: dict) -> str:
@@ -37,6 +52,12 @@ def format_summary(s: dict) -> str:
         f'  input              {s["run_input_bytes"] / 1e6:,.1f} MB of JSON this run, '
         f'{s["mb_per_s"]:.1f} MB/s with {s["workers"]} workers',
     ]
+    # (.get: summaries kept from before these keys, e.g. the bench's cache, still print)
+    lines += _listed('parts redone', [f'{p}: {why}'
+                                      for p, why in s.get('parts_redone', {}).items()])
+    lines += _listed('parts removed', [f'{p}: its input file is gone'
+                                       for p in s.get('parts_removed', [])])
+    lines += _listed('files skipped', s.get('files_skipped', []))
     if s['published']:
         lines.append(f'  published          {s["index"]}')
     else:
@@ -86,8 +107,10 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument('--max-docs', type=int, default=None,
                      help='convert at most N documents, spread evenly over the input files')
     run.add_argument('--on-bad-record', default='error', choices=['error', 'skip'],
-                     help='bad JSON, invalid UTF-8, missing/non-string/empty text: stop with '
-                     'the file and line (error, default) or skip and count each reason (skip)')
+                     help='bad JSON, invalid UTF-8, missing/non-string/empty text, an '
+                     'unreadable or empty input file: stop with the file and line (error, '
+                     'default) or skip and count each reason (skip; a truncated file keeps '
+                     'its lines before the cut)')
     run.add_argument('--num-nodes', type=int, default=None,
                      help='machines sharing the input files (default $WORLD_SIZE or 1)')
     run.add_argument('--node-rank', type=int, default=None,
@@ -103,7 +126,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
-        num_nodes = args.num_nodes if args.num_nodes is not None else env_value('WORLD_SIZE', 1, int)
+        num_nodes = (args.num_nodes if args.num_nodes is not None
+                     else env_value('WORLD_SIZE', 1, int))
         node_rank = args.node_rank if args.node_rank is not None else env_value('RANK', 0, int)
     except EnvError as exc:
         parser.error(str(exc))
@@ -123,8 +147,17 @@ def main(argv: list[str] | None = None) -> int:
     try:
         summary = convert(cfg)
     except BadRecordError as exc:
-        print(f'error: bad record at {exc}. Nothing was published; fix the input or re-run with '
-              f'--on-bad-record skip to skip and count such records.', file=sys.stderr)
+        if exc.reason == UNREADABLE_FILE:
+            what = ('replace the file, or re-run with --on-bad-record skip to leave it out '
+                    '(a truncated file keeps its lines before the cut) and count it')
+        elif exc.reason == EMPTY_FILE:
+            what = ('remove it from the input, or re-run with --on-bad-record skip to count it '
+                    'as skipped')
+        else:
+            what = ('fix the input or re-run with --on-bad-record skip to skip and count such '
+                    'records')
+            exc = f'bad record at {exc}'
+        print(f'error: {exc}. Nothing was published; {what}.', file=sys.stderr)
         return 1
     except (ConvertError, InputError) as exc:
         print(f'error: {exc}', file=sys.stderr)

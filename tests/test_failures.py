@@ -106,8 +106,9 @@ def test_conversion_killed_while_uploading_and_while_merging(sample_dir, tmp_pat
     try:
         use(store, monkeypatch)
         url = f'oci://{BUCKET}@local/killed'
-        cmd = [PY, '-m', 'data_prep.convert', '--data-files', str(sample_dir / 'c4-train.*.json.gz'),
-               '--remote', url, '--compression', 'zstd', '--size-limit', '16kb', '--max-docs', '160',
+        cmd = [PY, '-m', 'data_prep.convert',
+               '--data-files', str(sample_dir / 'c4-train.*.json.gz'), '--remote', url,
+               '--compression', 'zstd', '--size-limit', '16kb', '--max-docs', '160',
                '--workers', '2', '--no-progress', '--json']
         objects = store.data_dir / 'buckets' / BUCKET / 'killed' / 'train'
         tmp_bodies = store.data_dir / 'tmp'
@@ -125,8 +126,10 @@ def test_conversion_killed_while_uploading_and_while_merging(sample_dir, tmp_pat
 
         # 1. killed while a shard's body is on its way to the bucket
         proc = launch()
-        # (the store takes a body into a temp file, and commits it only once it is complete)
-        wait_for(lambda: any(tmp_bodies.iterdir()), proc, 120, 'a shard upload in flight')
+        # (the store takes a body into a temp file, and commits it only once it is complete;
+        # the run's first body is its lease, .lock.json: shards come after it is committed)
+        wait_for(lambda: (objects / '.lock.json').exists() and any(tmp_bodies.iterdir()), proc,
+                 120, 'a shard upload in flight')
         kill(proc)
         assert not verify(url)['ok']
 
@@ -287,7 +290,8 @@ def test_store_down_at_start_and_mid_run_then_autoresume(sample_dir, tokenizer_d
     index = json.loads((store.data_dir / 'buckets' / BUCKET / 'c4' / 'train' / 'index.json')
                        .read_bytes())
     shard_max = max(sh['raw_data']['bytes'] + sh['zip_data']['bytes'] for sh in index['shards'])
-    index_bytes = (store.data_dir / 'buckets' / BUCKET / 'c4' / 'train' / 'index.json').stat().st_size
+    index_bytes = (store.data_dir / 'buckets' / BUCKET / 'c4' / 'train' / 'index.json'
+                   ).stat().st_size
     cache_limit = index_bytes + 6 * shard_max  # a fraction of the shards: evictions must happen
     assert len(index['shards']) >= 3 * 6
 

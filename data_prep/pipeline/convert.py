@@ -6,10 +6,21 @@ How it works:
 - Parallel: every input file is one part. `--workers` processes take parts from a queue; each
   part has its own MDSWriter, whose thread pool uploads finished shards while the worker
   goes on encoding the next one.
+- One run at a time per dataset: the run holds a lease object in the remote (lease.py) from
+  before it lists the remote until it has published; a second run stops in one line naming
+  the first. A lease left by a killed run is taken over (its process gone, or no heartbeat).
 - Resumable: a part counts as done only when its manifest is there, was written for the same
-  settings and input, and every shard it names is in the remote with its recorded size. A
-  re-run skips such parts and deletes and redoes all others. Workers die with their parent
-  (PR_SET_PDEATHSIG), so after a kill -9 no orphan keeps writing into a part being redone.
+  settings and the same input (path, and identity: size and gzip CRC32 for local files, the
+  store's ETag or hash for remote ones; records.input_identity), and every shard it names is
+  in the remote with its recorded size. A re-run skips such parts and deletes and redoes all
+  others, and removes the parts of input files that are gone; the summary names the parts
+  redone (and why) and removed. Workers die with their parent (PR_SET_PDEATHSIG), so after a
+  kill -9 no orphan keeps writing into a part being redone.
+- Nothing a published root index names is deleted while it is published: the root index is
+  removed first (unpublished) whenever a part is to be redone or removed. A dataset of 0
+  samples is never published.
+- Each run stages shards for a bucket in a folder of its own (removed at the end, also on
+  failure; a killed run's folder is removed by the next run into the same remote).
 - Verified: before the root index is written, every part's index.json is read back, checked
   against its manifest, and every shard it names is checked in one listing of the remote. The
   part indexes are merged with streaming's `merge_index` into a staging folder and the root
@@ -23,17 +34,27 @@ How it works:
 """
 from __future__ import annotations
 
+import glob
 import hashlib
 import json
 import logging
 import os
+import shutil
+import sys
 import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 
 from data_prep.pipeline.layout import INDEX, MANIFEST, part_name, sha256, shard_files
+from data_prep.pipeline.lease import LOCK, Lease, LeaseError
 from data_prep.pipeline.pool import run_pool
-from data_prep.pipeline.records import REASONS, InputFile, resolve_inputs
+from data_prep.pipeline.records import (
+    REASONS,
+    InputFile,
+    describe_change,
+    input_identities,
+    resolve_inputs,
+)
 from data_prep.storage import Remote, RemoteError, list_checked, open_remote
 
 
@@ -79,12 +100,13 @@ def check_remote(remote: Remote, prefix: str) -> dict[str, int]:
 
 
 def part_problem(remote: Remote, split: str, part: str, listing: dict[str, int],
-                 digest: str, deep: bool = False) -> tuple[dict | None, str]:
+                 digest: str, identity: dict, deep: bool = False) -> tuple[dict | None, str]:
     """(manifest, '') if the part is complete and verified, else (None, why not).
 
-    Checks the manifest (same settings digest), the part index's size, and every shard with
-    its size in `listing`. With `deep`, also reads the part index back and checks that its
-    sha256 and the shards it names match the manifest (done before publishing).
+    Checks the manifest (same settings digest, same input identity), the part index's size,
+    and every shard with its size in `listing`. With `deep`, also reads the part index back
+    and checks that its sha256 and the shards it names match the manifest (done before
+    publishing).
     """
     base = f'{split}/{part}/'
     if base + MANIFEST not in listing:
@@ -94,7 +116,11 @@ def part_problem(remote: Remote, split: str, part: str, listing: dict[str, int],
     except Exception as exc:
         return None, f'unreadable manifest: {exc}'
     if manifest.get('digest') != digest:
-        return None, 'written with other settings or input'
+        return None, 'written with other settings or from another input path'
+    if 'input_identity' not in manifest:
+        return None, 'its manifest does not record the input identity (older version)'
+    if manifest['input_identity'] != identity:
+        return None, f'input changed ({describe_change(manifest["input_identity"], identity)})'
     if listing.get(base + INDEX) != manifest.get('index_bytes'):
         return None, 'part index missing or of the wrong size'
     for name, size in manifest['shards'].items():
@@ -199,6 +225,58 @@ def publish(remote: Remote, split: str, manifests: dict[str, dict],
     return remote.join(split, INDEX)
 
 
+def parts_in(listing: dict[str, int], split: str) -> set[str]:
+    """The part folders present under SPLIT/ in a listing."""
+    base = f'{split}/'
+    return {name[len(base):].split('/', 1)[0] for name in listing
+            if name.startswith(base + 'part-') and '/' in name[len(base):]}
+
+
+@dataclass
+class Plan:
+    parts: dict[str, dict]        # part -> {'input', 'limit', 'digest', 'identity'}
+    mine: list[str]               # the parts this node converts
+    todo: list[str]               # of those, the ones to (re)do now
+    done: dict[str, dict]         # part -> manifest, complete from an earlier run
+    redone: dict[str, str]        # part -> why its earlier content is not kept
+    removed: list[str]            # parts in the remote that no input file has any more
+
+
+def plan(cfg: ConvertConfig, remote: Remote, split: str, inputs: list[InputFile],
+         listing: dict[str, int]) -> Plan:
+    """What to do, from a listing taken while holding the lease."""
+    identities = input_identities([inp.url for inp in inputs])
+    limits = _limits(len(inputs), cfg.max_docs)
+    parts = {part_name(inp.index): {'input': inp, 'limit': limits[i],
+                                    'digest': _part_digest(cfg, inp, limits[i]),
+                                    'identity': identities[inp.url]}
+             for i, inp in enumerate(inputs)}
+    mine = [p for i, p in enumerate(sorted(parts)) if i % cfg.num_nodes == cfg.node_rank]
+    present = parts_in(listing, split)
+    out = Plan(parts, mine, [], {}, {}, sorted(present - set(parts)))
+    for part in mine:
+        p = parts[part]
+        manifest, why = part_problem(remote, split, part, listing, p['digest'], p['identity'])
+        if manifest is not None:
+            out.done[part] = manifest
+            continue
+        out.todo.append(part)
+        if part in present:
+            out.redone[part] = why
+    return out
+
+
+def _staging(cfg: ConvertConfig, remote: Remote, split: str, run_id: str) -> str:
+    """This run's own folder for shards on their way to a bucket. Folders of earlier runs
+    into the same remote are removed: they were killed (this run holds the lease)."""
+    base = os.path.join(cfg.tmp_dir or tempfile.gettempdir(), 'c4-convert')
+    key = hashlib.sha256(remote.join(split).encode()).hexdigest()[:12]
+    os.makedirs(base, exist_ok=True)
+    for old in glob.glob(os.path.join(base, f'{key}-*')):
+        shutil.rmtree(old, ignore_errors=True)
+    return tempfile.mkdtemp(prefix=f'{key}-{run_id}-', dir=base)
+
+
 def convert(cfg: ConvertConfig) -> dict:
     """Runs the conversion; returns the summary dict (see `format_summary`).
 
@@ -214,60 +292,94 @@ def convert(cfg: ConvertConfig) -> dict:
         raise ConvertError(str(exc)) from None
     except Exception as exc:
         raise ConvertError(f'cannot open {cfg.remote}: {type(exc).__name__}: {exc}') from None
-    listing = check_remote(remote, f'{split}/')
+    check_remote(remote, f'{split}/{LOCK}')  # one small listing: bucket, credentials
     inputs = resolve_inputs(cfg.dataset, cfg.subset, cfg.split, cfg.data_files)
+    lease = Lease(remote, split)
+    try:
+        lease.acquire()
+    except LeaseError as exc:
+        raise ConvertError(str(exc)) from None
+    try:
+        if lease.took_over:
+            print(f'note: {lease.took_over}', file=sys.stderr)
+        return _convert(cfg, remote, split, inputs, lease, t0)
+    except LeaseError as exc:
+        raise ConvertError(str(exc)) from None
+    finally:
+        lease.release()
+
+
+def _unpublish(remote: Remote, split: str, listing: dict[str, int], lease: Lease) -> None:
+    """Removes the root index, before anything it names is deleted or rewritten."""
+    if f'{split}/{INDEX}' in listing:
+        lease.check()
+        remote.delete(f'{split}/{INDEX}')
+        del listing[f'{split}/{INDEX}']
+
+
+def _convert(cfg: ConvertConfig, remote: Remote, split: str, inputs: list[InputFile],
+             lease: Lease, t0: float) -> dict:
     cfg.compression = _normalize_compression(cfg.compression)  # imports streaming (seconds)
     if cfg.format == 'tokens':
         _check_tokenizer(cfg)
     import datasets  # noqa: F401  (here, once: forked workers inherit it)
     t_work = time.perf_counter()  # speeds are of the work, not of importing torch & co.
 
-    limits = _limits(len(inputs), cfg.max_docs)
-    parts = {part_name(inp.index): (inp, limits[i], _part_digest(cfg, inp, limits[i]))
-             for i, inp in enumerate(inputs)}
-    mine = [p for i, p in enumerate(sorted(parts)) if i % cfg.num_nodes == cfg.node_rank]
-    todo, done_before = [], {}
-    for part in mine:
-        manifest, _why = part_problem(remote, split, part, listing, parts[part][2])
-        if manifest is None:
-            todo.append(part)
-        else:
-            done_before[part] = manifest
+    listing = remote.list(f'{split}/')  # taken under the lease: no other run changes it now
+    p = plan(cfg, remote, split, inputs, listing)
+    if p.todo or p.removed:
+        _unpublish(remote, split, listing, lease)
+    for part in p.removed:
+        remote.delete_prefix(f'{split}/{part}')
 
-    if todo and f'{split}/{INDEX}' in listing:
-        remote.delete(f'{split}/{INDEX}')  # unpublish before touching any part
-
-    workers = max(1, min(cfg.workers or os.cpu_count() or 1, len(todo) or 1))
+    workers = max(1, min(cfg.workers or os.cpu_count() or 1, len(p.todo) or 1))
     upload_threads = max(1, -(-cfg.upload_workers // workers))
-    tmp_root = os.path.join(cfg.tmp_dir or tempfile.gettempdir(), 'c4-convert',
-                            hashlib.sha256(remote.join(split).encode()).hexdigest()[:12])
+    staging = (_staging(cfg, remote, split, lease.run_id)
+               if p.todo and remote.local_root is None else None)
     task_cfg = {k: v for k, v in asdict(cfg).items()}
-    tasks = [{'cfg': task_cfg, 'part': part, 'split': split, 'url': parts[part][0].url,
-              'limit': parts[part][1], 'digest': parts[part][2], 'tmp_root': tmp_root,
-              'upload_threads': upload_threads} for part in todo]
-    results = run_pool(tasks, workers, cfg.progress)
+    tasks = [{'cfg': task_cfg, 'part': part, 'split': split,
+              'url': p.parts[part]['input'].url, 'limit': p.parts[part]['limit'],
+              'digest': p.parts[part]['digest'], 'identity': p.parts[part]['identity'],
+              'tmp_root': staging, 'upload_threads': upload_threads} for part in p.todo]
+    try:
+        results = run_pool(tasks, workers, cfg.progress)
+    finally:
+        if staging:
+            shutil.rmtree(staging, ignore_errors=True)
 
     # Publish only if every part of the dataset (all nodes) is complete and verified.
+    lease.check()
     listing = remote.list(f'{split}/')
     manifests, pending = {}, {}
-    for part, (_inp, _limit, digest) in parts.items():
-        manifest, why = part_problem(remote, split, part, listing, digest, deep=True)
+    for part, info in p.parts.items():
+        manifest, why = part_problem(remote, split, part, listing, info['digest'],
+                                     info['identity'], deep=True)
         if manifest is None:
             pending[part] = why
         else:
             manifests[part] = manifest
-    if pending and set(pending) & set(mine):
-        bad = sorted(set(pending) & set(mine))[0]
+    if pending and set(pending) & set(p.mine):
+        bad = sorted(set(pending) & set(p.mine))[0]
         raise ConvertError(f'part {bad} failed verification after conversion: {pending[bad]}')
-    index_url = (publish(remote, split, manifests, existing=f'{split}/{INDEX}' in listing)
-                 if not pending else None)
-    if index_url:
-        listing = remote.list(f'{split}/')
-
     skipped = {r: 0 for r in REASONS}
     for m in manifests.values():
         for reason, n in m['skipped'].items():
             skipped[reason] = skipped.get(reason, 0) + n
+    if not pending and not sum(m['samples'] for m in manifests.values()):
+        _unpublish(remote, split, listing, lease)  # (one an earlier version published)
+        why = ', '.join(f'{k} {v}' for k, v in skipped.items() if v) or 'nothing skipped'
+        raise ConvertError(
+            f'{len(p.parts)} input file(s) gave 0 samples '
+            f'({sum(m["documents"] for m in manifests.values())} documents; skipped: {why}): '
+            f'a dataset with no samples is not published')
+    index_url = None
+    if not pending:
+        lease.check()
+        index_url = publish(remote, split, manifests, existing=f'{split}/{INDEX}' in listing)
+    if index_url:
+        listing = remote.list(f'{split}/')
+    listing.pop(f'{split}/{LOCK}', None)  # the lease is not part of the dataset
+
     per_worker: dict[int, list[float]] = {}
     for r in results:
         acc = per_worker.setdefault(r['pid'], [0.0, 0.0, 0.0])
@@ -282,8 +394,12 @@ def convert(cfg: ConvertConfig) -> dict:
         'published': index_url is not None, 'index': index_url,
         'format': cfg.format, 'compression': cfg.compression or 'none', 'workers': workers,
         'upload_threads_per_worker': upload_threads,
-        'parts': len(parts), 'parts_this_node': len(mine), 'parts_converted': len(results),
-        'parts_already_complete': len(done_before), 'parts_pending': sorted(pending),
+        'parts': len(p.parts), 'parts_this_node': len(p.mine), 'parts_converted': len(results),
+        'parts_already_complete': len(p.done), 'parts_pending': sorted(pending),
+        'parts_redone': p.redone, 'parts_removed': p.removed,
+        'files_skipped': [x for part in sorted(manifests)
+                          for x in manifests[part].get('problems', [])],
+        'lease': {'run_id': lease.run_id, 'took_over': lease.took_over},
         'documents': sum(m['documents'] for m in manifests.values()),
         'samples': sum(m['samples'] for m in manifests.values()),
         'input_bytes': sum(m['input_bytes'] for m in manifests.values()),

@@ -17,10 +17,19 @@ import time
 from typing import Any
 
 from data_prep.pipeline.layout import INDEX, MANIFEST, sha256, shard_files
-from data_prep.pipeline.records import NeedsExactRead, iter_records
+from data_prep.pipeline.records import (
+    UNREADABLE_FILE,
+    DiscardFile,
+    InputChanged,
+    NeedsExactRead,
+    describe_change,
+    input_identity,
+    iter_records,
+    same_input,
+)
 from data_prep.storage import open_remote
 
-MANIFEST_VERSION = 1
+MANIFEST_VERSION = 2  # 2: the input's identity, its file's problems
 
 _W: dict[str, Any] = {}
 
@@ -90,15 +99,21 @@ def convert_part(task: dict) -> dict:
     """Converts one input file into REMOTE/SPLIT/PART/, verifies it and writes its manifest.
 
     Reads UTF-8 first; if a chunk of the file does not decode, starts the part over reading
-    the exact bytes, which names (or skips) the line with invalid UTF-8."""
+    the exact bytes, which names (or skips) the line with invalid UTF-8. A file damaged so
+    that none of it can be trusted (with --on-bad-record skip) starts the part over without
+    it: an empty part that counts the file as skipped."""
     t0, c0 = time.perf_counter(), time.process_time()
-    try:
-        return _convert_part(task, t0, c0, exact=False)
-    except NeedsExactRead:
-        return _convert_part(task, t0, c0, exact=True)
+    exact, discard = False, None
+    while True:
+        try:
+            return _convert_part(task, t0, c0, exact, discard)
+        except NeedsExactRead:
+            exact = True
+        except DiscardFile as exc:
+            discard = str(exc)
 
 
-def _convert_part(task: dict, t0: float, c0: float, exact: bool) -> dict:
+def _convert_part(task: dict, t0: float, c0: float, exact: bool, discard: str | None) -> dict:
     from streaming import MDSWriter
     cfg, part, split = task['cfg'], task['part'], task['split']
     remote = open_remote(cfg['remote'])
@@ -116,17 +131,18 @@ def _convert_part(task: dict, t0: float, c0: float, exact: bool) -> dict:
                        hashes=sorted(cfg['hashes']), size_limit=cfg['size_limit'],
                        max_workers=task['upload_threads'], exist_ok=True)
     counters = _W.get('counters')
-    skipped: dict[str, int] = {}
+    skipped: dict[str, int] = {UNREADABLE_FILE: 1} if discard else {}
+    problems: list[str] = [discard] if discard else []
     stats = {'documents': 0, 'input_bytes': 0, 'samples': 0}
     limit = task['limit']
     pending_docs = pending_bytes = 0
 
     def texts():
         nonlocal pending_docs, pending_bytes
-        if limit == 0:
+        if limit == 0 or discard:
             return
         for text, nbytes in iter_records(task['url'], cfg['on_bad_record'] == 'skip', skipped,
-                                         exact=exact):
+                                         exact=exact, problems=problems):
             stats['documents'] += 1
             stats['input_bytes'] += nbytes
             pending_docs += 1
@@ -157,6 +173,14 @@ def _convert_part(task: dict, t0: float, c0: float, exact: bool) -> dict:
             counters[0].value += pending_docs
             counters[1].value += pending_bytes
 
+    # The input must be what the driver planned with: a file changed under the run would
+    # make a part that is neither the old input nor the new one.
+    identity = input_identity(task['url'])
+    if not same_input(task['identity'], identity):
+        raise InputChanged(f'{task["url"]} changed while it was being converted '
+                           f'({describe_change(task["identity"], identity)}); run the same '
+                           f'command again to convert it as it is now')
+
     # Confirm the part in the remote before declaring it complete.
     index_bytes = remote.read(f'{base}/{INDEX}')
     index = json.loads(index_bytes)
@@ -173,8 +197,9 @@ def _convert_part(task: dict, t0: float, c0: float, exact: bool) -> dict:
     seconds = time.perf_counter() - t0
     manifest = {
         'version': MANIFEST_VERSION, 'part': part, 'input': task['url'], 'digest': task['digest'],
+        'input_identity': task['identity'],  # as planned: the next run compares with it
         'documents': stats['documents'], 'samples': stats['samples'],
-        'input_bytes': stats['input_bytes'], 'skipped': skipped,
+        'input_bytes': stats['input_bytes'], 'skipped': skipped, 'problems': problems,
         'index_bytes': len(index_bytes), 'index_sha256': sha256(index_bytes), 'shards': shards,
         'seconds': round(seconds, 3),
     }

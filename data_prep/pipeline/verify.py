@@ -8,7 +8,8 @@ one the index names. For every shard the index names:
 the object is there with the recorded size; with hashes on (the default), it is downloaded
 and every hash the index records is recomputed, the compressed file is decompressed and its
 raw size and hashes checked too, and the sample count in the shard's own header must equal
-the index's. Where the parts carry our manifests, their sample counts must add up as well.
+the index's. Where the parts carry our manifests, their sample counts must add up as well. An
+index that names no sample at all is a problem too (nothing to train on).
 Exit status 0 when all is well; 1 with one line per problem otherwise; 2 if it cannot look.
 """
 from __future__ import annotations
@@ -107,6 +108,9 @@ def verify(url: str, split: str | None = None, hashes: bool = True, workers: int
                 elif have != stored['bytes']:
                     problems.append(f'{remote.join(name)}: {have} bytes, index says '
                                     f'{stored["bytes"]}')
+        if not samples:  # nothing to train on: a conversion never publishes this
+            problems.append(f'{remote.join(prefix + INDEX)}: names no samples (an empty '
+                            f'dataset)')
         # Every shard present must be one the index names: a shard the index does not cover is
         # data the readers never see (left by an interrupted or foreign writer).
         named = {prefix + shard[key]['basename'] for shard in shards

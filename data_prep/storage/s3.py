@@ -62,6 +62,9 @@ class S3Remote(Remote):
                 if code == 'ConditionalRequestConflict':  # another conditional write in flight
                     time.sleep(0.2)
                     continue
+                if code in ('NotImplemented', '501'):  # a server without conditional writes:
+                    self.write(name, data)  # we looked first; the best that can be done
+                    return True
                 if code != 'PreconditionFailed':
                     raise self._translate(exc) from None
                 # botocore retried: the first attempt may have landed with its answer lost

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from data_prep.pipeline.convert import ConvertConfig, convert
-from data_prep.pipeline.records import BadRecordError
+from data_prep.pipeline.records import REASONS, BadRecordError
 from data_prep.pipeline.verify import iter_samples, sample_digest, verify
 from tests.helpers import PY, ROOT, run, sample_texts
 
@@ -101,7 +101,7 @@ def test_sigkill_then_rerun_gives_the_same_dataset(sample_dir, reference, tmp_pa
     assert s['parts_converted'] == 4 - done
     # Shard boundaries differ (16kb vs 64kb), the samples in order must not.
     ref, _ = reference
-    assert [x for x in iter_samples(str(out), 'train')] == [x for x in iter_samples(str(ref), 'train')]
+    assert list(iter_samples(str(out), 'train')) == list(iter_samples(str(ref), 'train'))
     assert verify(str(out))['ok']
 
 
@@ -163,7 +163,7 @@ def test_skip_counts_each_reason_and_cli_error_is_one_line(tmp_path):
     good = [GOOD] * (len(BAD) + 1) + [GOOD_UNICODE] * 2
     assert s['published'] and s['documents'] == s['samples'] == len(good)
     assert s['input_bytes'] == sum(len(line) + 1 for line in good)  # each with its newline
-    want = {reason: 0 for reason, _ in BAD.values()}
+    want = dict.fromkeys(REASONS, 0)
     for reason, _ in BAD.values():
         want[reason] += 1
     want['invalid_utf8'] += 1  # file 1's lone surrogate
