@@ -80,17 +80,3 @@ def test_missing_bucket_is_one_remote_error(kind, request):
 def test_unknown_scheme_is_one_remote_error():
     with pytest.raises(RemoteError, match="unsupported remote 'oic://b/x'"):
         open_remote('oic://b/x')
-
-
-def test_create_only_if_absent(remote_url):
-    """The conditional create a lease needs: of two creates of one name, the second is refused
-    and the first's bytes stay."""
-    if remote_url.startswith('oci://'):
-        pytest.skip('the local OCI store ignores If-None-Match (added on branch store)')
-    remote = open_remote(remote_url)
-    assert remote.create('split/.lock.json', b'first') is True
-    assert remote.create('split/.lock.json', b'second') is False
-    assert remote.read('split/.lock.json') == b'first'
-    assert remote.list('split/') == {'split/.lock.json': 5}  # no temp file left behind
-    remote.delete('split/.lock.json')
-    assert remote.create('split/.lock.json', b'again') is True
