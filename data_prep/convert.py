@@ -47,12 +47,13 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from data_prep.records import (REASONS, BadRecordError, InputError, InputFile, NeedsExactRead,
-                               iter_records, resolve_inputs)
+                               ReadError, iter_records, resolve_inputs)
 from data_prep.remote import Remote, RemoteError, list_checked, open_remote
 
 MANIFEST = 'manifest.json'
 INDEX = 'index.json'
 MANIFEST_VERSION = 1
+READ_ATTEMPTS = 3  # reads of an input file that fails for a transient cause (network, 5xx)
 
 
 class ConvertError(RuntimeError):
@@ -218,12 +219,25 @@ def convert_part(task: dict) -> dict:
     """Converts one input file into REMOTE/SPLIT/PART/, verifies it and writes its manifest.
 
     Reads UTF-8 first; if a chunk of the file does not decode, starts the part over reading
-    the exact bytes, which names (or skips) the line with invalid UTF-8."""
+    the exact bytes, which names (or skips) the line with invalid UTF-8. If the file cannot be
+    read to its end for a transient cause (a connection reset mid-body, a 5xx), the part starts
+    over, up to READ_ATTEMPTS reads; then the ReadError names the file."""
     t0, c0 = time.perf_counter(), time.process_time()
-    try:
-        return _convert_part(task, t0, c0, exact=False)
-    except NeedsExactRead:
-        return _convert_part(task, t0, c0, exact=True)
+    exact = False
+    for attempt in range(1, READ_ATTEMPTS + 1):
+        try:
+            try:
+                return _convert_part(task, t0, c0, exact=exact)
+            except NeedsExactRead:
+                exact = True
+                return _convert_part(task, t0, c0, exact=True)
+        except ReadError as exc:
+            if not exc.transient or attempt == READ_ATTEMPTS:
+                exc.attempts = attempt
+                raise
+            logging.getLogger(__name__).info('%s; reading it again', exc)
+            time.sleep(attempt)  # 1 s, then 2 s: a server that dropped one request recovers
+    raise AssertionError('unreachable')
 
 
 def _convert_part(task: dict, t0: float, c0: float, exact: bool) -> dict:
@@ -659,6 +673,10 @@ def main(argv: list[str] | None = None) -> int:
     except (ConvertError, InputError) as exc:
         print(f'error: {exc}', file=sys.stderr)
         return 2
+    except ReadError as exc:
+        print(f'error: {exc}. Nothing was published; run the same command again to resume.',
+              file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print('\ninterrupted: nothing was published; run the same command again to resume.',
               file=sys.stderr)

@@ -22,17 +22,23 @@ refuses). Each line is turned back into its exact bytes (`encode('latin-1')`, wh
 its size) and decoded as UTF-8 here, so the one bad line is named.
 
 For the hub, the file list comes from the dataset's builder config (`load_dataset_builder`),
-so every hub file is one part of the conversion, exactly like a local file.
+so every hub file is one part of the conversion, exactly like a local file. A file that cannot
+be read to its end (a connection reset mid-body, a 5xx after huggingface_hub's own retries)
+raises ReadError naming the file; convert_part reads it again from the start if the cause is
+transient.
 """
 from __future__ import annotations
 
 import glob
 import json
 import os
+import time
 from dataclasses import dataclass
 from typing import Iterator
 
 import orjson
+
+METADATA_ATTEMPTS = 3  # tries of load_dataset_builder when the hub drops a request
 
 # Skip reasons, also the keys of the `skipped` counts in the summary.
 MALFORMED_JSON = 'malformed_json'
@@ -56,6 +62,43 @@ class NeedsExactRead(RuntimeError):
 
 class InputError(RuntimeError):
     """The input cannot be found or reached (bad glob, unreachable dataset). One line."""
+
+
+class ReadError(RuntimeError):
+    """An input file could not be read to its end: names the file and the cause. `transient`
+    (network, 5xx, 429): reading it again may work. Picklable, to cross the worker pool."""
+
+    def __init__(self, url: str = '', cause: str = '', transient: bool = False,
+                 attempts: int = 1):
+        super().__init__(url, cause, transient, attempts)
+        self.url, self.cause, self.transient, self.attempts = url, cause, transient, attempts
+
+    def __str__(self) -> str:
+        tries = f' (tried {self.attempts} times)' if self.attempts > 1 else ''
+        return f'cannot read {self.url}{tries}: {self.cause}'
+
+
+def is_transient(exc: BaseException) -> bool:
+    """A failure of the network or the server, not of the file: worth another read.
+
+    huggingface_hub retries 5xx answers and refused connections itself, but not a body cut
+    short (requests' ChunkedEncodingError), which ends the read with no retry at all."""
+    import requests
+    if isinstance(exc, requests.HTTPError):  # also huggingface_hub's HfHubHTTPError
+        status = exc.response.status_code if exc.response is not None else 0
+        return status in (408, 429) or status >= 500
+    if isinstance(exc, (requests.RequestException, ConnectionError, TimeoutError)):
+        return True  # incl. datasets' own ConnectionError('Server Disconnected')
+    try:
+        import aiohttp  # fsspec's http:// files
+        return isinstance(exc, aiohttp.ClientError)
+    except ImportError:
+        return False
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return f'{type(exc).__name__}: {text.splitlines()[0]}' if text else type(exc).__name__
 
 
 class BadRecordError(RuntimeError):
@@ -84,6 +127,9 @@ def _quiet_datasets() -> None:
     # Each load_dataset('text') would otherwise send a HEAD to the hub to count a download
     # (up to 3 s per input file where the network drops packets); we read files, not scripts.
     datasets.config.HF_UPDATE_DOWNLOAD_COUNTS = False
+    # load_dataset_builder would also ask the dataset viewer (datasets-server.<HF_ENDPOINT
+    # host>) for split sizes of its parquet export: we list and read the files themselves.
+    datasets.config.USE_PARQUET_EXPORT = False
 
 
 def resolve_inputs(dataset: str | None = None, subset: str | None = None, split: str = 'train',
@@ -100,11 +146,21 @@ def resolve_inputs(dataset: str | None = None, subset: str | None = None, split:
         raise InputError('give --dataset NAME or --data-files GLOB')
     _quiet_datasets()
     import datasets
-    try:
-        builder = datasets.load_dataset_builder(dataset, subset)
-    except Exception as exc:  # offline, unknown name, gated: all one line for the user
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise InputError(f'cannot reach dataset {dataset!r} (subset {subset!r}): {first}') from None
+    import requests
+    for attempt in range(1, METADATA_ATTEMPTS + 1):
+        try:
+            builder = datasets.load_dataset_builder(dataset, subset)
+            break
+        except Exception as exc:  # offline, unknown name or subset, gated: one line
+            # huggingface_hub does not retry its metadata requests (repo info, listing).
+            if (attempt < METADATA_ATTEMPTS and isinstance(exc, requests.RequestException)
+                    and is_transient(exc)):
+                time.sleep(attempt)
+                continue
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            verb = 'cannot reach' if is_transient(exc) else 'cannot load'
+            raise InputError(f'{verb} dataset {dataset!r} (subset {subset!r}) at '
+                             f'{datasets.config.HF_ENDPOINT}: {first}') from None
     files = (builder.config.data_files or {}).get(split)
     if not files:
         raise InputError(f'dataset {dataset!r} (subset {subset!r}) has no data files for split '
@@ -127,6 +183,16 @@ def _line_views(table) -> Iterator[memoryview]:
 
 
 def iter_lines(url: str, exact: bool = True) -> Iterator[str | memoryview]:
+    """`_iter_lines`, with any failure to read the file (not its content) as a ReadError."""
+    try:
+        yield from _iter_lines(url, exact)
+    except NeedsExactRead:
+        raise
+    except Exception as exc:
+        raise ReadError(url, _first_line(exc), is_transient(exc)) from exc
+
+
+def _iter_lines(url: str, exact: bool = True) -> Iterator[str | memoryview]:
     """Every line of one JSON-lines file (json, .gz, .zst, .bz2...), in order, via datasets,
     each with its line break (the last may have none).
 

@@ -1,0 +1,1 @@
+"""Local servers that speak real protocols, for offline runs and tests (the OCI store, the hub)."""
