@@ -147,6 +147,14 @@ def resolve_inputs(dataset: str | None = None, subset: str | None = None, split:
     _quiet_datasets()
     import datasets
     import requests
+    from huggingface_hub import constants as hub_constants
+    if hub_constants.ENDPOINT.rstrip('/') != datasets.config.HF_ENDPOINT.rstrip('/'):
+        # Each reads HF_ENDPOINT once, when first imported, and datasets builds the files'
+        # URLs with both: set in between, the files are listed at one hub and sought at the
+        # other (here: found nowhere).
+        raise InputError(f'HF_ENDPOINT was set after huggingface_hub was imported (it uses '
+                         f'{hub_constants.ENDPOINT}, datasets {datasets.config.HF_ENDPOINT}): '
+                         f'set it before either is imported')
     for attempt in range(1, METADATA_ATTEMPTS + 1):
         try:
             builder = datasets.load_dataset_builder(dataset, subset)

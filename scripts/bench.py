@@ -65,13 +65,17 @@ def start_stores(args):
     return {'plain': plain, 'shaped': shaped}
 
 
-def conversion_input(args, sample: Path) -> dict:
+def conversion_input(args) -> dict:
     """The conversion's input, as the seed's first test has it: allenai/c4 `en` from the hub,
-    here a local hub serving the sample (started now, stopped at exit); with --no-hub, the
-    sample's files. Must run before `datasets` is imported: it reads HF_ENDPOINT then."""
+    here a local hub serving the sample (made now; the hub stops at exit); with --no-hub, the
+    sample's files. Call it before anything imports huggingface_hub or datasets (the
+    tokenizer's training does): they read HF_ENDPOINT when imported."""
+    from data_prep.sample import generate
+    sample = Path(args.build) / 'c4_sample'
     if args.no_hub:
         return {'data_files': str(sample / 'c4-train.*.json.gz')}
     from data_prep.servers.hf_hub import start_hub
+    generate(str(sample), size_mb=args.sample_mb)  # as prepare_inputs does; kept if there
     hub = start_hub(Path(args.build) / 'bench-hub', sample=sample)
     atexit.register(hub.stop)
     os.environ.update(hub.env())
@@ -79,9 +83,9 @@ def conversion_input(args, sample: Path) -> dict:
     return {'dataset': 'allenai/c4', 'subset': 'en'}
 
 
-def convert_variants(args, sample: Path, remote: str, out: Path) -> dict:
-    """Converts (or finds converted and verified) both variants; returns their summaries."""
-    source = conversion_input(args, sample)
+def convert_variants(args, source: dict, remote: str, out: Path) -> dict:
+    """Converts (or finds converted and verified) both variants of `source` (data_files=...,
+    or dataset=..., subset=...); returns their summaries."""
     from data_prep.convert import ConvertConfig, convert, format_summary
     summaries = {}
     for n, (variant, compression) in enumerate(VARIANTS.items(), start=1):
@@ -195,8 +199,9 @@ def main(argv: list[str] | None = None) -> int:
             os.environ.update(envs['plain'])  # conversion and listing talk to the plain store
             print(f'local OCI store: {stores["plain"].endpoint} (plain), {stores["shaped"].endpoint} '
                   f'(shaped: {SHAPED["latency_ms"]:.0f} ms per request, {SHAPED["bandwidth_mbps"]:.0f} MB/s)')
+        source = conversion_input(args)
         sample, tokenizer = prepare_inputs(args)
-        conversions = convert_variants(args, sample, remote, out)
+        conversions = convert_variants(args, source, remote, out)
         buckets = bucket_stats(remote)
         if stores:  # listing as seen from "another region"
             os.environ.update(envs['shaped'])

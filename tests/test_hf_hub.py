@@ -149,3 +149,20 @@ def test_hub_unknown_dataset_or_subset_is_one_line(hub, tmp_path):
         assert lines[0].startswith(f"error: cannot load dataset '{name}' (subset '{subset}') "
                                    f"at {hub.endpoint}: ") and message in lines[0]
     assert not (tmp_path / 'o').exists() or not any((tmp_path / 'o').rglob('*.mds'))
+
+
+def test_endpoint_set_after_huggingface_hub_import_is_one_line(hub):
+    """datasets builds the files' URLs with huggingface_hub's endpoint and its own, each read
+    at import: set in between, the files would be sought at the real hub. We say so."""
+    code = ('import os, huggingface_hub.constants\n'
+            f'os.environ["HF_ENDPOINT"] = "{hub.endpoint}"\n'
+            'from data_prep.records import InputError, resolve_inputs\n'
+            'try:\n    resolve_inputs("allenai/c4", "en")\n'
+            'except InputError as e:\n    print(e)\n')
+    env = {**os.environ, **hub.env()}
+    del env['HF_ENDPOINT']
+    proc = subprocess.run([PY, '-c', code], cwd=ROOT, capture_output=True, text=True, env=env,
+                          timeout=120)
+    assert proc.stdout.strip() == (f'HF_ENDPOINT was set after huggingface_hub was imported (it '
+                                   f'uses https://huggingface.co, datasets {hub.endpoint}): set '
+                                   f'it before either is imported'), proc.stderr
