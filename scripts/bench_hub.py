@@ -11,7 +11,9 @@ exit, each with its own empty HF_HOME (the README, listings and files come from 
     one MDSWriter (scripts/bench_convert.naive_loop), one stream.
 
 Both write zstd MDS to a local folder, so the hub path is what is measured. MB/s are of
-uncompressed input JSON per second of the whole process (start-up included).
+uncompressed input JSON per second of the whole process (start-up included), and of the work
+alone (after imports and checks); CPU seconds are the process's and its workers', so MB per
+CPU-second does not drop when other programs share the cores.
 
     python scripts/bench_hub.py [--size-mb 192] [--files 8] [--workers N] [--rounds 1]
 """
@@ -20,6 +22,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import shutil
 import subprocess
 import sys
@@ -38,15 +41,23 @@ def seed_loop(out: str) -> int:
     return 0
 
 
-def timed(cmd: list[str], env: dict) -> tuple[float, str]:
-    t0 = time.perf_counter()
+def timed(cmd: list[str], env: dict) -> tuple[float, float, str]:
+    """(wall seconds, CPU seconds of the process and all it waited for, its stdout)."""
+    def cpu() -> float:
+        ru = resource.getrusage(resource.RUSAGE_CHILDREN)
+        return ru.ru_utime + ru.ru_stime
+    t0, c0 = time.perf_counter(), cpu()
     proc = subprocess.run(cmd, cwd=ROOT, env={**os.environ, **env}, capture_output=True,
                           text=True)
-    seconds = time.perf_counter() - t0
+    seconds, cpu_seconds = time.perf_counter() - t0, cpu() - c0
     if proc.returncode != 0:
         raise SystemExit(f'error: {" ".join(cmd[:6])}... exited {proc.returncode}:\n'
                          f'{proc.stderr[-3000:]}')
-    return seconds, proc.stdout
+    return seconds, cpu_seconds, proc.stdout
+
+
+KEYS = ('seconds', 'mb_per_s', 'work_seconds', 'work_mb_per_s', 'process_cpu_seconds',
+        'mb_per_cpu_s', 'samples', 'hub')
 
 
 def traffic(hub) -> dict:
@@ -104,10 +115,11 @@ def main(argv: list[str] | None = None) -> int:
                            '--workers', str(args.workers), '--no-progress', '--json']
                 else:
                     cmd = [sys.executable, 'scripts/bench_hub.py', '--seed-loop', out]
-                seconds, stdout = timed(cmd, env)
+                seconds, cpu_seconds, stdout = timed(cmd, env)
                 inner = json.loads(stdout[stdout.index('{'):])
-                runs[name] = {**inner, 'inner_seconds': inner['seconds'], 'seconds': seconds,
-                              'hub': traffic(hub)}
+                # inner seconds: the work after imports (ours: after its checks too)
+                runs[name] = {**inner, 'work_seconds': inner['seconds'], 'seconds': seconds,
+                              'process_cpu_seconds': cpu_seconds, 'hub': traffic(hub)}
             a, b = runs['ours'], runs['seed']
             if a['samples'] != b['samples']:
                 print(f'MISMATCH: ours {a["samples"]} samples, seed {b["samples"]}',
@@ -115,6 +127,8 @@ def main(argv: list[str] | None = None) -> int:
                 return 1
             for x in (a, b):
                 x['mb_per_s'] = a['input_bytes'] / 1e6 / x['seconds']
+                x['work_mb_per_s'] = a['input_bytes'] / 1e6 / x['work_seconds']
+                x['mb_per_cpu_s'] = a['input_bytes'] / 1e6 / x['process_cpu_seconds']
             print(f'round {r + 1}: ours {a["seconds"]:.1f} s, seed {b["seconds"]:.1f} s, '
                   f'load {os.getloadavg()[0]:.2f}', flush=True)
             rounds.append(runs)
@@ -122,6 +136,7 @@ def main(argv: list[str] | None = None) -> int:
     b = min((x['seed'] for x in rounds), key=lambda x: x['seconds'])
     load1 = os.getloadavg()
     speedup = b['seconds'] / a['seconds']
+    work_speedup = b['work_seconds'] / a['work_seconds']
     json_mb = a['input_bytes'] / 1e6
     # The network alone: every gzipped byte through one connection (b) or `workers` (a).
     floor_b = gz_mb / args.bandwidth_mbps
@@ -129,21 +144,23 @@ def main(argv: list[str] | None = None) -> int:
     result = {'input': {'files': args.files, 'json_mb': json_mb, 'gz_mb': gz_mb},
               'hub': {'bandwidth_mbps_per_connection': args.bandwidth_mbps,
                       'latency_ms': args.latency_ms},
-              'ours': {k: a[k] for k in ('seconds', 'mb_per_s', 'workers', 'samples', 'hub',
-                                          'startup_seconds')},
-              'seed': {k: b[k] for k in ('seconds', 'mb_per_s', 'samples', 'hub')},
-              'speedup_vs_seed': speedup, 'network_floor_seconds': {'ours': floor_a,
-                                                                    'seed': floor_b},
+              'ours': {k: a[k] for k in KEYS + ('workers', 'startup_seconds')},
+              'seed': {k: b[k] for k in KEYS},
+              'speedup_vs_seed': speedup, 'work_speedup_vs_seed': work_speedup,
+              'network_floor_seconds': {'ours': floor_a, 'seed': floor_b},
               'rounds': args.rounds, 'loadavg_before': load0, 'loadavg_after': load1,
               'cpus': os.cpu_count()}
     rows = [(f'(a) ours, {a["workers"]} workers, one part per file', a),
             ('(b) seed, one load_dataset stream', b)]
     print(f'\ninput: {args.files} hub files, {json_mb:.1f} MB JSON ({gz_mb:.1f} MB gzipped); '
           f'hub {args.bandwidth_mbps:g} MB/s per connection, {args.latency_ms:g} ms per request')
-    print(f'{"":40s} whole process   MB/s JSON   hub requests')
+    print(f'{"":38s} whole process  MB/s  | work only  MB/s | CPU s  MB/CPU-s | requests')
     for label, x in rows:
-        print(f'{label:40s} {x["seconds"]:9.1f} s {x["mb_per_s"]:11.1f} {x["hub"]["requests"]:14d}')
-    print(f'{"(a) / (b)":40s} {speedup:9.2f}x')
+        print(f'{label:38s} {x["seconds"]:8.1f} s {x["mb_per_s"]:6.1f} | '
+              f'{x["work_seconds"]:7.1f} s {x["work_mb_per_s"]:6.1f} | '
+              f'{x["process_cpu_seconds"]:5.1f} {x["mb_per_cpu_s"]:8.1f} | '
+              f'{x["hub"]["requests"]:8d}')
+    print(f'{"(a) / (b)":38s} {speedup:8.2f}x        | {work_speedup:7.2f}x')
     print(f'network alone (gzipped bytes / bandwidth): (a) {floor_a:.1f} s, (b) {floor_b:.1f} s')
     print(f'load average before {load0[0]:.2f}, after {load1[0]:.2f}, on {os.cpu_count()} '
           f'cores; best of {args.rounds} round(s)')
