@@ -673,9 +673,9 @@ def main(argv: list[str] | None = None) -> int:
     except (ConvertError, InputError) as exc:
         print(f'error: {exc}', file=sys.stderr)
         return 2
-    except ReadError as exc:
-        print(f'error: {exc}. Nothing was published; run the same command again to resume.',
-              file=sys.stderr)
+    except ReadError as exc:  # a file that cannot be read to its end, named
+        again = '; run the same command again to resume' if exc.transient else ''
+        print(f'error: {exc}. Nothing was published{again}.', file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print('\ninterrupted: nothing was published; run the same command again to resume.',

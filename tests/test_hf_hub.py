@@ -166,3 +166,18 @@ def test_endpoint_set_after_huggingface_hub_import_is_one_line(hub):
     assert proc.stdout.strip() == (f'HF_ENDPOINT was set after huggingface_hub was imported (it '
                                    f'uses https://huggingface.co, datasets {hub.endpoint}): set '
                                    f'it before either is imported'), proc.stderr
+
+
+def test_unreadable_file_is_named_and_not_read_again(tmp_path):
+    """Not only the hub's: any file that cannot be read (here not gzip at all) names itself,
+    and a cause that is not transient is not retried."""
+    from data_prep.convert import ConvertConfig, convert as convert_files
+    from data_prep.records import ReadError
+    bad = tmp_path / 'c4-train.00000-of-00001.json.gz'
+    bad.write_bytes(b'{"text": "not gzip"}\n')
+    with pytest.raises(ReadError) as err:
+        convert_files(ConvertConfig(remote=str(tmp_path / 'out'), data_files=str(bad),
+                                    workers=1, progress=False))
+    assert str(err.value).startswith(f'cannot read {bad}: BadGzipFile: ')
+    assert err.value.attempts == 1 and not err.value.transient  # read once
+    assert not (tmp_path / 'out' / 'train' / 'index.json').exists()
