@@ -89,6 +89,7 @@ def test_hub_answers_huggingface_hub(hub, sample_dir, tmp_path):
                                     endpoint=hub.endpoint))
 
 
+@pytest.mark.slow
 def test_hub_conversion_matches_data_files(hub, hub_dir, sample_dir, tmp_path):
     """The same samples from the hub as from the files, raw and zstd; the zstd run's hub
     resets the second file mid-body, then answers 503 (read again, then retried)."""
@@ -121,6 +122,7 @@ def test_hub_conversion_matches_data_files(hub, hub_dir, sample_dir, tmp_path):
     assert reads == {c4_name(p.name).split('/')[1] for p in sample_dir.glob('c4-train.*')}
 
 
+@pytest.mark.slow
 def test_hub_file_that_keeps_failing_stops_the_run_in_one_line(hub_dir, tmp_path):
     knobs = Knobs(fault_rate=1.0, fault_kinds=('reset',), fault_match=SECOND_FILE)
     with start_hub(hub_dir, knobs=knobs, log_path=tmp_path / 'bad.jsonl') as bad:
