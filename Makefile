@@ -14,6 +14,10 @@ STORE_DIR ?= .store/data
 STORE_PORT ?= 9300
 STORE_ENV := OCI_CLI_AUTH=api_key OCI_CLI_PROFILE=DEFAULT OCI_CONFIG_FILE=$(CURDIR)/$(STORE_DIR)/client/config \
              OCI_OBJECT_STORAGE_ENDPOINT=http://127.0.0.1:$(STORE_PORT)
+# The local Hugging Face Hub stand-in (data_prep/servers/hf_hub): allenai/c4 `en` from the sample.
+HUB_DIR ?= .hub/data
+HUB_PORT ?= 9400
+HUB_ARGS ?=
 MDS_ROOT ?= oci://c4-bench@local/c4
 REMOTE ?= $(MDS_ROOT)/zstd
 # A remote given on the command line (oci://, s3://) is real: no local store, no shaping.
@@ -27,7 +31,7 @@ USE_STORE = $(if $(findstring @local/,$(MDS_ROOT)/ $(REMOTE)/),store)
 ENV = $(if $(USE_STORE),$(STORE_ENV))
 
 .DEFAULT_GOAL := help
-.PHONY: help install lint test test-fast sample tokenizer convert bench-convert verify train bench store store-stop bench-store clean
+.PHONY: help install lint test test-fast sample tokenizer convert bench-convert verify train bench store store-stop bench-store hub hub-stop bench-hub clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -61,6 +65,12 @@ store: $(STAMP)  ## start the local OCI store in the background (127.0.0.1:9300,
 store-stop:  ## stop the local OCI store started by make store
 	$(PY) -m data_prep.servers.oci_store stop --data-dir $(STORE_DIR)
 
+hub: sample  ## start the local Hugging Face Hub in the background (allenai/c4 en from the sample; 127.0.0.1:9400)
+	@$(PY) -m data_prep.servers.hf_hub start --data-dir $(HUB_DIR) --port $(HUB_PORT) --sample $(SAMPLE) $(HUB_ARGS)
+
+hub-stop:  ## stop the local Hugging Face Hub started by make hub
+	$(PY) -m data_prep.servers.hf_hub stop --data-dir $(HUB_DIR)
+
 convert: sample $(USE_STORE)  ## convert the sample to MDS, raw and zstd, into MDS_ROOT (default: the local store)
 	$(ENV) $(PY) -m data_prep.convert --data-files '$(SAMPLE)/c4-train.*.json.gz' --remote $(MDS_ROOT)/uncompressed --compression none
 	$(ENV) $(PY) -m data_prep.convert --data-files '$(SAMPLE)/c4-train.*.json.gz' --remote $(MDS_ROOT)/zstd --compression zstd
@@ -77,6 +87,9 @@ bench: $(STAMP)  ## the six tests end to end, offline, then the report (REMOTE=.
 
 bench-convert: $(STAMP)  ## ours vs the seed's one-loop conversion vs the per-core limit (BENCH_MB=192)
 	$(PY) scripts/bench_convert.py --size-mb $(BENCH_MB)
+
+bench-hub: $(STAMP)  ## ours vs the seed's single stream, from a far-away hub (50 MB/s, 40 ms; BENCH_MB=192)
+	$(PY) scripts/bench_hub.py --size-mb $(BENCH_MB)
 
 bench-store: $(STAMP)  ## GET throughput of the local OCI store on loopback (MB/s)
 	$(PY) scripts/bench_store.py

@@ -21,6 +21,7 @@ from data_prep.pipeline.records import (
     UNREADABLE_FILE,
     BadRecordError,
     InputError,
+    ReadError,
 )
 
 LIST_MAX = 20  # parts redone / removed and files skipped named in the summary, then a count
@@ -162,6 +163,10 @@ def main(argv: list[str] | None = None) -> int:
     except (ConvertError, InputError) as exc:
         print(f'error: {exc}', file=sys.stderr)
         return 2
+    except ReadError as exc:  # a file that could not be read to its end, named
+        again = '; run the same command again to resume' if exc.transient else ''
+        print(f'error: {exc}. Nothing was published{again}.', file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print('\ninterrupted: nothing was published; run the same command again to resume.',
               file=sys.stderr)

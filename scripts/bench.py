@@ -1,7 +1,8 @@
 """`make bench`: the seed walkthrough's six tests end to end, then a one-page report.
 
-1-2. convert the C4 sample to MDS, uncompressed and zstd, into the bucket (skipped when the
-     dataset is already there and verified: the conversion itself is resumable);
+1-2. convert allenai/c4 `en` (the C4 sample, served by a local hub: the seed's hub -> bucket)
+     to MDS, uncompressed and zstd, into the bucket (skipped when the dataset is already there
+     and verified: the conversion itself is resumable; --no-hub reads the sample's files);
 3-4. bucket bytes, object count and listing time of each variant;
 5-6. stream each variant into the CPU recipe's fine-tune: cold cache, then warm, over a
      store shaped like a bucket in another region; then a cold pair with no shaping.
@@ -14,6 +15,7 @@ and DIR/c4_zstd.yaml), e.g. `--recipes yamls` on an 8xH100 node.
 from __future__ import annotations
 
 import argparse
+import atexit
 import datetime as dt
 import json
 import os
@@ -63,16 +65,34 @@ def start_stores(args):
     return {'plain': plain, 'shaped': shaped}
 
 
-def convert_variants(args, sample: Path, remote: str, out: Path) -> dict:
-    """Converts (or finds converted and verified) both variants; returns their summaries."""
+def conversion_input(args) -> dict:
+    """The conversion's input, as the seed's first test has it: allenai/c4 `en` from the hub,
+    here a local hub serving the sample (made now; the hub stops at exit); with --no-hub, the
+    sample's files. Call it before anything imports huggingface_hub or datasets (the
+    tokenizer's training does): they read HF_ENDPOINT when imported."""
+    from data_prep.pipeline.sample import generate
+    sample = Path(args.build) / 'c4_sample'
+    if args.no_hub:
+        return {'data_files': str(sample / 'c4-train.*.json.gz')}
+    from data_prep.servers.hf_hub import start_hub
+    generate(str(sample), size_mb=args.sample_mb)  # as prepare_inputs does; kept if there
+    hub = start_hub(Path(args.build) / 'bench-hub', sample=sample)
+    atexit.register(hub.stop)
+    os.environ.update(hub.env())
+    print(f'local Hugging Face Hub: {hub.endpoint}, allenai/c4 en = {sample}')
+    return {'dataset': 'allenai/c4', 'subset': 'en'}
+
+
+def convert_variants(args, source: dict, remote: str, out: Path) -> dict:
+    """Converts (or finds converted and verified) both variants of `source` (data_files=...,
+    or dataset=..., subset=...); returns their summaries."""
     from data_prep.convert import format_summary
     from data_prep.pipeline.convert import ConvertConfig, convert
     summaries = {}
     for n, (variant, compression) in enumerate(VARIANTS.items(), start=1):
         stage(n, f'convert the sample to MDS, {variant}, into {remote}/{variant}')
         cache = Path(args.build) / 'bench' / f'convert-{variant}.json'
-        summary = convert(ConvertConfig(remote=f'{remote}/{variant}',
-                                        data_files=str(sample / 'c4-train.*.json.gz'),
+        summary = convert(ConvertConfig(remote=f'{remote}/{variant}', **source,
                                         compression=None if compression == 'none' else compression))
         if summary['parts_converted'] == 0 and cache.exists():
             previous = json.loads(cache.read_text())
@@ -151,6 +171,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument('--nproc', type=int, default=1, help='processes per run: composer -n (default 1)')
     p.add_argument('--no-plain-pair', action='store_true',
                    help='skip the cold pair over the unshaped store (4 runs instead of 6)')
+    p.add_argument('--no-hub', action='store_true',
+                   help='convert the sample\'s files directly, not allenai/c4 from a local hub')
     p.add_argument('--build', default='build', help='sample and tokenizer folder (default build)')
     p.add_argument('--store-dir', default='.store/data', help='local store data (default .store/data)')
     p.add_argument('--out', default='results/bench', help='reports go to OUT/<timestamp>/')
@@ -178,8 +200,9 @@ def main(argv: list[str] | None = None) -> int:
             os.environ.update(envs['plain'])  # conversion and listing talk to the plain store
             print(f'local OCI store: {stores["plain"].endpoint} (plain), {stores["shaped"].endpoint} '
                   f'(shaped: {SHAPED["latency_ms"]:.0f} ms per request, {SHAPED["bandwidth_mbps"]:.0f} MB/s)')
+        source = conversion_input(args)
         sample, tokenizer = prepare_inputs(args)
-        conversions = convert_variants(args, sample, remote, out)
+        conversions = convert_variants(args, source, remote, out)
         buckets = bucket_stats(remote)
         if stores:  # listing as seen from "another region"
             os.environ.update(envs['shaped'])

@@ -67,13 +67,18 @@ def gunzip_name() -> str:
     return 'ISA-L (isal)' if opener.__name__ == 'isal' else 'zlib'
 
 
-def naive_loop(files: list[str], out: str, compression: str = 'zstd') -> dict:
-    """The seed walkthrough: one streaming iterator, one MDSWriter, one Python loop."""
+def naive_loop(files: list[str], out: str, compression: str = 'zstd',
+               dataset: str | None = None, subset: str | None = None) -> dict:
+    """The seed walkthrough: one streaming iterator, one MDSWriter, one Python loop, over
+    `files`, or over the hub's `dataset` (e.g. allenai/c4, `subset` en) when given."""
     import datasets
     from streaming import MDSWriter
     shutil.rmtree(out, ignore_errors=True)
     t0, c0 = time.perf_counter(), time.process_time()
-    ds = datasets.load_dataset('json', data_files=files, split='train', streaming=True)
+    if dataset:
+        ds = datasets.load_dataset(dataset, subset, split='train', streaming=True)
+    else:
+        ds = datasets.load_dataset('json', data_files=files, split='train', streaming=True)
     n = 0
     with MDSWriter(columns={'text': 'str'}, out=out, compression=compression) as writer:
         for sample in ds:

@@ -15,6 +15,9 @@ def test_smallest_bench_rows_agree_with_each_runs_metrics(tmp_path):
                 '--out', str(tmp_path / 'results')], timeout=600)
     out = tmp_path / 'results' / 'latest'
     assert out.is_symlink() and '[6/6]' in proc.stdout
+    # Stages 1-2 are the seed's first test: allenai/c4 en from a (local) hub into the bucket.
+    manifest = next((tmp_path / 'store').rglob('zstd/train/part-00000/manifest.json'))
+    assert json.loads(manifest.read_text())['input'].startswith('hf://datasets/allenai/c4@')
     results = json.loads((out / 'results.json').read_text())
     rows = {(r['variant'], r['cache']): r for r in results['rows']}
     assert set(rows) == {(v, c) for v in ('uncompressed', 'zstd') for c in ('cold', 'warm')}

@@ -22,6 +22,7 @@ from data_prep.pipeline.records import (
     DiscardFile,
     InputChanged,
     NeedsExactRead,
+    ReadError,
     describe_change,
     input_identity,
     iter_records,
@@ -30,6 +31,7 @@ from data_prep.pipeline.records import (
 from data_prep.storage import open_remote
 
 MANIFEST_VERSION = 2  # 2: the input's identity, its file's problems
+READ_ATTEMPTS = 3  # reads of an input file that fails for a transient cause (network, 5xx)
 
 _W: dict[str, Any] = {}
 
@@ -101,9 +103,11 @@ def convert_part(task: dict) -> dict:
     Reads UTF-8 first; if a chunk of the file does not decode, starts the part over reading
     the exact bytes, which names (or skips) the line with invalid UTF-8. A file damaged so
     that none of it can be trusted (with --on-bad-record skip) starts the part over without
-    it: an empty part that counts the file as skipped."""
+    it: an empty part that counts the file as skipped. A file that cannot be read to its end
+    for a transient cause (a connection reset mid-body, a 5xx after the client's own retries)
+    starts the part over, up to READ_ATTEMPTS reads; then the ReadError names the file."""
     t0, c0 = time.perf_counter(), time.process_time()
-    exact, discard = False, None
+    exact, discard, reads = False, None, 1
     while True:
         try:
             return _convert_part(task, t0, c0, exact, discard)
@@ -111,6 +115,13 @@ def convert_part(task: dict) -> dict:
             exact = True
         except DiscardFile as exc:
             discard = str(exc)
+        except ReadError as exc:
+            if not exc.transient or reads == READ_ATTEMPTS:
+                exc.attempts = reads
+                raise
+            logging.getLogger(__name__).info('%s; reading it again', exc)
+            time.sleep(reads)  # 1 s, then 2 s: a server that dropped one request recovers
+            reads += 1
 
 
 def _convert_part(task: dict, t0: float, c0: float, exact: bool, discard: str | None) -> dict:

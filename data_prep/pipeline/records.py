@@ -43,11 +43,14 @@ import gzip
 import json
 import lzma
 import os
+import time
 import zlib
 from dataclasses import dataclass
 from typing import Generator, Iterator
 
 import orjson
+
+METADATA_ATTEMPTS = 3  # tries of load_dataset_builder when the hub drops a request
 
 # Skip reasons, also the keys of the `skipped` counts in the summary.
 MALFORMED_JSON = 'malformed_json'
@@ -74,6 +77,44 @@ _DESCRIBE = {
 
 class NeedsExactRead(RuntimeError):
     """Raised by the fast (UTF-8) read when a chunk does not decode: redo in exact mode."""
+
+
+class ReadError(RuntimeError):
+    """An input file could not be read to its end for a cause that is not the file's (the
+    network, the server): names the file and the cause. `transient` (network, 5xx, 429):
+    reading it again may work. Picklable, to cross the worker pool."""
+
+    def __init__(self, url: str = '', cause: str = '', transient: bool = False,
+                 attempts: int = 1):
+        super().__init__(url, cause, transient, attempts)
+        self.url, self.cause, self.transient, self.attempts = url, cause, transient, attempts
+
+    def __str__(self) -> str:
+        tries = f' (tried {self.attempts} times)' if self.attempts > 1 else ''
+        return f'cannot read {self.url}{tries}: {self.cause}'
+
+
+def is_transient(exc: BaseException) -> bool:
+    """A failure of the network or the server, not of the file: worth another read.
+
+    huggingface_hub retries 5xx answers and refused connections itself, but not a body cut
+    short (requests' ChunkedEncodingError), which ends the read with no retry at all."""
+    import requests
+    if isinstance(exc, requests.HTTPError):  # also huggingface_hub's HfHubHTTPError
+        status = exc.response.status_code if exc.response is not None else 0
+        return status in (408, 429) or status >= 500
+    if isinstance(exc, (requests.RequestException, ConnectionError, TimeoutError)):
+        return True  # incl. datasets' own ConnectionError('Server Disconnected')
+    try:
+        import aiohttp  # fsspec's http:// files
+        return isinstance(exc, aiohttp.ClientError)
+    except ImportError:
+        return False
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return f'{type(exc).__name__}: {text.splitlines()[0]}' if text else type(exc).__name__
 
 
 class InputError(RuntimeError):
@@ -134,6 +175,9 @@ def _quiet_datasets() -> None:
     # Each load_dataset('text') would otherwise send a HEAD to the hub to count a download
     # (up to 3 s per input file where the network drops packets); we read files, not scripts.
     datasets.config.HF_UPDATE_DOWNLOAD_COUNTS = False
+    # load_dataset_builder would also ask the dataset viewer (datasets-server.<HF_ENDPOINT
+    # host>) for split sizes of its parquet export: we list and read the files themselves.
+    datasets.config.USE_PARQUET_EXPORT = False
 
 
 def resolve_inputs(dataset: str | None = None, subset: str | None = None, split: str = 'train',
@@ -155,11 +199,29 @@ def resolve_inputs(dataset: str | None = None, subset: str | None = None, split:
         raise InputError('give --dataset NAME or --data-files GLOB')
     _quiet_datasets()
     import datasets
-    try:
-        builder = datasets.load_dataset_builder(dataset, subset)
-    except Exception as exc:  # offline, unknown name, gated: all one line for the user
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise InputError(f'cannot reach dataset {dataset!r} (subset {subset!r}): {first}') from None
+    import requests
+    from huggingface_hub import constants as hub_constants
+    if hub_constants.ENDPOINT.rstrip('/') != datasets.config.HF_ENDPOINT.rstrip('/'):
+        # Each reads HF_ENDPOINT once, when first imported, and datasets builds the files'
+        # URLs with both: set in between, the files are listed at one hub and sought at the
+        # other (here: found nowhere).
+        raise InputError(f'HF_ENDPOINT was set after huggingface_hub was imported (it uses '
+                         f'{hub_constants.ENDPOINT}, datasets {datasets.config.HF_ENDPOINT}): '
+                         f'set it before either is imported')
+    for attempt in range(1, METADATA_ATTEMPTS + 1):
+        try:
+            builder = datasets.load_dataset_builder(dataset, subset)
+            break
+        except Exception as exc:  # offline, unknown name or subset, gated: one line
+            # huggingface_hub does not retry its metadata requests (repo info, listing).
+            if (attempt < METADATA_ATTEMPTS and isinstance(exc, requests.RequestException)
+                    and is_transient(exc)):
+                time.sleep(attempt)
+                continue
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            verb = 'cannot reach' if is_transient(exc) else 'cannot load'
+            raise InputError(f'{verb} dataset {dataset!r} (subset {subset!r}) at '
+                             f'{datasets.config.HF_ENDPOINT}: {first}') from None
     files = (builder.config.data_files or {}).get(split)
     if not files:
         raise InputError(f'dataset {dataset!r} (subset {subset!r}) has no data files for split '
@@ -327,8 +389,8 @@ def _direct_lines(url: str, exact: bool, skip: int) -> Iterator[str | memoryview
     except UnicodeDecodeError as exc:
         raise NeedsExactRead(f'{url}: {exc}') from None
     except Exception as exc:
-        if not _is_damage(url, exc):
-            raise  # e.g. the network: may answer next time
+        if not _is_damage(url, exc):  # e.g. the network: may answer next time
+            raise ReadError(url, _first_line(exc), is_transient(exc)) from exc
         raise _Damaged(n + 1, offset, exc) from None
 
 
@@ -376,8 +438,8 @@ def iter_lines(url: str, exact: bool = True) -> Iterator[str | memoryview]:
     except UnicodeDecodeError as exc:
         raise NeedsExactRead(f'{url}: {exc}') from None
     except Exception as exc:
-        if not _is_damage(url, exc):
-            raise
+        if not _is_damage(url, exc):  # e.g. the network: may answer next time
+            raise ReadError(url, _first_line(exc), is_transient(exc)) from exc
     yield from _direct_lines(url, exact, n)
 
 
