@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# The GPU check: FSDP fine-tuning steps with our callbacks on one GPU, in one call (README "GPU check").
+# The GPU check: FSDP fine-tuning steps with our callbacks on one GPU, in one call (README:
+# "GPU check").
 #
 #   scripts/gpu_check.sh [--dry-run]      (make gpu-check; make gpu-pack first, here)
 #
@@ -67,7 +68,7 @@ rm -rf "$SITE" && mkdir -p "$SITE"
 tar -C "$SITE" -xJf "$ARCHIVE"
 pyver=$("$PYTHON" -c 'import sys; print("%d.%d" % sys.version_info[:2])')
 if [[ $pyver == 3.12 ]]; then
-    export PYTHONPATH="$ROOT:$ROOT/$SITE${PYTHONPATH:+:$PYTHONPATH}"
+    export PYTHONPATH="$ROOT:$(cd "$SITE" && pwd)${PYTHONPATH:+:$PYTHONPATH}"
 elif (( DRY )); then
     say "python $pyver: the archive is for 3.12, so this dry run uses $PYTHON's own packages"
     export PYTHONPATH="$ROOT${PYTHONPATH:+:$PYTHONPATH}"
@@ -91,7 +92,8 @@ failed=()
 run() {  # run NAME YAML OVERRIDES...: one `python -m composer.cli -n 1 train.py` run
     local name=$1 yaml=$2; shift 2
     local cmd=("$PYTHON" -m composer.cli -n 1 train.py "$yaml" "${paths[@]}"
-               variables.data_local="$WORK/cache/$name" callbacks.run_report.folder="$RUNS/$name" "$@")
+               variables.data_local="$WORK/cache/$name"
+               callbacks.run_report.folder="$RUNS/$name" "$@")
     if (( DRY )); then
         say "dry run: would run: ${cmd[*]}"
         "$PYTHON" scripts/gpu_check_report.py --check-recipe "$yaml" "${cmd[@]:7}" \
@@ -112,14 +114,16 @@ run() {  # run NAME YAML OVERRIDES...: one `python -m composer.cli -n 1 train.py
     tail -n 5 "$OUT/$name.log"
     if (( rc )); then
         failed+=("$name")
-        say "run $name: FAILED (exit $rc$( ((rc == 124)) && echo ", over ${limit}s")): $OUT/$name.log"
+        local why="exit $rc$( ((rc == 124)) && echo ", over ${limit}s")"
+        say "run $name: FAILED ($why): $OUT/$name.log"
     else
         say "run $name: done"
     fi
 }
 if [[ $ONLY != qwen2 ]]; then
     run mpt_1b yamls/gpu_check/mpt_1b.yaml \
-        device_train_microbatch_size="${MPT_MICROBATCH:-2}" device_eval_batch_size="${MPT_MICROBATCH:-2}"
+        device_train_microbatch_size="${MPT_MICROBATCH:-2}" \
+        device_eval_batch_size="${MPT_MICROBATCH:-2}"
 fi
 if [[ $ONLY != mpt ]]; then
     qwen=(save_folder="$WORK/checkpoints/gpu-check-qwen2"

@@ -154,7 +154,8 @@ def main(argv: list[str] | None = None) -> int:
     mode.add_argument('--check-site', metavar='SITE', help='the unpacked archive')
     mode.add_argument('--check-recipe', metavar='YAML', help='a recipe, then KEY=VALUE overrides')
     mode.add_argument('--runs', metavar='DIR', help='folder of run folders (run_metrics.json)')
-    parser.add_argument('--need-gpu', action='store_true', help='--check-site: torch must see a GPU')
+    parser.add_argument('--need-gpu', action='store_true',
+                        help='--check-site: torch must see a GPU')
     parser.add_argument('--out', help='--runs: where the table and report files go')
     parser.add_argument('--dry-run', action='store_true', help='--runs: no run was meant to run')
     args, rest = parser.parse_known_args(argv)

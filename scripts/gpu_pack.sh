@@ -23,7 +23,8 @@ site=$work/site
 echo "gpu-pack: installing $(grep -c '==' gpu-constraints.txt) pinned packages for CPython 3.12" \
      "manylinux x86_64"
 # pip takes platform tags literally: name every manylinux level up to torch 2.11's (2.28).
-platforms=(--platform manylinux1_x86_64 --platform manylinux2010_x86_64 --platform manylinux2014_x86_64)
+platforms=(--platform manylinux1_x86_64 --platform manylinux2010_x86_64
+           --platform manylinux2014_x86_64)
 for minor in $(seq 17 28); do platforms+=(--platform "manylinux_2_${minor}_x86_64"); done
 "$PY" -m pip install --quiet --disable-pip-version-check --no-deps --no-compile \
     --only-binary=:all: --python-version 3.12 --implementation cp --abi cp312 --abi abi3 \

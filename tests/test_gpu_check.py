@@ -32,7 +32,7 @@ NOT_CARRIED = ['torch', 'numpy', 'oci', 'triton', 'nvidia']
 
 @pytest.fixture(scope='session')
 def archive() -> Path:
-    """`make gpu-pack`: builds the archive when its pins changed (or it is missing), else nothing."""
+    """`make gpu-pack`: builds the archive when its pins changed or it is missing."""
     run(['make', 'gpu-pack'], timeout=1800)
     assert ARCHIVE.is_file()
     return ARCHIVE
