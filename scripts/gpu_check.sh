@@ -63,7 +63,7 @@ mkdir -p "$OUT"
 exec > >(tee "$OUT/gpu_check.log") 2>&1
 
 # 1. the carried packages
-say "unpacking $ARCHIVE ($(du -m "$ARCHIVE" | cut -f1) MiB)"
+say "unpacking $ARCHIVE ($(awk "BEGIN{printf \"%.1f\", $(stat -c %s "$ARCHIVE")/1048576}") MiB)"
 rm -rf "$SITE" && mkdir -p "$SITE"
 tar -C "$SITE" -xJf "$ARCHIVE"
 pyver=$("$PYTHON" -c 'import sys; print("%d.%d" % sys.version_info[:2])')
@@ -78,7 +78,7 @@ fi
 "$PYTHON" scripts/gpu_check_report.py --check-site "$SITE" $( ((DRY)) || echo --need-gpu)
 
 # 2. data: the same commands as `make sample tokenizer` and a conversion into a local folder
-rm -rf "$DATA" "$WORK/cache" "$WORK/checkpoints" "$RUNS"
+rm -rf "$DATA" "$WORK/cache" "$WORK/checkpoints" "$RUNS" "$WORK/planned_runs.txt"
 say "sample, tokenizer, zstd token dataset in $DATA"
 "$PYTHON" -m data_prep.sample --out "$DATA/sample" --size-mb "$SAMPLE_MB"
 "$PYTHON" -m data_prep.tokenizer --data-dir "$DATA/sample" --out "$DATA/tokenizer"
@@ -94,10 +94,9 @@ run() {  # run NAME YAML OVERRIDES...: one `python -m composer.cli -n 1 train.py
     local cmd=("$PYTHON" -m composer.cli -n 1 train.py "$yaml" "${paths[@]}"
                variables.data_local="$WORK/cache/$name"
                callbacks.run_report.folder="$RUNS/$name" "$@")
-    if (( DRY )); then
+    if (( DRY )); then  # checked together below: one python start instead of one a run
         say "dry run: would run: ${cmd[*]}"
-        "$PYTHON" scripts/gpu_check_report.py --check-recipe "$yaml" "${cmd[@]:7}" \
-            || failed+=("$name")
+        printf '%q ' "${cmd[@]:6}" >> "$WORK/planned_runs.txt" && echo >> "$WORK/planned_runs.txt"
         return 0
     fi
     local limit=$(( DEADLINE - SECONDS - 20 ))
@@ -131,6 +130,11 @@ if [[ $ONLY != mpt ]]; then
           device_eval_batch_size="${QWEN2_MICROBATCH:-4}")
     run qwen2_to_20ba yamls/gpu_check/qwen2_fsdp.yaml "${qwen[@]}" max_duration=20ba
     run qwen2_resume_to_30ba yamls/gpu_check/qwen2_fsdp.yaml "${qwen[@]}" max_duration=30ba
+fi
+
+if (( DRY )); then
+    "$PYTHON" scripts/gpu_check_report.py --check-recipes "$WORK/planned_runs.txt" \
+        || failed+=(recipes)
 fi
 
 # 4. the table, last

@@ -3,15 +3,16 @@
   --check-site SITE [--need-gpu]   the unpacked archive holds every package pinned in
                                    gpu-constraints.txt and our entry points; on Python 3.12 the
                                    stack is imported from it and llm-foundry finds our callbacks
-  --check-recipe YAML [KEY=VALUE ...]   train.py's checks on a recipe with a run's overrides
+  --check-recipes FILE             train.py's checks on each line's recipe and overrides
+                                   (`YAML KEY=VALUE ...`, shell-quoted)
   --runs DIR --out OUT [--dry-run]      one table of the runs in DIR; reports copied to OUT
 """
 from __future__ import annotations
 
 import argparse
 import json
-import os
 import re
+import shlex
 import shutil
 import sys
 from pathlib import Path
@@ -76,11 +77,10 @@ def check_site(site: Path, need_gpu: bool) -> list[str]:
 def _check_stack(site: Path, need_gpu: bool) -> list[str]:
     """Imports the training stack: carried packages from `site`, torch from the machine."""
     problems = []
-    import torch
-
     import composer
     import llmfoundry
     import streaming
+    import torch
     import transformers
     from llmfoundry.registry import callbacks
     for mod in (composer, llmfoundry, streaming, transformers):
@@ -102,15 +102,20 @@ def _check_stack(site: Path, need_gpu: bool) -> list[str]:
     return problems
 
 
-def check_recipe(yaml: str, overrides: list[str]) -> list[str]:
+def check_recipes(planned: Path) -> list[str]:
+    """train.py's checks on each planned run: one line `YAML KEY=VALUE ...`, shell-quoted."""
     sys.path.insert(0, str(ROOT))
     import train
-    try:
-        train.check_config(train.load_config(yaml, overrides), yaml)
-    except train.ConfigError as err:
-        return [str(err)]
-    print(f'gpu-check: {yaml} with the run\'s overrides passes train.py\'s checks')
-    return []
+    problems = []
+    for line in planned.read_text().splitlines():
+        yaml, *overrides = shlex.split(line)
+        try:
+            train.check_config(train.load_config(yaml, overrides), yaml)
+        except train.ConfigError as err:
+            problems.append(str(err))
+            continue
+        print(f'gpu-check: {yaml} with the run\'s overrides passes train.py\'s checks')
+    return problems
 
 
 def _fmt(value, spec: str) -> str:
@@ -152,19 +157,17 @@ def main(argv: list[str] | None = None) -> int:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     mode = parser.add_mutually_exclusive_group(required=True)
     mode.add_argument('--check-site', metavar='SITE', help='the unpacked archive')
-    mode.add_argument('--check-recipe', metavar='YAML', help='a recipe, then KEY=VALUE overrides')
+    mode.add_argument('--check-recipes', metavar='FILE', help='planned runs, one a line')
     mode.add_argument('--runs', metavar='DIR', help='folder of run folders (run_metrics.json)')
     parser.add_argument('--need-gpu', action='store_true',
                         help='--check-site: torch must see a GPU')
     parser.add_argument('--out', help='--runs: where the table and report files go')
     parser.add_argument('--dry-run', action='store_true', help='--runs: no run was meant to run')
-    args, rest = parser.parse_known_args(argv)
-    if rest and not args.check_recipe:
-        parser.error(f'unexpected arguments {rest}')
+    args = parser.parse_args(argv)
     if args.check_site:
         problems = check_site(Path(args.check_site), args.need_gpu)
-    elif args.check_recipe:
-        problems = check_recipe(args.check_recipe, rest)
+    elif args.check_recipes:
+        problems = check_recipes(Path(args.check_recipes))
     else:
         if not args.out:
             parser.error('--runs needs --out')
