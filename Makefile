@@ -31,7 +31,7 @@ USE_STORE = $(if $(findstring @local/,$(MDS_ROOT)/ $(REMOTE)/),store)
 ENV = $(if $(USE_STORE),$(STORE_ENV))
 
 .DEFAULT_GOAL := help
-.PHONY: help install lint test test-fast sample tokenizer convert bench-convert verify train bench store store-stop bench-store hub hub-stop bench-hub clean
+.PHONY: help install lint test test-fast sample tokenizer convert bench-convert verify train bench store store-stop bench-store hub hub-stop bench-hub gpu-pack gpu-check clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -93,6 +93,17 @@ bench-hub: $(STAMP)  ## ours vs the seed's single stream, from a far-away hub (5
 
 bench-store: $(STAMP)  ## GET throughput of the local OCI store on loopback (MB/s)
 	$(PY) scripts/bench_store.py
+
+# The GPU machine's packages (README "GPU check"): rebuilt when the pins or entry points change.
+GPU_PACK := $(BUILD)/gpu/gpu-site.tar.xz
+$(GPU_PACK): gpu-constraints.txt setup.py scripts/gpu_pack.sh | $(STAMP)
+	PY=$(PY) scripts/gpu_pack.sh $@
+
+gpu-pack: $(GPU_PACK)  ## pack what the GPU machine lacks for CPython 3.12 (build/gpu/gpu-site.tar.xz, <= 60 MiB)
+
+# No dependency on the archive: on the GPU machine there is no registry to rebuild it from.
+gpu-check:  ## on a GPU machine: unpack the archive, train MPT-1B and Qwen2 with FSDP, one table (--dry-run: GPU_CHECK_ARGS=--dry-run)
+	scripts/gpu_check.sh $(GPU_CHECK_ARGS)
 
 clean:  ## remove build outputs and results (keeps .venv and the store's data)
 	rm -rf $(BUILD) results

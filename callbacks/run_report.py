@@ -68,6 +68,15 @@ def _iso() -> str:
     return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec='seconds')
 
 
+def _device() -> dict[str, Any]:
+    """This rank's accelerator and its peak allocated memory so far (None on a CPU)."""
+    import torch
+    if not torch.cuda.is_available():
+        return {'device': 'cpu', 'peak_gpu_memory_gib': None}
+    return {'device': torch.cuda.get_device_name(),
+            'peak_gpu_memory_gib': r(torch.cuda.max_memory_allocated() / 2**30, 2)}
+
+
 class RunReport(Callback):
     """Writes run_metrics.json and steps.jsonl (rank 0); logs nothing itself.
 
@@ -184,6 +193,7 @@ class RunReport(Callback):
             'started_at': self._started_at,
             'ended_at': None if status == 'running' else _iso(),
             'wall_s': r(wall),
+            **_device(),
         }
         keys = ['time_to_first_batch_s',
                 'throughput_samples_per_s', 'throughput_tokens_per_s',

@@ -256,7 +256,8 @@ class HubHandler(Handler):
         length = max(end - start + 1, 0)
         self._start(status, headers, length)
         if self.command == 'GET' and length:
-            self._send_file(e.file, start, length)
+            with open(e.file, 'rb') as f:
+                self._send_file(f, start, length)
 
 
 class HubServer(StoreServer):
