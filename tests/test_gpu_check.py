@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import PY, ROOT, run
+from tests.helpers import PY, ROOT, run
 
 sys.path.insert(0, str(ROOT / 'scripts'))
 import gpu_check_report  # noqa: E402
