@@ -125,9 +125,12 @@ if [[ $ONLY != qwen2 ]]; then
         device_eval_batch_size="${MPT_MICROBATCH:-2}"
 fi
 if [[ $ONLY != mpt ]]; then
+    # One GPU: llm-foundry drops fsdp_config at world size 1 ("Reverting to DDP"), and
+    # init_device mixed needs FSDP, so the model is built on the CPU (seen on an H100).
     qwen=(save_folder="$WORK/checkpoints/gpu-check-qwen2"
           device_train_microbatch_size="${QWEN2_MICROBATCH:-4}"
-          device_eval_batch_size="${QWEN2_MICROBATCH:-4}")
+          device_eval_batch_size="${QWEN2_MICROBATCH:-4}" model.init_device=cpu
+          ${QWEN2_OVERRIDES:-})
     run qwen2_to_20ba yamls/gpu_check/qwen2_fsdp.yaml "${qwen[@]}" max_duration=20ba
     run qwen2_resume_to_30ba yamls/gpu_check/qwen2_fsdp.yaml "${qwen[@]}" max_duration=30ba
 fi

@@ -22,9 +22,10 @@ PINS = ROOT / 'gpu-constraints.txt'
 CALLBACKS = ('data_wait', 'cache_stats', 'throughput', 'run_report')
 # run folder -> what it is; the order of the table
 RUNS = {
-    'mpt_1b': 'MPT-1B shape, FSDP, amp_bf16, torch attention',
-    'qwen2_to_20ba': 'Qwen2-1.5B shape, 7B recipe settings, steps 1-20, checkpoint',
-    'qwen2_resume_to_30ba': 'Qwen2-1.5B shape, resumed from the checkpoint, steps 21-30',
+    # (FSDP on 2+ GPUs only: llm-foundry runs a world of 1 without it)
+    'mpt_1b': 'MPT-1B shape, amp_bf16, torch attention',
+    'qwen2_to_20ba': 'Qwen2 shape, 7B recipe settings, steps 1-20, checkpoint',
+    'qwen2_resume_to_30ba': 'Qwen2 shape, resumed from the checkpoint, steps 21-30',
 }
 REFERENCE = ('8x H100 80GB (llm-foundry, published)', 'MPT-1B, flash-attn, microbatch 14',
              '45,455', '41.8%')
