@@ -502,12 +502,43 @@ ALGO_TRADES = (
     'every few steps.')
 
 
+def compare_table(results: dict) -> str:
+    """`bench_start.py --compare`: node work side by side, best of interleaved rounds."""
+    steps = ('resample_streams', 'get_partitions', 'get_shuffle', 'apply_shuffle',
+             'map_to_samples')
+    lines = ['| shuffle_algo | canonical nodes | block | node work CPU s (rounds) | vs first '
+             '| ' + ' | '.join(steps) + ' | shards: rank\'s first batch / node start / per step |',
+             '|' + '---|' * (6 + len(steps))]
+    base = results['rows'][0]['node_fresh']['work_cpu_s']
+    for r in results['rows']:
+        n, st = r['node_fresh'], r.get('steps_cpu_s') or {}
+        rounds = ', '.join(f'{x:.1f}' for x in r['rounds'])
+        lines.append(
+            f'| {r["shuffle_algo"]} | {n["num_canonical_nodes"]} | {n["shuffle_block_size"]:,} '
+            f'| {n["work_cpu_s"]:.1f} ({rounds}) | {n["work_cpu_s"] / base:.2f}x | '
+            + ' | '.join(_fmt(st.get(k), '.1f') for k in steps)
+            + f' | {n["first_batch_shards_per_rank"]:.0f} / {n["first_batches_shards_node"]} / '
+            f'{n["shards_per_global_batch"]:.0f} |')
+    return '\n'.join(lines)
+
+
 def write_start_report(out: Path, results: dict, seconds: float) -> str:
     results = {**results, 'seconds': seconds, 'machine': machine(),
                'versions': {p: version(p) for p in STACK}}
+    m = results['machine']
+    if results.get('compare'):
+        (out / 'results.json').write_text(json.dumps(results, indent=1))
+        text = '\n'.join([
+            f'# Node work side by side at C4 `en` size (tokens): {results["recipe"]}', '',
+            compare_table(results), '',
+            'Node work = streaming\'s `generate_work` for 1 node x 8 ranks x 8 workers (CPU '
+            'seconds, best of the interleaved rounds); the step columns time its steps one '
+            'after another with the same functions (last round).', '', ALGO_TRADES, '',
+            f'Machine: {m["cores"]} cores, load {m["load"]}; {seconds:.0f} s in all.'])
+        (out / 'report.md').write_text(text + '\n')
+        return text
     results['summary'] = start_rows(results)
     (out / 'results.json').write_text(json.dumps(results, indent=1))
-    m = results['machine']
     text = '\n'.join([
         f'# Start-up at C4 `en` size: {results["recipe"]}\'s train_loader', '',
         start_table(results), '', start_sentence(results), '', start_notes(results), '',

@@ -164,8 +164,37 @@ def shard_metrics(ids, sample_offset_per_shard, prefetch: int, batches: int = 64
             'shards_per_global_batch': float(np.mean(mixing))}
 
 
+def breakdown(ds, world, sample_in_epoch: int) -> dict:
+    """CPU seconds of each step of streaming 0.12's `generate_work_random_batching`, run one
+    after another with the same functions: where the node work goes."""
+    import numpy as np
+    from streaming.base.partition import get_partitions
+    from streaming.base.shuffle import get_shuffle
+    out, c = {}, time.process_time()
+
+    def lap(name):
+        nonlocal c
+        now = time.process_time()
+        out[name], c = now - c, now
+    units, small_per_big = ds.resample_streams(0)
+    lap('resample_streams')
+    big = get_partitions(ds.partition_algo, ds.epoch_size, ds.num_canonical_nodes,
+                         world.num_nodes, world.ranks_per_node, world.workers_per_rank,
+                         ds.batch_size, sample_in_epoch, ds.initial_physical_nodes)
+    lap('get_partitions')
+    shuffle = get_shuffle(ds.shuffle_algo, units, ds.num_canonical_nodes, ds.shuffle_seed, 0,
+                          ds.shuffle_block_size)
+    lap('get_shuffle')
+    big = np.where(big != -1, shuffle[big], -1)
+    lap('apply_shuffle')
+    del shuffle
+    np.where(big != -1, small_per_big[big], -1)  # identity unless a stream is resampled
+    lap('map_to_samples')
+    return out
+
+
 def node_work(loader: dict, remote: Path, cache: Path, tokenizer: str, overrides: dict,
-              resume: bool) -> dict:
+              resume: bool, steps: bool = False) -> dict:
     """(In a fresh process.) Builds the recipe's dataset, then runs streaming's per-node
     computation for one node of 8 ranks x 8 workers: `generate_work`, what dataloader worker 0
     of local rank 0 runs in `StreamingDataset._get_work` before sharing it."""
@@ -203,6 +232,9 @@ def node_work(loader: dict, remote: Path, cache: Path, tokenizer: str, overrides
            'work_s': t2 - t1, 'work_cpu_s': c2 - c1, 'work_peak_bytes': peak - rss1,
            'epoch_bytes': int(ids.nbytes)}
     out.update(shard_metrics(ids, ds.sample_offset_per_shard, loader.get('prefetch_factor', 2)))
+    if steps:
+        del ids
+        out['steps_cpu_s'] = breakdown(ds, world, sample_in_epoch)
     return out
 
 
@@ -223,7 +255,8 @@ def first_batch(loader: dict, remote: Path, cache: Path, tokenizer: str, overrid
     me = psutil.Process()
     base = tree_memory(me)[me.pid]['pss']
     with TreeSampler() as mem:
-        t0, c0 = time.perf_counter(), time.process_time()
+        # the main thread's own CPU: the sampler's thread is not part of the loader
+        t0, c0 = time.perf_counter(), time.thread_time()
         spec = build_text_dataloader(
             tok, loader['device_batch_size'], ds_cfg, drop_last=loader.get('drop_last', True),
             num_workers=loader['num_workers'], prefetch_factor=loader.get('prefetch_factor', 2),
@@ -242,7 +275,7 @@ def first_batch(loader: dict, remote: Path, cache: Path, tokenizer: str, overrid
         cpu = tree_cpu(me)
         at_first = mem.sample()
         pids = [w.pid for w in getattr(it, '_workers', [])] or [p for p in cpu if p != me.pid]
-    cpu[me.pid] = time.process_time() - c0
+    cpu[me.pid] = time.thread_time() - c0
     workers = {pid: cpu[pid] for pid in pids if pid in cpu}
     leader = max(workers, key=workers.get)
     read = sorted(p.name for p in (cache / 'train').glob('shard.*'))
@@ -286,24 +319,35 @@ def in_child(fn, *args) -> dict:
 
 # ------------------------------------------------------------------------------ the plan
 
+PREVIOUS = {'shuffle_algo': 'py1e', 'num_canonical_nodes': 1}  # the recipes' setting before
+
+
 def plan(loader: dict, formats: list[str], quick: bool) -> list[dict]:
-    """Rows: every shuffle algorithm at the recipe's setting, then the settings that matter
-    for the recipe's algorithm (fresh start only: a resume costs the same, see the algorithm
-    rows); text (scaled) for the recipe's algorithm and py1e only. `e2e` marks the rows also
-    run through the real DataLoader: the recipe's algorithm and py1e, tokens."""
-    algo = loader['dataset'].get('shuffle_algo', 'py1e')
-    every = ('py1e', 'py1br', 'py1s', 'py2s', 'naive')
+    """Rows: the recipe's setting and the one it replaced (also through the real DataLoader,
+    tokens), every other shuffle algorithm at one canonical node (fresh and resumed), then
+    settings that matter, fresh only (a resume costs less, see the rows above): canonical nodes
+    and block size for py1br, py1s at 64 canonical nodes. Text (scaled): the first two rows."""
+    ds = loader['dataset']
+    mine = {'shuffle_algo': ds.get('shuffle_algo', 'py1e'),
+            'num_canonical_nodes': ds.get('num_canonical_nodes'),
+            'shuffle_block_size': ds.get('shuffle_block_size')}
     rows = []
     for fmt in formats:
-        algos = [algo, 'py1e'] if quick or fmt == 'text' else [algo, *every]
-        for a in dict.fromkeys(algos):
-            rows.append({'format': fmt, 'overrides': {'shuffle_algo': a}, 'resume': True,
-                         'e2e': fmt == 'tokens' and a in (algo, 'py1e')})
-        if fmt == 'tokens' and not quick:
-            for ncn, block in ((8, None), (64, None), (None, 1 << 18), (None, 1 << 20)):
-                rows.append({'format': fmt, 'e2e': False, 'resume': False, 'overrides': {
-                    'shuffle_algo': algo, 'num_canonical_nodes': ncn,
-                    'shuffle_block_size': block}})
+        tokens = fmt == 'tokens'
+        first = [mine] + ([PREVIOUS] if PREVIOUS.items() - mine.items() else [])
+        for over in first:
+            rows.append({'format': fmt, 'overrides': over, 'resume': True, 'e2e': tokens})
+        if quick or not tokens:
+            continue
+        for algo in ('py1br', 'py1s', 'py2s', 'naive'):
+            rows.append({'format': fmt, 'overrides': {'shuffle_algo': algo,
+                                                      'num_canonical_nodes': 1},
+                         'resume': True, 'e2e': False})
+        for algo, ncn, block in (('py1br', 8, None), ('py1br', 64, None), ('py1br', 1, 1 << 18),
+                                 ('py1br', 1, 1 << 20), ('py1s', 64, None)):
+            over = {'shuffle_algo': algo, 'num_canonical_nodes': ncn, 'shuffle_block_size': block}
+            if over != mine:
+                rows.append({'format': fmt, 'overrides': over, 'resume': False, 'e2e': False})
     return rows
 
 
@@ -321,6 +365,8 @@ def run(args) -> dict:
             samples, shards = round(samples * args.text_scale), round(shards * args.text_scale)
         shapes[fmt] = write_c4_index(work / f'c4-{fmt}', fmt, samples, shards,
                                      loader['dataset'].get('compression', 'zstd'))
+    if args.compare:
+        return compare(args, loader, work, shapes)
     rows = plan(loader, formats, args.quick)
     steps = sum((1 + r['resume']) * (1 + r['e2e']) for r in rows)
     bar = tqdm(total=steps, desc='start-up', unit='run', file=sys.stderr, dynamic_ncols=True)
@@ -347,6 +393,41 @@ def run(args) -> dict:
             'rows': out}
 
 
+def parse_setting(spec: str) -> dict:
+    """'py1br:ncn=64:block=1048576' -> overrides."""
+    algo, *rest = spec.split(':')
+    out = {'shuffle_algo': algo}
+    keys = {'ncn': 'num_canonical_nodes', 'block': 'shuffle_block_size'}
+    for item in rest:
+        key, _, value = item.partition('=')
+        if key not in keys or not value.isdigit():
+            raise SystemExit(f'--compare: bad setting {item!r} in {spec!r} (ncn=N, block=N)')
+        out[keys[key]] = int(value)
+    return out
+
+
+def compare(args, loader: dict, work: Path, shapes: dict) -> dict:
+    """Node work (tokens, fresh) for several settings side by side: interleaved rounds, so a
+    change in the machine's load hits every setting alike; the best round counts."""
+    from tqdm import tqdm
+    settings = [parse_setting(s) for s in args.compare.split(';') if s]
+    rounds = [[] for _ in settings]
+    bar = tqdm(total=args.rounds * len(settings), desc='compare', unit='run', file=sys.stderr)
+    for n in range(args.rounds):
+        for i, over in enumerate(settings):
+            bar.set_postfix_str(f'round {n + 1}: {over}')
+            rounds[i].append(in_child(node_work, loader, work / 'c4-tokens', work / 'cache',
+                                      args.tokenizer, over, False, n == args.rounds - 1))
+            bar.update()
+    bar.close()
+    rows = [{'format': 'tokens', **over,
+             'node_fresh': min(r, key=lambda x: x['work_cpu_s']),
+             'rounds': [x['work_cpu_s'] for x in r],
+             'steps_cpu_s': r[-1].get('steps_cpu_s')} for over, r in zip(settings, rounds)]
+    return {'recipe': args.recipe, 'loader': loader, 'node': NODE, 'shapes': shapes,
+            'text_scale': 1.0, 'rows': rows, 'compare': True}
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog='scripts/bench_start.py', description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -356,6 +437,10 @@ def main(argv: list[str] | None = None) -> int:
                    help='tokens (the recipes\' data: 2048-token samples), text (documents)')
     p.add_argument('--quick', action='store_true',
                    help="only the recipe's algorithm and py1e, no settings sweep")
+    p.add_argument('--compare', metavar='SETTINGS',
+                   help="node work only (tokens, fresh), side by side in interleaved rounds: "
+                        "settings separated by ';', each ALGO[:ncn=N][:block=N]")
+    p.add_argument('--rounds', type=int, default=2, help='rounds for --compare (default 2)')
     p.add_argument('--text-scale', type=float, default=0.25,
                    help='text runs at this fraction of C4 (365 M samples need ~15 GB at once; '
                         'times and memory are then scaled up: default 0.25)')
@@ -376,6 +461,8 @@ def main(argv: list[str] | None = None) -> int:
     out = Path(args.out) / dt.datetime.now().strftime('%Y%m%d-%H%M%S')
     out.mkdir(parents=True)
     print(f'bench-start -> {out}', flush=True)
+    if args.compare:
+        args.formats = 'tokens'
     results = run(args)
     from scripts.bench_report import write_start_report
     report = write_start_report(out, results, seconds=time.time() - started)

@@ -8,7 +8,6 @@ benches turn them into per-core rates.
 from __future__ import annotations
 
 import threading
-import time
 
 import psutil
 
@@ -48,7 +47,7 @@ class TreeSampler:
     """Polls the tree's memory in a thread; `peak_pss` is the largest sum seen, `peak_uss_by_pid`
     each process's largest USS (its private memory). Use as a context manager."""
 
-    def __init__(self, interval: float = 0.1):
+    def __init__(self, interval: float = 0.25):
         self.interval, self.peak_pss, self.peak_uss_by_pid = interval, 0, {}
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
@@ -76,7 +75,3 @@ class TreeSampler:
         self._thread.join()
         self.sample()
 
-
-def wall_and_cpu():
-    """(wall seconds, this process's CPU seconds): a start mark for `since`."""
-    return time.perf_counter(), time.process_time()

@@ -113,11 +113,11 @@ def test_c4_scale_index_small_with_the_same_code(tmp_path, tokenizer_dir):
     loader = bench_start.recipe_loader(ROOT / 'yamls' / 'c4_zstd.yaml')
     assert loader['device_batch_size'] == 16 and loader['num_workers'] == 8
     import llmfoundry.data.text_data  # noqa: F401  (once, before the forked runs)
-    over = {'shuffle_algo': 'py1br'}
+    over = {}  # the recipe's own setting
     node = bench_start.in_child(bench_start.node_work, loader, root, tmp_path / 'cache',
                                 tokenizer, over, False)
     assert (node['samples'], node['shards']) == (20_000, 400)
-    assert node['num_canonical_nodes'] == 1 and node['shuffle_block_size'] == 4_000_000
+    assert node['num_canonical_nodes'] == 64  # py1s over 64 canonical nodes
     assert 1 <= node['first_batch_shards_per_rank'] <= 16
     assert node['epoch_bytes'] >= 20_000 * 8 and node['work_cpu_s'] > 0
     e2e = bench_start.in_child(bench_start.first_batch, loader, root, tmp_path / 'cache',
@@ -128,7 +128,7 @@ def test_c4_scale_index_small_with_the_same_code(tmp_path, tokenizer_dir):
 
     results = {'recipe': 'yamls/c4_zstd.yaml', 'loader': loader, 'node': bench_start.NODE,
                'shapes': {'tokens': shape}, 'text_scale': 1.0,
-               'rows': [{'format': 'tokens', 'shuffle_algo': 'py1br', 'node_fresh': node,
+               'rows': [{'format': 'tokens', 'shuffle_algo': 'py1s', 'node_fresh': node,
                          'e2e_resume': e2e, 'node_resume': node}]}
     out = tmp_path / 'report'
     out.mkdir()
