@@ -4,7 +4,13 @@
      dataset is already there and verified: the conversion itself is resumable);
 3-4. bucket bytes, object count and listing time of each variant;
 5-6. stream each variant into the CPU recipe's fine-tune: cold cache, then warm, over a
-     store shaped like a bucket in another region; then a cold pair with no shaping.
+     store shaped like a bucket in another region; then a cold pair with no shaping;
+7-8. loader only, no model (scripts/bench_loader.py): what one loader core delivers with the
+     GPU recipes' dataloader settings, text and pre-tokenized, cold and warm, and the same
+     cold passes over the store shaped at several per-connection bandwidths.
+Shards are small (the sample's size / 96), so every part spans >= 8 and each pass crosses
+shard boundaries as it does at C4 size. Start-up at C4 size is `make bench-start`
+(scripts/bench_start.py); its latest results join this report when they exist.
 
 Offline by default, against the local OCI store (data in .store/data, started here).
 `--remote oci://bucket@namespace/prefix` or `s3://bucket/prefix` runs the same steps there

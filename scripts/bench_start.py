@@ -436,7 +436,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument('--formats', default='tokens,text',
                    help='tokens (the recipes\' data: 2048-token samples), text (documents)')
     p.add_argument('--quick', action='store_true',
-                   help="only the recipe's algorithm and py1e, no settings sweep")
+                   help="only the recipe's setting and the one it replaced (py1e over 1 "
+                        "canonical node), no other algorithm or setting")
     p.add_argument('--compare', metavar='SETTINGS',
                    help="node work only (tokens, fresh), side by side in interleaved rounds: "
                         "settings separated by ';', each ALGO[:ncn=N][:block=N]")
