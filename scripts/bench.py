@@ -167,7 +167,10 @@ def loader_stages(args, out: Path) -> dict | None:
            '--cache', str(build / 'bench-loader-cache'), '--stages', f'7,8/{STAGES}',
            '--formats', args.loader_formats,
            '--out', str(path)]
-    proc = subprocess.run(cmd, cwd=ROOT)
+    # Its DataLoaders warn about pin_memory without a GPU and 8 workers on few cores, and
+    # streaming's shared memory at every worker's exit: noise that hides the progress bars.
+    quiet = {**os.environ, 'PYTHONWARNINGS': 'ignore::UserWarning'}
+    proc = subprocess.run(cmd, cwd=ROOT, env=quiet)
     if proc.returncode != 0:
         raise SystemExit(f'error: the loader stages failed (exit {proc.returncode})')
     return json.loads(path.read_text())

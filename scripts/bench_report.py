@@ -474,13 +474,14 @@ def start_sentence(results: dict) -> str:
     worst = max(rows, key=lambda r: r['fresh_projected_s'])
     met = 'meets' if max(mine['fresh_projected_s'], mine.get('resume_projected_s') or 0) <= 10 \
         else 'misses'
+    block = _block(fastest['shuffle_algo'], fastest['shuffle_block_size'])
+    block = '' if block == '–' else f', block {block}'
     return (f'Conclusion: with the recipe\'s `shuffle_algo: {algo}` a BM.H100.8 reaches its first '
             f'batch ~{mine["fresh_projected_s"]:.0f} s after dataset construction at C4 size '
             f'(resume ~{_fmt(mine.get("resume_projected_s"), ".0f")} s), which {met} the 10 s '
             f'target; settings here range from {fastest["fresh_projected_s"]:.0f} s '
-            f'({fastest["shuffle_algo"]}, {fastest["num_canonical_nodes"]} canonical nodes, block '
-            f'{_block(fastest["shuffle_algo"], fastest["shuffle_block_size"])}) to '
-            f'{worst["fresh_projected_s"]:.0f} s '
+            f'({fastest["shuffle_algo"]}, {fastest["num_canonical_nodes"]} canonical nodes'
+            f'{block}) to {worst["fresh_projected_s"]:.0f} s '
             f'({worst["shuffle_algo"]}).')
 
 

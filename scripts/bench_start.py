@@ -36,6 +36,7 @@ import shutil
 import sys
 import time
 import traceback
+import warnings
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -458,6 +459,10 @@ def main(argv: list[str] | None = None) -> int:
     if not (Path(args.tokenizer) / 'tokenizer.json').exists():
         p.error(f'no tokenizer in {args.tokenizer}: run `make tokenizer` first')
     os.environ.setdefault('TOKENIZERS_PARALLELISM', 'false')
+    # DataLoader warnings (pin_memory without a GPU, 8 workers on few cores) and streaming's
+    # shared memory at every worker's exit: noise that hides the progress bar.
+    os.environ['PYTHONWARNINGS'] = 'ignore::UserWarning'  # the resource tracker's process
+    warnings.filterwarnings('ignore', category=UserWarning)
     started = time.time()
     out = Path(args.out) / dt.datetime.now().strftime('%Y%m%d-%H%M%S')
     out.mkdir(parents=True)
