@@ -31,7 +31,7 @@ USE_STORE = $(if $(findstring @local/,$(MDS_ROOT)/ $(REMOTE)/),store)
 ENV = $(if $(USE_STORE),$(STORE_ENV))
 
 .DEFAULT_GOAL := help
-.PHONY: help install lint test test-fast sample tokenizer convert bench-convert verify train bench store store-stop bench-store hub hub-stop bench-hub gpu-pack gpu-check clean
+.PHONY: help install lint test test-fast sample tokenizer convert bench-convert verify train bench bench-start store store-stop bench-store hub hub-stop bench-hub gpu-pack gpu-check clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -82,8 +82,11 @@ verify: $(STAMP) $(USE_STORE)  ## check a dataset: shards, sizes, hashes, sample
 train: convert tokenizer  ## fine-tune with a recipe on the converted data (YAML=yamls/cpu/c4_zstd.yaml)
 	$(ENV) $(VENV)/bin/composer train.py $(YAML)
 
-bench: $(STAMP)  ## the six tests end to end, offline, then the report (REMOTE=..., YAML=... for real ones)
+bench: $(STAMP)  ## the six tests, loader headroom, zstd vs link speed, offline; the report (REMOTE=..., YAML=...)
 	$(PY) scripts/bench.py $(BENCH_ARGS)
+
+bench-start: $(STAMP) sample tokenizer  ## start-up at C4 size per shuffle setting: first batch, resume, memory (~20-40 min)
+	$(PY) scripts/bench_start.py
 
 bench-convert: $(STAMP)  ## ours vs the seed's one-loop conversion vs the per-core limit (BENCH_MB=192)
 	$(PY) scripts/bench_convert.py --size-mb $(BENCH_MB)

@@ -145,8 +145,13 @@ class DataWait(Callback):
         first = None
         if self._timed is not None and self._timed.first_batch_at is not None and self._fit_start:
             first = self._timed.first_batch_at - self._fit_start
+        # Steady state: after the first batch (start-up is time_to_first_batch_s on its own).
+        steady = sum(waits[1:]) / 1000.0
+        steady_wall = wall - first if wall is not None and first is not None else None
         return {'rank': dist.get_global_rank(), 'steps': len(waits), 'wall_s': wall,
                 'data_wait_s': total, 'data_wait_fraction': total / wall if wall else None,
+                'data_wait_steady_s': steady,
+                'data_wait_steady_fraction': steady / steady_wall if steady_wall else None,
                 'data_wait_p50_ms': percentile(waits, 50), 'data_wait_p95_ms': percentile(waits, 95),
                 'data_wait_max_ms': max(waits) if waits else None,
                 'time_to_first_batch_s': first, 'wait_ms': waits}
@@ -169,11 +174,14 @@ class DataWait(Callback):
         walls = [rk['wall_s'] for rk in ranks if rk['wall_s']]
         firsts = [rk['time_to_first_batch_s'] for rk in ranks if rk['time_to_first_batch_s'] is not None]
         mean_total = sum(totals) / len(totals) if totals else None
+        steadies = [rk['data_wait_steady_fraction'] for rk in ranks
+                    if rk.get('data_wait_steady_fraction') is not None]
         wall = ranks[0]['wall_s']
         return {
             # mean over ranks: every rank has its own loader; per_rank has each one
             'data_wait_s': r(mean_total),
             'data_wait_fraction': r(mean_total / wall) if wall and mean_total is not None else None,
+            'data_wait_steady_fraction': r(sum(steadies) / len(steadies)) if steadies else None,
             'data_wait_p50_ms': r(percentile(pooled, 50), 3),
             'data_wait_p95_ms': r(percentile(pooled, 95), 3),
             'data_wait_max_ms': r(max(pooled), 3) if pooled else None,

@@ -5,7 +5,13 @@
      and verified: the conversion itself is resumable; --no-hub reads the sample's files);
 3-4. bucket bytes, object count and listing time of each variant;
 5-6. stream each variant into the CPU recipe's fine-tune: cold cache, then warm, over a
-     store shaped like a bucket in another region; then a cold pair with no shaping.
+     store shaped like a bucket in another region; then a cold pair with no shaping;
+7-8. loader only, no model (scripts/bench_loader.py): what one loader core delivers with the
+     GPU recipes' dataloader settings, text and pre-tokenized, cold and warm, and the same
+     cold passes over the store shaped at several per-connection bandwidths.
+Shards are small (the sample's size / 96), so every part spans >= 8 and each pass crosses
+shard boundaries as it does at C4 size. Start-up at C4 size is `make bench-start`
+(scripts/bench_start.py); its latest results join this report when they exist.
 
 Offline by default, against the local OCI store (data in .store/data, started here).
 `--remote oci://bucket@namespace/prefix` or `s3://bucket/prefix` runs the same steps there
@@ -31,6 +37,7 @@ from tqdm import tqdm
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from scripts.bench_loader import BANDWIDTHS, shard_limit  # noqa: E402
 from scripts.bench_report import write_report  # noqa: E402
 
 VARIANTS = {'uncompressed': 'none', 'zstd': 'zstd'}
@@ -41,8 +48,11 @@ BUCKET = 'c4-bench'
 SHAPED = {'latency_ms': 40.0, 'bandwidth_mbps': 25.0}
 
 
+STAGES = 8
+
+
 def stage(n: int, text: str) -> None:
-    print(f'\n== [{n}/6] {text}', flush=True)
+    print(f'\n== [{n}/{STAGES}] {text}', flush=True)
 
 
 def prepare_inputs(args) -> tuple[Path, Path]:
@@ -63,6 +73,21 @@ def start_stores(args):
     plain = start_store(data, buckets=[BUCKET], log_path=data / 'run' / 'bench-plain.jsonl')
     shaped = start_store(data, knobs=Knobs(**SHAPED), log_path=data / 'run' / 'bench-shaped.jsonl')
     return {'plain': plain, 'shaped': shaped}
+
+
+def recorded_speed(dataset: str) -> dict | None:
+    """What the parts' manifests recorded when the dataset was made: input bytes and seconds
+    per part, so a skipped conversion can still say how fast it went (per worker)."""
+    from data_prep.storage import open_remote
+    remote = open_remote(dataset)
+    manifests = [json.loads(remote.read(name)) for name in remote.list('')
+                 if name.endswith('/manifest.json')]
+    seconds = sum(m.get('seconds') or 0 for m in manifests)
+    if not seconds:
+        return None
+    size = sum(m['input_bytes'] for m in manifests)
+    return {'parts': len(manifests), 'input_bytes': size, 'part_seconds': seconds,
+            'mb_per_s_per_worker': size / 1e6 / seconds}
 
 
 def conversion_input(args) -> dict:
@@ -93,13 +118,16 @@ def convert_variants(args, source: dict, remote: str, out: Path) -> dict:
         stage(n, f'convert the sample to MDS, {variant}, into {remote}/{variant}')
         cache = Path(args.build) / 'bench' / f'convert-{variant}.json'
         summary = convert(ConvertConfig(remote=f'{remote}/{variant}', **source,
-                                        compression=None if compression == 'none' else compression))
-        if summary['parts_converted'] == 0 and cache.exists():
-            previous = json.loads(cache.read_text())
+                                        compression=None if compression == 'none' else compression,
+                                        size_limit=shard_limit(args.sample_mb)))
+        if summary['parts_converted'] == 0:
+            previous = json.loads(cache.read_text()) if cache.exists() else {}
             if (previous.get('dataset'), previous.get('bytes')) == (summary['dataset'], summary['bytes']):
                 # the same dataset, found complete: report the speed it was converted at
                 summary = {**previous, 'reused': True}
                 print(f'  already converted and verified; conversion speed from {cache}')
+            else:  # not converted here: the speed its parts recorded when they were made
+                summary['recorded'] = recorded_speed(summary['dataset'])
         else:
             cache.parent.mkdir(parents=True, exist_ok=True)
             cache.write_text(json.dumps(summary))
@@ -150,6 +178,33 @@ def train_run(args, recipe: Path, remote: str, env: dict, name: str, cache: Path
     return json.loads((run_dir / 'run_metrics.json').read_text())
 
 
+def loader_stages(args, out: Path) -> dict | None:
+    """Stages 7-8 (scripts/bench_loader.py, its own process: it imports llm-foundry)."""
+    path = out / 'loader.json'
+    build = Path(args.build)
+    cmd = [sys.executable, 'scripts/bench_loader.py', '--sample', str(build / 'c4_sample'),
+           '--tokenizer', str(build / 'tokenizer'), '--store-dir', args.store_dir,
+           '--size-limit', str(shard_limit(args.sample_mb)), '--bandwidths', args.bandwidths,
+           '--cache', str(build / 'bench-loader-cache'), '--stages', f'7,8/{STAGES}',
+           '--formats', args.loader_formats,
+           '--out', str(path)]
+    # Its DataLoaders warn about pin_memory without a GPU and 8 workers on few cores, and
+    # streaming's shared memory at every worker's exit: noise that hides the progress bars.
+    quiet = {**os.environ, 'PYTHONWARNINGS': 'ignore::UserWarning'}
+    proc = subprocess.run(cmd, cwd=ROOT, env=quiet)
+    if proc.returncode != 0:
+        raise SystemExit(f'error: the loader stages failed (exit {proc.returncode})')
+    return json.loads(path.read_text())
+
+
+def latest_startup(folder: str) -> dict | None:
+    """`make bench-start`'s latest results (it takes longer than this bench), if any."""
+    path = Path(folder) / 'results.json'
+    if not path.exists():
+        return None
+    return {**json.loads(path.read_text()), 'path': str(path.resolve())}
+
+
 def plan_runs(shaping: bool, plain_pair: bool = True) -> list[tuple[str, str, str]]:
     """(store, variant, cache state): cold then warm per variant, then a plain cold pair."""
     stores = ['shaped', 'plain'] if shaping else ['direct']
@@ -173,9 +228,17 @@ def main(argv: list[str] | None = None) -> int:
                    help='skip the cold pair over the unshaped store (4 runs instead of 6)')
     p.add_argument('--no-hub', action='store_true',
                    help='convert the sample\'s files directly, not allenai/c4 from a local hub')
+    p.add_argument('--bandwidths', default=','.join(f'{b:g}' for b in BANDWIDTHS),
+                   help='per-connection MB/s for the loader-only link-speed stage (comma list)')
+    p.add_argument('--loader-formats', default='text,tokens',
+                   help='data formats of the loader-only stages (default text,tokens)')
+    p.add_argument('--no-loader', action='store_true',
+                   help='skip the loader-only stages (7-8: headroom, link speeds)')
     p.add_argument('--build', default='build', help='sample and tokenizer folder (default build)')
     p.add_argument('--store-dir', default='.store/data', help='local store data (default .store/data)')
     p.add_argument('--out', default='results/bench', help='reports go to OUT/<timestamp>/')
+    p.add_argument('--startup', default='results/bench-start/latest',
+                   help="make bench-start's results to include in the report, if there")
     p.add_argument('override', nargs='*', help='extra key=value overrides for every run')
     args = p.parse_args(argv)
     recipes = {v: Path(args.recipes) / f'c4_{v}.yaml' for v in VARIANTS}
@@ -226,6 +289,13 @@ def main(argv: list[str] | None = None) -> int:
                 runs.append({'name': name, 'variant': variant, 'cache': cache_state, 'store': store,
                              'metrics': metrics,
                              'steps_file': str(out / 'runs' / name / 'steps.jsonl')})
+        loader = None
+        if stores and not args.no_loader:
+            for s in stores.values():  # the loader stages start their own, shaped per stage
+                s.stop()
+            loader = loader_stages(args, out)
+        elif not args.no_loader:
+            print('loader-only stages 7-8 run against the local store only; skipped')
     except RemoteError as err:
         print(f'error: {err}', file=sys.stderr)
         return 2
@@ -235,7 +305,8 @@ def main(argv: list[str] | None = None) -> int:
 
     report = write_report(out, conversions=conversions, buckets=buckets, runs=runs,
                           shaping=SHAPED if stores else None, remote=remote,
-                          recipes=str(args.recipes), seconds=time.time() - started)
+                          recipes=str(args.recipes), seconds=time.time() - started,
+                          loader=loader, startup=latest_startup(args.startup))
     latest = Path(args.out) / 'latest'
     if latest.is_symlink() or latest.exists():
         latest.unlink()
