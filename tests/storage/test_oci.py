@@ -1,6 +1,7 @@
 """The OCI backend for real: the oci SDK against the local store on 127.0.0.1, directly and
 through streaming's MDSWriter and StreamingDataset with our transport installed."""
 import os
+import time
 from collections import Counter
 from pathlib import Path
 
@@ -123,8 +124,14 @@ def test_download_timeout_is_honoured(tmp_path, monkeypatch):
         for k, v in store.env().items():
             monkeypatch.setenv(k, v)
         (store.data_dir / 'buckets' / 'b' / 'obj').write_bytes(b'x' * 10)
+        oci_client.client(read_timeout=1.0)  # made once per process: not part of the timing
+        t0 = time.monotonic()
         with pytest.raises(TimeoutError):
             oci_client.download_file('oci://b@local/obj', str(tmp_path / 'obj'), timeout=1)
+        elapsed = time.monotonic() - t0
+        # the store answers after 3 s: a socket timeout ignored would still end in a
+        # TimeoutError (the late deadline check), but only after those 3 s
+        assert elapsed < 2.0, elapsed
         assert not (tmp_path / 'obj').exists()
 
 
