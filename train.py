@@ -188,11 +188,13 @@ class _PreFitReport:
 
     def __init__(self, cfg: DictConfig):
         self.folder = None
-        callbacks = cfg.get('callbacks') or {}
-        if 'run_report' not in callbacks or os.environ.get('RANK', '0') != '0':
+        named = cfg.get('callbacks') or {}
+        if 'run_report' not in named or os.environ.get('RANK', '0') != '0':
             return
+        from callbacks import run_report
         from callbacks._common import DEFAULT_FOLDER
-        template = (callbacks.get('run_report') or {}).get('folder') or DEFAULT_FOLDER
+        run_report.forget_fit_started()
+        template = (named.get('run_report') or {}).get('folder') or DEFAULT_FOLDER
         self.run_name = cfg.get('run_name')
         self.folder = template.format(run_name=self.run_name)
         self.info = {'max_duration': cfg.get('max_duration'),

@@ -75,6 +75,12 @@ def fit_started() -> bool:
     return _fit_started
 
 
+def forget_fit_started() -> None:
+    """A new run starts in this process (train.main called again, as tests do)."""
+    global _fit_started
+    _fit_started = False
+
+
 def write_failed_before_fit(folder: str, run_name: Optional[str], err: BaseException,
                             info: dict[str, Any]) -> str:
     """run_metrics.json for a run that failed before FIT_START; returns its path. `info`:

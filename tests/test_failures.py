@@ -353,6 +353,8 @@ def test_store_down_at_start_and_mid_run_then_autoresume(sample_dir, tokenizer_d
     assert m, text[-3000:]
     report1 = json.loads((reports / 'run1' / 'run_metrics.json').read_text())
     assert report1['status'] == 'failed' and 'ShardUnavailable' in report1['error']
+    # the callback's report (numbers, no stage): train.py's pre-fit report did not replace it
+    assert report1['steps'] >= SAVE_AT and 'stage' not in report1
     ran = [json.loads(line) for line in open(f'{log}.0')]
     assert SAVE_AT <= len(ran) < STEPS
     saved = int(re.search(r'ba(\d+)-rank0', os.readlink(latest)).group(1))  # usually SAVE_AT

@@ -61,7 +61,7 @@ def train(store, tokenizer_dir, tmp: Path, name: str, cache: Path, ranks: int = 
          f'variables.data_local={cache}', f'tokenizer.name={tokenizer_dir}',
          f'save_folder={tmp}/ckpt-{name}', f'variables.run_name={name}',
          f'max_duration={STEPS}ba', f'callbacks.run_report.folder={folder}', *extra],
-        env=store.env())
+        env=store.env(), timeout=600)  # an 8-step run took 5.5 min at load 10 on 2 cores
     report = json.loads((folder / 'run_metrics.json').read_text())
     steps = [json.loads(line) for line in (folder / 'steps.jsonl').read_text().splitlines()]
     return report, steps, store.requests()
