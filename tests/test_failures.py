@@ -45,6 +45,13 @@ proven elsewhere are not repeated here; this file holds only what was missing or
    checked against the store's own log: the resumed run of test_store_down_at_start_and_mid_
    run_then_autoresume (here)
 
+8. What earlier runs left on the machine (issue 13): a live run on the same cache folder is
+   named in one line and its shared memory survives; a crashed run's shared memory is
+   cleared; a stale cached root index is replaced; a failure before fit writes the report:
+   test_train_start.py. A GPU recipe on a machine without GPUs, a scheme we cannot check
+   (gs://, azure://, hf://), a cache folder that cannot be created, and either run-name
+   override: test_recipes.py
+
 Two training runs in all (case 4 and 7 share them); reader properties are tested on
 StreamingDataset with our registered downloader, not through training.
 """
@@ -194,7 +201,9 @@ def test_damaged_shard_is_named_by_the_reader_and_by_verify(oci_store, tmp_path,
         with pytest.raises(ShardUnavailable) as err:
             read_ids(remote, tmp_path / f'cache-{name}', seen=seen)
         assert f'shard.00001.mds.zstd of {remote}' in str(err.value)
-        assert seen == list(range(first))  # shard 0 only: nothing from the bad shard on
+        # shard 0 only, in order: nothing from the bad shard on (streaming stops yielding as
+        # soon as a background thread fails, so maybe not all of shard 0)
+        assert seen == list(range(len(seen))) and len(seen) <= first
         assert not (tmp_path / f'cache-{name}' / 'shard.00001.mds').exists()
         # the verify command names it too
         assert verify_main([f'oci://{BUCKET}@local/{name}']) == 1

@@ -97,28 +97,34 @@ def patch_dataset() -> None:
             raise ShardUnavailable(f'{err}; the pass stopped there')
 
     def ready_thread(self, it) -> None:
-        # streaming 0.12.0's _ready_thread, with one change in the wait loop: a shard that
-        # went back to REMOTE while we wait for it is prepared here, not waited for forever.
-        while True:
-            if it.should_exit() or it.ready_index == it.total or self._event.is_set():
-                break
-            if self.predownload is not None and self.predownload < it.ready_index - it.yield_index:
-                sleep(TICK)
-                continue
-            sample_id = it.sample_ids[it.ready_index]
-            if sample_id == -1:
-                it.ready_index += 1
-                continue
-            shard_id, _ = self.spanner[sample_id]
-            while self._shard_states[shard_id] != _ShardState.LOCAL:
-                if self._event.is_set():
+        # streaming 0.12.0's _ready_thread, with two changes: a shard that went back to REMOTE
+        # while we wait for it is prepared here, not waited for forever; and the thread counts
+        # as exited however it ends. __iter__ ends by waiting for two of its three loops to
+        # say so; the prepare thread does not when its download fails, and when this one
+        # failed too (the same shard, both trying) the pass waited forever instead of raising.
+        try:
+            while True:
+                if it.should_exit() or it.ready_index == it.total or self._event.is_set():
                     break
-                if self._shard_states[shard_id] == _ShardState.REMOTE:
-                    self.prepare_shard(shard_id, False)
+                if (self.predownload is not None
+                        and self.predownload < it.ready_index - it.yield_index):
+                    sleep(TICK)
                     continue
-                sleep(TICK)
-            it.ready_index += 1
-        it.on_exit()
+                sample_id = it.sample_ids[it.ready_index]
+                if sample_id == -1:
+                    it.ready_index += 1
+                    continue
+                shard_id, _ = self.spanner[sample_id]
+                while self._shard_states[shard_id] != _ShardState.LOCAL:
+                    if self._event.is_set():
+                        break
+                    if self._shard_states[shard_id] == _ShardState.REMOTE:
+                        self.prepare_shard(shard_id, False)
+                        continue
+                    sleep(TICK)
+                it.ready_index += 1
+        finally:
+            it.on_exit()
 
     StreamingDataset.prepare_shard = prepare_shard
     StreamingDataset.__iter__ = iterate

