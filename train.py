@@ -142,7 +142,8 @@ def check_cache_free(cfg: DictConfig, where: str) -> None:
         if not local:
             continue
         folder = os.path.abspath(os.path.join(local, split or ''))
-        for _, pids in compat.live_users([folder]).items():
+        pids = compat.live_users([folder]).get(folder)
+        if pids:
             raise ConfigError(f'{where}: {key}.local {local!r} is the cache of a run still '
                               f'going on this machine (pid {", ".join(map(str, pids))}): give '
                               f'this run its own cache folder, or wait for that one to end')
