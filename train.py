@@ -1,16 +1,21 @@
 """Fine-tune with a recipe: `composer train.py yamls/<recipe>.yaml [key=value ...]`.
 
 llm-foundry's trainer (`train_from_yaml`) plus our layer, which runs first on every rank:
-installs our streaming extensions (data_prep.streaming_ext), clears streaming shared memory left by a crashed
-run, and checks the config, so a typo or a missing credential fails in one line before any
-model, dataloader worker or download starts. Overrides are llm-foundry's: `max_duration=10ba`,
-`variables.data_remote=oci://bucket@namespace/c4_zstd`.
+checks the config (devices, schema, remotes and credentials, cache folders, no other live run
+on the same cache), so a mistake fails in one line before any model, dataloader worker or
+download starts; installs our streaming extensions (data_prep.streaming_ext); makes the cached
+root index the remote's; clears streaming shared memory that a crashed run left (only what no
+live process holds). A failure before training starts still writes the run's report
+(run_metrics.json, status failed). Overrides are llm-foundry's: `max_duration=10ba`,
+`variables.data_remote=oci://bucket@namespace/c4_zstd`, `run_name=try2`.
 """
 from __future__ import annotations
 
 import difflib
 import inspect
+import os
 import sys
+from typing import Iterator, Optional
 
 from omegaconf import DictConfig
 from omegaconf import OmegaConf as om
@@ -44,7 +49,8 @@ def _valid_dataset_keys() -> set[str]:
     from llmfoundry.data.text_data import StreamingTextDataset
     from streaming import StreamingDataset
     return (set(inspect.signature(StreamingTextDataset).parameters)
-            | set(inspect.signature(StreamingDataset).parameters) | _LOADER_KEYS) - {'self', 'kwargs'}
+            | set(inspect.signature(StreamingDataset).parameters)
+            | _LOADER_KEYS) - {'self', 'kwargs'}
 
 
 def check_dataset_keys(cfg: DictConfig, where: str) -> None:
@@ -64,15 +70,98 @@ def check_dataset_keys(cfg: DictConfig, where: str) -> None:
                               f'>= 1 (streaming counts tries, not re-tries), got {retry!r}')
 
 
-def remotes(cfg: DictConfig) -> list[str]:
-    """Every remote URL the run reads or writes: dataset remotes, stream remotes, save_folder."""
-    found = []
+def datasets(cfg: DictConfig) -> Iterator[tuple[str, Optional[str], Optional[str], Optional[str]]]:
+    """(key, remote, local, split) of every stream the loaders read: the dataset itself, or
+    each of its `streams` (whose missing keys fall back to the dataset's, as in llm-foundry)."""
     for loader in ('train_loader', 'eval_loader'):
         dataset = (cfg.get(loader) or {}).get('dataset') or {}
-        found.append(dataset.get('remote'))
-        found.extend((s or {}).get('remote') for s in (dataset.get('streams') or {}).values())
+        streams = dataset.get('streams') or {}
+        if not streams:
+            yield (f'{loader}.dataset', dataset.get('remote'), dataset.get('local'),
+                   dataset.get('split'))
+        for name, s in streams.items():
+            s = s or {}
+            yield (f'{loader}.dataset.streams.{name}', s.get('remote', dataset.get('remote')),
+                   s.get('local', dataset.get('local')), s.get('split', dataset.get('split')))
+
+
+def remotes(cfg: DictConfig) -> list[str]:
+    """Every remote URL the run reads or writes: dataset remotes, stream remotes, save_folder."""
+    found = [remote for _, remote, _, _ in datasets(cfg)]
     found.append(cfg.get('save_folder'))
     return [r for r in found if isinstance(r, str) and r]
+
+
+def check_devices(cfg: DictConfig, where: str) -> None:
+    """An FSDP recipe on a machine without CUDA GPUs (a GPU recipe tried on a laptop) fails in
+    Composer or llm-foundry only once the model is being built, with a traceback."""
+    fsdp = cfg.get('fsdp_config') or (cfg.get('parallelism_config') or {}).get('fsdp')
+    init = (cfg.get('model') or {}).get('init_device')
+    if not fsdp and init != 'mixed':  # mixed: llm-foundry's meta-device init, FSDP only
+        return
+    import torch
+    gpus = torch.cuda.device_count()
+    procs = int(os.environ.get('LOCAL_WORLD_SIZE') or 1)  # set by the composer launcher
+    twin = os.path.join(os.path.dirname(where), 'cpu', os.path.basename(where))
+    cpu = twin if os.path.exists(twin) else 'the recipes in yamls/cpu/'
+    if gpus == 0:
+        raise ConfigError(f'{where}: this recipe shards the model with FSDP, which needs CUDA '
+                          f'GPUs, one per process (it is sized for 8, a BM.H100.8: `composer '
+                          f'train.py` starts one process per GPU), and this machine has none; '
+                          f'on a CPU use {cpu}')
+    if procs > gpus:
+        raise ConfigError(f'{where}: {procs} processes on this node but {gpus} CUDA GPU(s): '
+                          f'FSDP needs one GPU per process (composer -n {gpus} train.py ...)')
+
+
+def check_local_folders(cfg: DictConfig, where: str) -> None:
+    """Cache and checkpoint folders on this machine must be creatable (a path under a regular
+    file gave a traceback from inside a dataloader worker). Nothing is created here."""
+    folders = [(f'{key}.local', local) for key, _, local, _ in datasets(cfg)]
+    save = cfg.get('save_folder')
+    if isinstance(save, str) and '://' not in save:
+        folders.append(('save_folder', save))
+    for key, path in folders:
+        if not isinstance(path, str) or not path:
+            continue
+        parent = os.path.abspath(path)
+        while not os.path.exists(parent):
+            parent = os.path.dirname(parent)
+        if not os.path.isdir(parent):
+            raise ConfigError(f'{where}: {key} {path!r} cannot be created: {parent} is a file, '
+                              f'not a folder')
+        if not os.access(parent, os.W_OK | os.X_OK):
+            raise ConfigError(f'{where}: {key} {path!r}: no permission to write in {parent}')
+
+
+def check_cache_free(cfg: DictConfig, where: str) -> None:
+    """Two runs sharing one cache folder evict each other's shards; streaming refuses it only
+    deep in dataset setup (and only while its shared memory survives: see compat.py)."""
+    from data_prep.streaming_ext import compat
+    for key, _, local, split in datasets(cfg):
+        if not local:
+            continue
+        folder = os.path.abspath(os.path.join(local, split or ''))
+        pids = compat.live_users([folder]).get(folder)
+        if pids:
+            raise ConfigError(f'{where}: {key}.local {local!r} is the cache of a run still '
+                              f'going on this machine (pid {", ".join(map(str, pids))}): give '
+                              f'this run its own cache folder, or wait for that one to end')
+
+
+def sync_cached_indexes(cfg: DictConfig, where: str) -> None:
+    """The cached root index must be the remote's (a repaired or re-converted dataset)."""
+    from data_prep.storage import RemoteError
+    from data_prep.streaming_ext.cache import sync_index
+    for key, remote, local, split in datasets(cfg):
+        if not remote or not local or os.path.abspath(remote) == os.path.abspath(local):
+            continue
+        try:
+            change = sync_index(remote, local, split)
+        except RemoteError as err:
+            raise ConfigError(f'{where}: {key}: {err}') from None
+        if change:
+            print(f'train.py: {change}', flush=True)
 
 
 def check_config(cfg: DictConfig, where: str) -> None:
@@ -93,31 +182,71 @@ def check_config(cfg: DictConfig, where: str) -> None:
             raise ConfigError(f'{where}: {err}') from None
 
 
+class _PreFitReport:
+    """Where rank 0's run_metrics.json goes when the run fails before fit starts (the
+    run_report callback writes it from FIT_START on): taken from the config before llm-foundry
+    consumes it."""
+
+    def __init__(self, cfg: DictConfig):
+        self.folder = None
+        named = cfg.get('callbacks') or {}
+        if 'run_report' not in named or os.environ.get('RANK', '0') != '0':
+            return
+        from callbacks import run_report
+        from callbacks._common import DEFAULT_FOLDER
+        run_report.forget_fit_started()
+        template = (named.get('run_report') or {}).get('folder') or DEFAULT_FOLDER
+        self.run_name = cfg.get('run_name')
+        self.folder = template.format(run_name=self.run_name)
+        self.info = {'max_duration': cfg.get('max_duration'),
+                     'world_size': int(os.environ.get('WORLD_SIZE') or 1)}
+        dataset = (cfg.get('train_loader') or {}).get('dataset') or {}
+        self.info.update({k: dataset.get(k) for k in ('remote', 'local', 'split')})
+
+    def write(self, err: BaseException) -> None:
+        from callbacks import run_report
+        if self.folder is None or run_report.fit_started():
+            return  # no report asked for, not rank 0, or the callback's close() has written it
+        try:
+            path = run_report.write_failed_before_fit(self.folder, self.run_name, err,
+                                                      self.info)
+            print(f'train.py: failed before training started; report in {path}',
+                  file=sys.stderr)
+        except OSError as e:  # the original error matters more than the report's
+            print(f'train.py: could not write the run report in {self.folder}: {e}',
+                  file=sys.stderr)
+
+
 def main(argv: list[str]) -> int:
     if not argv or argv[0] in ('-h', '--help'):
         print(__doc__.strip())
         return 0 if argv else 2
     yaml_path, overrides = argv[0], argv[1:]
+    from data_prep.streaming_ext import compat, install
     try:
         cfg = load_config(yaml_path, overrides)
+        check_devices(cfg, yaml_path)
         check_config(cfg.copy(), yaml_path)
+        check_local_folders(cfg, yaml_path)
+        install()
+        check_cache_free(cfg, yaml_path)
+        sync_cached_indexes(cfg, yaml_path)
     except ConfigError as err:
         print(f'error: {err}', file=sys.stderr)
         return 2
 
-    from streaming.base.util import clean_stale_shared_memory
-
-    from data_prep.streaming_ext import install
-    install()
-    clean_stale_shared_memory()  # a crashed run's leftovers make the next one fail (FileExistsError)
+    # A crashed run's leftovers make the next one fail (FileExistsError); a live run's stay.
+    compat.clean_stale_shared_memory()
 
     from llmfoundry.command_utils.train import train
+    report = _PreFitReport(cfg)
     try:
         train(cfg)
-    except ValueError as err:
+    except BaseException as err:
         # Composer's answer when autoresume finds the run already at max_duration: for us
         # a finished run, not an error (`make train` twice, a job restarted after its end).
-        if 'No training would occur' not in str(err):
+        if not (isinstance(err, ValueError) and 'No training would occur' in str(err)):
+            report.write(err)
             raise
         print(f'train.py: run {cfg.get("run_name")} already reached max_duration '
               f'{cfg.get("max_duration")} (checkpoints in {cfg.get("save_folder")}); nothing to do')

@@ -13,6 +13,9 @@ When it is written:
 - close() without FIT_END (an exception, SIGTERM, Ctrl-C): ``"status": "failed"`` with the
   error when Python has one, else ``"interrupted"``. No collective is attempted then, so the
   numbers are rank 0's own (``"partial": true``).
+- a failure before FIT_START (building the tokenizer, model or dataset: the callback never
+  ran): train.py writes ``"status": "failed"``, ``"stage": "before_fit"`` and the error
+  through ``write_failed_before_fit``, in the same folder.
 
 ``steps.jsonl``: one JSON object per training step, appended as the run goes and rewritten at
 FIT_END with every rank's data wait::
@@ -64,6 +67,38 @@ METRICS_FILE = 'run_metrics.json'
 STEPS_FILE = 'steps.jsonl'
 
 
+_fit_started = False  # set by any RunReport of this process at FIT_START
+
+
+def fit_started() -> bool:
+    """Whether a RunReport of this process reached FIT_START (its own reports take over)."""
+    return _fit_started
+
+
+def forget_fit_started() -> None:
+    """A new run starts in this process (train.main called again, as tests do)."""
+    global _fit_started
+    _fit_started = False
+
+
+def write_failed_before_fit(folder: str, run_name: Optional[str], err: BaseException,
+                            info: dict[str, Any]) -> str:
+    """run_metrics.json for a run that failed before FIT_START; returns its path. `info`:
+    what the config says (remote, local, split, max_duration, world_size)."""
+    interrupted = isinstance(err, (KeyboardInterrupt, SystemExit))
+    report = {'run_name': run_name, 'status': 'interrupted' if interrupted else 'failed',
+              'stage': 'before_fit', 'partial': True,
+              **{k: info.get(k) for k in ('remote', 'local', 'split', 'world_size')},
+              'steps': 0, 'samples': 0, 'tokens': 0,
+              'max_duration': None if info.get('max_duration') is None
+              else str(info['max_duration']),
+              'ended_at': _iso(),
+              'error': f'{type(err).__name__}: {err}'[:2000]}
+    path = os.path.join(folder, METRICS_FILE)
+    write_json(path, report)
+    return path
+
+
 def _iso() -> str:
     return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec='seconds')
 
@@ -105,6 +140,8 @@ class RunReport(Callback):
 
     # ------------------------------------------------------------------ events
     def fit_start(self, state: State, logger: Logger) -> None:
+        global _fit_started
+        _fit_started = True
         self.folder = run_folder(self.folder_template, state.run_name)
         self._fit_start, self._started_at = now(), _iso()
         self._max_duration = state.max_duration
@@ -148,8 +185,8 @@ class RunReport(Callback):
         if self._finished or self.folder is None or not is_rank_zero():
             return
         err = getattr(sys, 'last_value', None)  # set for an uncaught exception, before atexit
-        status = 'failed' if err is not None and not isinstance(err, (SystemExit, KeyboardInterrupt)) \
-            else 'interrupted'
+        failed = err is not None and not isinstance(err, (SystemExit, KeyboardInterrupt))
+        status = 'failed' if failed else 'interrupted'
         dw, tp, cs = self._sources(state)
         parts: dict[str, Any] = {}
         try:

@@ -81,9 +81,9 @@ def loader_pass(loader: dict, url: str, cache: Path, tokenizer: str, env: dict,
     of the loader's processes), samples, tokens and uncompressed bytes delivered."""
     import psutil
     from llmfoundry.data.text_data import build_text_dataloader
-    from streaming.base.util import clean_stale_shared_memory
     from transformers import AutoTokenizer
 
+    from data_prep.streaming_ext.compat import clean_stale_shared_memory
     from scripts.proctree import tree_cpu
     os.environ.update(env)
     clean_stale_shared_memory()

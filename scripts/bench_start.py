@@ -204,8 +204,9 @@ def node_work(loader: dict, remote: Path, cache: Path, tokenizer: str, overrides
     import psutil
     from llmfoundry.data.text_data import StreamingTextDataset
     from streaming.base.batching import generate_work
-    from streaming.base.util import clean_stale_shared_memory
     from streaming.base.world import World
+
+    from data_prep.streaming_ext.compat import clean_stale_shared_memory
     clean_stale_shared_memory()
     shutil.rmtree(cache, ignore_errors=True)
     ds_cfg = _dataset_cfg(loader, remote, cache, overrides)
@@ -246,8 +247,8 @@ def first_batch(loader: dict, remote: Path, cache: Path, tokenizer: str, overrid
     the loader processes' CPU seconds and peak memory."""
     import psutil
     from llmfoundry.data.text_data import build_text_dataloader
-    from streaming.base.util import clean_stale_shared_memory
 
+    from data_prep.streaming_ext.compat import clean_stale_shared_memory
     from scripts.proctree import TreeSampler, tree_cpu, tree_memory
     clean_stale_shared_memory()
     shutil.rmtree(cache, ignore_errors=True)

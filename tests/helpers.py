@@ -10,7 +10,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 PY = sys.executable
-COMPOSER = str(Path(sys.executable).parent / 'composer')  # the launcher installed beside this python
+COMPOSER = str(Path(sys.executable).parent / 'composer')  # the launcher beside this python
 
 
 def sample_texts(sample_dir: Path, split: str = 'train') -> list[str]:
@@ -35,7 +35,8 @@ def expected_digest(texts: list[str]) -> tuple[int, str]:
     return len(texts), h.hexdigest()
 
 
-def write_mds(url: str, n: int, size_limit: int = 1 << 14, compression=None, repeat: int = 40) -> None:
+def write_mds(url: str, n: int, size_limit: int = 1 << 14, compression=None,
+              repeat: int = 40) -> None:
     """`n` small numbered samples ({'id', 'text'}) into any remote, through our OCI transport."""
     from streaming import MDSWriter
 
@@ -52,11 +53,10 @@ def read_ids(remote: str, cache: Path, workers: int = 0, seen: list | None = Non
     extensions (the `checked` stream, our OCI transport). Without DataLoader workers, ids are
     also appended to `seen` as they come, so a test can see how far a failing pass got."""
     from streaming import StreamingDataset
-    from streaming.base.util import clean_stale_shared_memory
 
-    from data_prep.streaming_ext import install
+    from data_prep.streaming_ext import compat, install
     install()
-    clean_stale_shared_memory()
+    compat.clean_stale_shared_memory()  # not streaming's: it also removes live datasets' own
     ds = StreamingDataset(remote=remote, local=str(cache), shuffle=False, batch_size=8,
                           download_timeout=30, stream_name='checked')
     if not workers:
@@ -69,12 +69,14 @@ def read_ids(remote: str, cache: Path, workers: int = 0, seen: list | None = Non
     return [int(i) for batch in loader for i in batch['id']]
 
 
-def run(cmd: list[str], timeout: float = 300, env: dict | None = None, **kw) -> subprocess.CompletedProcess:
+def run(cmd: list[str], timeout: float = 300, env: dict | None = None,
+        **kw) -> subprocess.CompletedProcess:
     """Runs a command from the repository root; fails the test with its output on error."""
     proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=timeout,
                           env={**os.environ, **(env or {})}, **kw)
     if proc.returncode != 0:
-        pytest.fail(f'{" ".join(map(str, cmd))} exited {proc.returncode}\n{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}')
+        pytest.fail(f'{" ".join(map(str, cmd))} exited {proc.returncode}\n'
+                    f'{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}')
     return proc
 
 

@@ -45,6 +45,13 @@ proven elsewhere are not repeated here; this file holds only what was missing or
    checked against the store's own log: the resumed run of test_store_down_at_start_and_mid_
    run_then_autoresume (here)
 
+8. What earlier runs left on the machine (issue 13): a live run on the same cache folder is
+   named in one line and its shared memory survives; a crashed run's shared memory is
+   cleared; a stale cached root index is replaced; a failure before fit writes the report:
+   test_train_start.py. A GPU recipe on a machine without GPUs, a scheme we cannot check
+   (gs://, azure://, hf://), a cache folder that cannot be created, and either run-name
+   override: test_recipes.py
+
 Two training runs in all (case 4 and 7 share them); reader properties are tested on
 StreamingDataset with our registered downloader, not through training.
 """
@@ -196,7 +203,9 @@ def test_damaged_shard_is_named_by_the_reader_and_by_verify(oci_store, tmp_path,
         with pytest.raises(ShardUnavailable) as err:
             read_ids(remote, tmp_path / f'cache-{name}', seen=seen)
         assert f'shard.00001.mds.zstd of {remote}' in str(err.value)
-        assert seen == list(range(first))  # shard 0 only: nothing from the bad shard on
+        # shard 0 only, in order: nothing from the bad shard on (streaming stops yielding as
+        # soon as a background thread fails, so maybe not all of shard 0)
+        assert seen == list(range(len(seen))) and len(seen) <= first
         assert not (tmp_path / f'cache-{name}' / 'shard.00001.mds').exists()
         # the verify command names it too
         assert verify_main([f'oci://{BUCKET}@local/{name}']) == 1
@@ -205,9 +214,9 @@ def test_damaged_shard_is_named_by_the_reader_and_by_verify(oci_store, tmp_path,
 
     # Two DataLoader workers: the error reaches the training loop, it does not hang.
     t0 = time.monotonic()
-    with pytest.raises(Exception, match=r'shard\.00001\.mds\.zstd'):
+    with pytest.raises(ShardUnavailable, match=r'shard\.00001\.mds\.zstd'):
         read_ids(f'oci://{BUCKET}@local/altered/train', tmp_path / 'cache-dl', workers=2)
-    assert time.monotonic() - t0 < 60
+    assert time.monotonic() - t0 < 60  # a hang would be forever: this only bounds the test
 
     # Any remote, no checksum in the transport: a truncated raw shard at a local path is
     # caught by its size against the index, not read as garbage.
@@ -296,13 +305,15 @@ def test_store_down_at_start_and_mid_run_then_autoresume(sample_dir, tokenizer_d
     assert len(index['shards']) >= 3 * 6
 
     ckpt, log, reports = tmp_path / 'ckpt', tmp_path / 'samples', tmp_path / 'runs'
+    cache = tmp_path / 'cache'
     args = [RECIPE, f'variables.data_remote=oci://{BUCKET}@local/c4',
-            f'variables.data_local={tmp_path}/cache', f'tokenizer.name={tokenizer_dir}',
+            f'variables.data_local={cache}', f'tokenizer.name={tokenizer_dir}',
             f'save_folder={ckpt}', f'save_interval={SAVE_AT}ba', 'save_num_checkpoints_to_keep=-1',
             'autoresume=true', f'max_duration={STEPS}ba', 'variables.run_name=outage',
             f'train_loader.dataset.cache_limit={cache_limit}',
             'train_loader.dataset.download_timeout=3', 'train_loader.dataset.download_retry=1',
             f'code_paths=[{ROOT}/tests/programs/sample_log.py]', f'callbacks.sample_log.path={log}',
+            f'callbacks.sample_log.cache={cache}/train',
             f'callbacks.run_report.folder={reports}/run$RUN']
 
     # The store down when training starts: one line naming the endpoint, before any work.
@@ -329,25 +340,39 @@ def test_store_down_at_start_and_mid_run_then_autoresume(sample_dir, tokenizer_d
             time.sleep(0.05)
     finally:
         store.stop()
-    down = time.monotonic()
+    report_path = reports / 'run1' / 'run_metrics.json'
+
+    def failed():
+        return json.loads(report_path.read_text())['status'] == 'failed'
+    wait_for(failed, first, 120, 'the failed run report')  # a hang would be forever
     try:
-        rc = first.wait(timeout=120)  # download_timeout is 3 s: failing takes seconds, not this
+        rc = first.wait(timeout=60)
     except subprocess.TimeoutExpired:
         os.killpg(first.pid, signal.SIGKILL)
         pytest.fail('the run hung after the store went down')
-    failed_after = time.monotonic() - down
+    # The run trains on what its loader still holds (cached and prefetched shards), then the
+    # first shard it lacks fails it: one try (download_retry 1) of at most download_timeout
+    # (3 s; connections are refused at once and our transport's retries stop at that
+    # deadline). So from its last batch (sample_log's file) to the failed report: 3 s, plus
+    # that batch's step and the report's writing (4 s allowed on this loaded machine).
+    last_batch = os.stat(f'{log}.0').st_mtime
+    failed_within = report_path.stat().st_mtime - last_batch
     text = (tmp_path / 'run1.log').read_text()
-    assert rc != 0 and failed_after < 60, (rc, failed_after)
+    assert rc != 0 and failed_within < 3 + 4, (rc, failed_within)
     m = re.search(r'ShardUnavailable: shard (shard\.\d+\.mds\.zstd) of '
                   rf'oci://{BUCKET}@local/c4/train could not be prepared', text)
     assert m, text[-3000:]
     report1 = json.loads((reports / 'run1' / 'run_metrics.json').read_text())
     assert report1['status'] == 'failed' and 'ShardUnavailable' in report1['error']
+    # the callback's report (numbers, no stage): train.py's pre-fit report did not replace it
+    assert report1['steps'] >= SAVE_AT and 'stage' not in report1
     ran = [json.loads(line) for line in open(f'{log}.0')]
     assert SAVE_AT <= len(ran) < STEPS
     saved = int(re.search(r'ba(\d+)-rank0', os.readlink(latest)).group(1))  # usually SAVE_AT
 
     # The store back on the same port and data: the same command resumes and finishes.
+    raw_names = {sh['raw_data']['basename'] for sh in index['shards']}
+    cached_at_start = raw_names & set(os.listdir(cache / 'train'))
     store = start_store(store.data_dir, port=store.port)
     store.clear_log()  # the log file is the data dir's: it holds the earlier runs too
     try:
@@ -363,14 +388,24 @@ def test_store_down_at_start_and_mid_run_then_autoresume(sample_dir, tokenizer_d
     seen = [s for r in kept for s in r['samples']]
     assert len(seen) == len(set(seen)) == STEPS * 16  # each sample once over the two runs
 
-    # Case 7: the small cache evicted to go on, and the report counts it; the store's log is
-    # the witness for the downloads.
+    # Case 7: the small cache evicted to go on, and the report counts it. Witnesses: the
+    # store's log (what was downloaded, and when) and the cache folder's listing before the
+    # run and at FIT_END (tests/programs/sample_log.py); the prefetcher may still fetch a few
+    # shards after FIT_END, when the report is made, so the log is cut there.
     report = json.loads((reports / 'run2' / 'run_metrics.json').read_text())
     assert report['status'] == 'completed'
-    # (the prefetch thread may still fetch a few shards after FIT_END, when the report is made)
-    assert 0 < report['cache_misses'] <= len(gets)
-    assert len(gets) > len({r['path'] for r in gets})  # shards fetched again: they were evicted
-    assert report['cache_evictions'] > 0
-    assert report['cache_evictions'] == (report['cache_shards_at_start'] + report['cache_misses']
-                                         - report['cache_shards_at_end'])
-    assert report['cache_bytes_at_end'] <= cache_limit
+    fit_end = json.loads(Path(f'{log}.fit_end.0').read_text())
+    fetched = [r['path'] for r in gets if r['t'] < fit_end['t']]
+    cached_at_end = raw_names & set(fit_end['cached'])
+    assert report['cache_shards_at_start'] == len(cached_at_start)
+    assert abs(report['cache_misses'] - len(fetched)) <= 1  # one may land as FIT_END runs
+    assert abs(report['cache_shards_at_end'] - len(cached_at_end)) <= 1
+    # every shard that came into the cache and is not there at the end was evicted
+    evicted = len(cached_at_start) + len(fetched) - len(cached_at_end)
+    assert abs(report['cache_evictions'] - evicted) <= 1, (report['cache_evictions'], evicted)
+    # a shard fetched twice was evicted in between: a lower bound no formula can reach alone
+    refetched = len(fetched) - len(set(fetched))
+    assert refetched > 0 and report['cache_evictions'] >= refetched
+    # streaming checks the limit before each download, so two in flight at once (its
+    # prefetch thread, and a reader preparing a shard evicted under it) overshoot by a shard
+    assert report['cache_bytes_at_end'] <= cache_limit + shard_max

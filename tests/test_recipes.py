@@ -5,14 +5,15 @@ import glob
 import pytest
 
 import train
-from tests.helpers import ROOT
+from tests.helpers import ROOT, one_error_line
 
 GPU_RECIPES = ['yamls/c4_zstd.yaml', 'yamls/c4_uncompressed.yaml']
 ALL_RECIPES = sorted(glob.glob('yamls/**/*.yaml', root_dir=ROOT, recursive=True))
 
 
 def test_recipe_set_is_complete():
-    assert set(GPU_RECIPES) | {'yamls/cpu/c4_zstd.yaml', 'yamls/cpu/c4_uncompressed.yaml'} <= set(ALL_RECIPES)
+    cpu = {'yamls/cpu/c4_zstd.yaml', 'yamls/cpu/c4_uncompressed.yaml'}
+    assert set(GPU_RECIPES) | cpu <= set(ALL_RECIPES)
 
 
 @pytest.mark.parametrize('recipe', ALL_RECIPES)
@@ -43,16 +44,22 @@ def test_gpu_recipes_are_fsdp_bf16_on_oci(recipe):
 
 
 def test_the_two_variants_differ_only_where_the_data_differs():
+    missing = object()  # a key present in one variant only is a difference too
+
     def flat(recipe):
         cfg = train.load_config(str(ROOT / recipe), [])
         from omegaconf import OmegaConf
         return OmegaConf.to_container(cfg, resolve=True)
     for a, b in [GPU_RECIPES, ['yamls/cpu/c4_zstd.yaml', 'yamls/cpu/c4_uncompressed.yaml']]:
         fa, fb = flat(a), flat(b)
-        diff = {k for k in fa if fa[k] != fb[k]}
+        diff = {k for k in fa.keys() | fb.keys() if fa.get(k, missing) != fb.get(k, missing)}
         assert diff <= {'variables', 'run_name', 'train_loader', 'save_folder'}, diff
-        la, lb = fa['train_loader']['dataset'], fb['train_loader']['dataset']
-        assert {k for k in la if la[k] != lb[k]} <= {'remote', 'local'}
+        la, lb = fa['train_loader'], fb['train_loader']
+        assert {k for k in la.keys() | lb.keys() if la.get(k, missing) != lb.get(k, missing)} \
+            <= {'dataset'}
+        la, lb = la['dataset'], lb['dataset']
+        assert {k for k in la.keys() | lb.keys()
+                if la.get(k, missing) != lb.get(k, missing)} <= {'remote', 'local'}
 
 
 class _Result:
@@ -71,29 +78,87 @@ def _train_cli(*args, env=None, capsys=None, monkeypatch=None):
 
 
 def test_unknown_dataset_key_is_an_error_naming_the_closest_valid_key(capsys, monkeypatch):
-    proc = _train_cli('yamls/cpu/c4_zstd.yaml', 'train_loader.dataset.cache_limt=1gb', capsys=capsys, monkeypatch=monkeypatch)
+    proc = _train_cli('yamls/cpu/c4_zstd.yaml', 'train_loader.dataset.cache_limt=1gb',
+                      capsys=capsys, monkeypatch=monkeypatch)
     assert proc.returncode == 2
-    assert proc.stderr.strip().splitlines()[-1] == (
+    assert one_error_line(proc.stderr) == (
         "error: yamls/cpu/c4_zstd.yaml: unknown key train_loader.dataset.cache_limt "
         "(did you mean 'cache_limit'?)")
 
 
 def test_oci_remote_without_credentials_fails_in_one_line(tmp_path, capsys, monkeypatch):
     env = {'OCI_CONFIG_FILE': str(tmp_path / 'missing-config'), 'OCI_CLI_AUTH': 'api_key'}
-    proc = _train_cli('yamls/c4_zstd.yaml', env=env, capsys=capsys, monkeypatch=monkeypatch)
+    proc = _train_cli('yamls/cpu/c4_uncompressed.yaml',
+                      'variables.data_remote=oci://c4-bench@ns/c4', env=env, capsys=capsys,
+                      monkeypatch=monkeypatch)
     assert proc.returncode == 2
-    lines = proc.stderr.strip().splitlines()
-    assert 'Traceback' not in proc.stderr and lines[-1].startswith('error: yamls/c4_zstd.yaml:')
-    assert 'missing-config' in lines[-1]
+    line = one_error_line(proc.stderr)
+    assert line.startswith('error: yamls/cpu/c4_uncompressed.yaml:') and 'missing-config' in line
 
 
 def test_remote_scheme_typo_fails_in_one_line(capsys, monkeypatch):
-    proc = _train_cli('yamls/cpu/c4_zstd.yaml', 'variables.data_remote=oic://c4-bench/c4', capsys=capsys,
-                      monkeypatch=monkeypatch)
+    proc = _train_cli('yamls/cpu/c4_zstd.yaml', 'variables.data_remote=oic://c4-bench/c4',
+                      capsys=capsys, monkeypatch=monkeypatch)
     assert proc.returncode == 2
-    assert "unsupported remote 'oic://c4-bench/c4'" in proc.stderr.strip().splitlines()[-1]
+    assert "unsupported remote 'oic://c4-bench/c4'" in one_error_line(proc.stderr)
 
 
 def test_top_level_typo_is_an_error(capsys, monkeypatch):
-    proc = _train_cli('yamls/cpu/c4_zstd.yaml', 'max_duraton=5ba', capsys=capsys, monkeypatch=monkeypatch)
-    assert proc.returncode == 2 and 'max_duraton' in proc.stderr.strip().splitlines()[-1]
+    proc = _train_cli('yamls/cpu/c4_zstd.yaml', 'max_duraton=5ba', capsys=capsys,
+                      monkeypatch=monkeypatch)
+    assert proc.returncode == 2 and 'max_duraton' in one_error_line(proc.stderr)
+
+
+@pytest.mark.parametrize('recipe', GPU_RECIPES)
+def test_gpu_recipe_on_a_machine_without_gpus_fails_in_one_line(recipe, oci_store, capsys,
+                                                                 monkeypatch):
+    # Before: with a bucket that works the checks passed, then llm-foundry failed building the
+    # model, in a traceback ("Using init_device mixed is only supported with FSDP").
+    import torch
+    if torch.cuda.is_available():
+        pytest.skip('this machine has CUDA GPUs')
+    proc = _train_cli(recipe, 'variables.bucket=oci://c4-bench@local', capsys=capsys,
+                      monkeypatch=monkeypatch)
+    assert proc.returncode == 2
+    line = one_error_line(proc.stderr)
+    assert line.startswith(f'error: {recipe}: ') and 'FSDP' in line and 'CUDA GPUs' in line
+    assert 'sized for 8, a BM.H100.8' in line and f'use yamls/cpu/{recipe[6:]}' in line, line
+
+
+@pytest.mark.parametrize('override', ['variables.data_remote=gs://c4-bucket/c4',
+                                      'save_folder=azure://container/ckpt',
+                                      'variables.data_remote=hf://datasets/me/c4'])
+def test_scheme_we_cannot_check_is_refused_in_one_line(override, tmp_path, capsys, monkeypatch):
+    # Before: gs://, azure://, hf:// ... passed the checks unchecked and failed later on
+    # missing credentials, in a traceback.
+    proc = _train_cli('yamls/cpu/c4_zstd.yaml', f'variables.data_remote={tmp_path}', override,
+                      capsys=capsys, monkeypatch=monkeypatch)
+    assert proc.returncode == 2
+    line = one_error_line(proc.stderr)
+    scheme = override.split('=')[1].split('://')[0]
+    assert f'{scheme}:// is not supported here' in line and override.split('=')[1] in line
+
+
+@pytest.mark.parametrize('recipe', ALL_RECIPES)
+def test_either_run_name_override_names_the_run_and_its_checkpoints(recipe):
+    # Before: run_name=try2 renamed the run but save_folder still used variables.run_name,
+    # so autoresume picked up the previous run's checkpoints.
+    for override in ('run_name=try2', 'variables.run_name=try2'):
+        cfg = train.load_config(str(ROOT / recipe), [override])
+        assert cfg.run_name == 'try2', override
+        assert cfg.save_folder.endswith('/checkpoints/try2'), (override, cfg.save_folder)
+    default = train.load_config(str(ROOT / recipe), [])
+    assert default.save_folder.endswith(f'/checkpoints/{default.variables.run_name}')
+
+
+def test_cache_folder_that_cannot_be_created_fails_in_one_line(tmp_path, capsys, monkeypatch):
+    # Before: a traceback (NotADirectoryError) once the dataset was being built.
+    blocker = tmp_path / 'a-file'
+    blocker.write_text('not a folder')
+    proc = _train_cli('yamls/cpu/c4_zstd.yaml', f'variables.data_remote={tmp_path}',
+                      f'variables.data_local={blocker}/cache', f'save_folder={tmp_path}/ckpt',
+                      capsys=capsys, monkeypatch=monkeypatch)
+    assert proc.returncode == 2
+    assert one_error_line(proc.stderr) == (
+        f'error: yamls/cpu/c4_zstd.yaml: train_loader.dataset.local {str(blocker)+"/cache"!r} '
+        f'cannot be created: {blocker} is a file, not a folder')

@@ -15,9 +15,11 @@ from data_prep.storage.base import Remote, RemoteError, TransientError, list_che
 __all__ = ['Remote', 'RemoteError', 'TransientError', 'list_checked', 'open_remote',
            'check_url', 'OTHER_SCHEMES']
 
-# Schemes Composer and streaming also accept (checkpoints to gs://, azure://, ...): we have no
-# Remote for them; train.py checks their credentials separately.
-OTHER_SCHEMES = {'gs', 'azure', 'dbfs', 'hf', 'wandb', 'sftp'}
+# Schemes streaming or Composer also accept (datasets or checkpoints in gs://, azure://, ...).
+# We have no Remote for them, so nothing could check their bucket and credentials before a run
+# (a gs:// remote without Google credentials failed minutes later, in a traceback): check_url
+# refuses them in one line rather than let them through unchecked.
+OTHER_SCHEMES = {'gs', 'azure', 'azure-dl', 'dbfs', 'hf', 'sftp', 'alipan', 'wandb'}
 
 
 def open_remote(url: str) -> Remote:
@@ -37,10 +39,13 @@ def open_remote(url: str) -> Remote:
 
 
 def check_url(url: str) -> None:
-    """Fails fast, in one line, on a URL we cannot use: unknown scheme, missing bucket,
-    missing or broken credentials. Local paths need not exist yet (outputs)."""
-    if urlparse(url).scheme in OTHER_SCHEMES:
-        return
+    """Fails fast, in one line, on a URL we cannot use: a scheme we cannot check, missing
+    bucket, missing or broken credentials. Local paths need not exist yet (outputs)."""
+    scheme = urlparse(url).scheme
+    if scheme in OTHER_SCHEMES:
+        raise RemoteError(f'{url!r}: {scheme}:// is not supported here (nothing checks its '
+                          f'credentials or tests it): use oci://bucket@namespace/prefix, '
+                          f's3://bucket/prefix (S3_ENDPOINT_URL for OCI) or a local path')
     remote = open_remote(url)
     if remote.local_root is None:
         list_checked(remote, '.probe-')  # one cheap list call: bucket exists, credentials work

@@ -5,7 +5,9 @@ train.py and every command call before streaming is used:
 - stream.py   `CheckedStream`, registered in streaming's streams_registry as `checked`
               (recipes: `train_loader.dataset.stream_name: checked`)
 - compat.py   what still needs streaming's private internals (a failed shard ends the pass
-              loudly; cache accessors for callbacks/cache_stats.py), behind one version check
+              loudly; cache accessors for callbacks/cache_stats.py; which shared memory is
+              a live run's), behind one version check
+- cache.py    the cached root index made the remote's when a run starts
 """
 from __future__ import annotations
 
@@ -27,4 +29,5 @@ def install() -> None:
     if STREAM_NAME not in streams_registry.get_all():
         streams_registry.register(STREAM_NAME, func=CheckedStream)
     compat.patch_dataset()
+    compat.patch_shm_prefix()
     _installed = True

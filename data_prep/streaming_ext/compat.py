@@ -5,7 +5,7 @@
 source, and a silent mismatch would turn a loud shard error back into a hang or a silently
 short epoch. tests/streaming_ext/test_compat.py is pinned to it.
 
-Two users:
+Three users:
 
 1. A shard that cannot be prepared must fail the pass loudly (`patch_dataset`). streaming
    0.12 downloads in background threads of each DataLoader worker; when one raises, it sets an
@@ -25,11 +25,20 @@ Two users:
      as well, or succeeds if the store is back.
 2. `callbacks/cache_stats.py` reads the node's shard states, access times and cache usage,
    and wraps each stream's downloader to count what it really downloads (the accessors below).
+3. train.py clears the shared memory a crashed run left (it makes the next run fail with
+   FileExistsError), but only what no live process holds: streaming's own
+   `clean_stale_shared_memory()` removes every dataset's, that of a training still running on
+   this machine included, and with it streaming's check against two runs sharing one cache
+   folder. `live_users()` gives that check in one line, before anything starts. Which run is
+   alive is known from a marker each dataset's processes lock (`patch_shm_prefix`).
 """
 from __future__ import annotations
 
+import fcntl
+import os
+import re
 from time import sleep
-from typing import Callable
+from typing import Callable, Iterable, Optional
 
 import numpy as np
 
@@ -88,28 +97,34 @@ def patch_dataset() -> None:
             raise ShardUnavailable(f'{err}; the pass stopped there')
 
     def ready_thread(self, it) -> None:
-        # streaming 0.12.0's _ready_thread, with one change in the wait loop: a shard that
-        # went back to REMOTE while we wait for it is prepared here, not waited for forever.
-        while True:
-            if it.should_exit() or it.ready_index == it.total or self._event.is_set():
-                break
-            if self.predownload is not None and self.predownload < it.ready_index - it.yield_index:
-                sleep(TICK)
-                continue
-            sample_id = it.sample_ids[it.ready_index]
-            if sample_id == -1:
-                it.ready_index += 1
-                continue
-            shard_id, _ = self.spanner[sample_id]
-            while self._shard_states[shard_id] != _ShardState.LOCAL:
-                if self._event.is_set():
+        # streaming 0.12.0's _ready_thread, with two changes: a shard that went back to REMOTE
+        # while we wait for it is prepared here, not waited for forever; and the thread counts
+        # as exited however it ends. __iter__ ends by waiting for two of its three loops to
+        # say so; the prepare thread does not when its download fails, and when this one
+        # failed too (the same shard, both trying) the pass waited forever instead of raising.
+        try:
+            while True:
+                if it.should_exit() or it.ready_index == it.total or self._event.is_set():
                     break
-                if self._shard_states[shard_id] == _ShardState.REMOTE:
-                    self.prepare_shard(shard_id, False)
+                if (self.predownload is not None
+                        and self.predownload < it.ready_index - it.yield_index):
+                    sleep(TICK)
                     continue
-                sleep(TICK)
-            it.ready_index += 1
-        it.on_exit()
+                sample_id = it.sample_ids[it.ready_index]
+                if sample_id == -1:
+                    it.ready_index += 1
+                    continue
+                shard_id, _ = self.spanner[sample_id]
+                while self._shard_states[shard_id] != _ShardState.LOCAL:
+                    if self._event.is_set():
+                        break
+                    if self._shard_states[shard_id] == _ShardState.REMOTE:
+                        self.prepare_shard(shard_id, False)
+                        continue
+                    sleep(TICK)
+                it.ready_index += 1
+        finally:
+            it.on_exit()
 
     StreamingDataset.prepare_shard = prepare_shard
     StreamingDataset.__iter__ = iterate
@@ -141,3 +156,173 @@ def wrap_downloaders(ds, wrap: Callable) -> None:
     each Stream downloads its shard files through (made from DOWNLOADER_MAPPINGS)."""
     for stream in ds.streams:
         stream._downloader = wrap(stream._downloader)
+
+
+# ----------------------------------------------------------------------------- shared memory
+#
+# streaming names each dataset's shared memory `<6-digit prefix>_<name>` in /dev/shm. Which
+# of them belong to a live run cannot be read from /proc alone: every process that builds a
+# StreamingDataset attaches to the shared memory of every prefix below its own while choosing
+# one (shared/prefix.py) and keeps it mapped until it exits, a crashed run's included. So each
+# process that takes a prefix (through the patched get_shm_prefix) holds a shared flock on a
+# marker file for as long as it lives (the kernel drops it when the process dies; forked
+# dataloader workers share it). A prefix is live while its marker is locked; a prefix without
+# a marker (a dataset built without install()) counts as live while any process maps it.
+
+SHM_DIR = '/dev/shm'  # where POSIX shared memory (shm_open) lives on Linux
+_marker_fds: list[int] = []  # this process's markers, open until it exits
+
+
+def _marker(prefix: str) -> str:
+    from tempfile import gettempdir
+    return os.path.join(gettempdir(), f'streaming_ext.{prefix}.users')
+
+
+def _mark_user(prefix_int: int) -> None:
+    fd = os.open(_marker(f'{prefix_int:06}'), os.O_RDWR | os.O_CREAT, 0o600)
+    fcntl.flock(fd, fcntl.LOCK_SH)
+    _marker_fds.append(fd)
+
+
+def patch_shm_prefix() -> None:
+    """Mark this process as a user of every shared-memory prefix it takes (idempotent)."""
+    require_supported()
+    import streaming.base.dataset as dataset_module
+    if getattr(dataset_module.get_shm_prefix, '_marks_users', False):
+        return
+    get_shm_prefix = dataset_module.get_shm_prefix
+
+    def marking(*args, **kwargs):
+        prefix_int, shm = get_shm_prefix(*args, **kwargs)
+        _mark_user(prefix_int)
+        return prefix_int, shm
+
+    marking._marks_users = True
+    dataset_module.get_shm_prefix = marking
+
+
+def _shm_groups() -> dict[str, list[str]]:
+    """streaming's shared memory by prefix: '000003' -> ['000003_locals', ...]."""
+    from streaming.base.constant import SHM_TO_CLEAN
+    pattern = re.compile(r'(\d{6})_(?:%s)' % '|'.join(map(re.escape, SHM_TO_CLEAN)))
+    try:
+        names = os.listdir(SHM_DIR)
+    except FileNotFoundError:
+        return {}
+    groups: dict[str, list[str]] = {}
+    for name in sorted(names):
+        m = pattern.fullmatch(name)
+        if m:
+            groups.setdefault(m.group(1), []).append(name)
+    return groups
+
+
+def _holders(paths: Iterable[str]) -> dict[str, set[int]]:
+    """Path -> pids of the live processes that map it or hold it open (what fuser reads from
+    /proc). Processes of other users cannot hold these files (streaming and we use mode 0600)."""
+    wanted: dict[str, set[int]] = {p: set() for p in paths}
+    if not wanted:
+        return wanted
+    for entry in os.listdir('/proc'):
+        if not entry.isdigit():
+            continue
+        pid = int(entry)
+        try:
+            with open(f'/proc/{pid}/maps') as f:
+                for line in f:
+                    i = line.find('/')
+                    path = line[i:].rstrip('\n') if i >= 0 else ''
+                    if path in wanted:
+                        wanted[path].add(pid)
+            fds = os.listdir(f'/proc/{pid}/fd')
+        except OSError:  # gone meanwhile, or not ours
+            continue
+        for fd in fds:
+            try:
+                target = os.readlink(f'/proc/{pid}/fd/{fd}')
+            except OSError:
+                continue
+            if target in wanted:
+                wanted[target].add(pid)
+    return wanted
+
+
+def _marker_locked(prefix: str) -> Optional[bool]:
+    """True: a live process holds the prefix's marker; False: it has none (its users are
+    dead); None: no marker."""
+    try:
+        fd = os.open(_marker(prefix), os.O_RDWR)
+    except FileNotFoundError:
+        return None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        return False
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)  # drops our lock too
+
+
+def _prefixes() -> list[tuple[str, list[str], set[int]]]:
+    """(prefix, its shared-memory names, pids of its live users; empty when it is stale)."""
+    groups = _shm_groups()
+    marked = {p: _marker_locked(p) for p in groups}
+    unmarked = [os.path.join(SHM_DIR, n) for p, names in groups.items() if marked[p] is None
+                for n in names]
+    markers = [_marker(p) for p in groups if marked[p]]
+    held = _holders(unmarked + markers)
+    out = []
+    for prefix, names in groups.items():
+        if marked[prefix] is None:
+            pids = set().union(*(held[os.path.join(SHM_DIR, n)] for n in names))
+        elif marked[prefix]:
+            pids = held[_marker(prefix)] or {-1}  # locked by someone we cannot see: live
+        else:
+            pids = set()
+        out.append((prefix, names, pids))
+    return out
+
+
+def clean_stale_shared_memory() -> list[str]:
+    """Unlink the shared memory of datasets whose processes are all gone (a crashed or killed
+    run's leftovers, which make the next run fail); a live run's stays. Returns the names
+    removed. Replaces streaming's clean_stale_shared_memory(), which removes everything."""
+    require_supported()
+    removed = []
+    for prefix, names, pids in _prefixes():
+        if pids:
+            continue
+        for name in names:
+            try:
+                os.unlink(os.path.join(SHM_DIR, name))
+                removed.append(name)
+            except FileNotFoundError:  # another rank of this node got there first
+                pass
+        try:
+            os.unlink(_marker(prefix))
+        except FileNotFoundError:
+            pass
+    return removed
+
+
+def live_users(folders: Iterable[str]) -> dict[str, list[int]]:
+    """Cache folder -> pids of the other live processes whose StreamingDataset uses it (what
+    streaming records in its `<prefix>_locals` shared memory: abspath(local/split))."""
+    require_supported()
+    from streaming.base.constant import LOCALS
+    from streaming.base.shared.prefix import _unpack_locals
+    wanted = {os.path.abspath(f) for f in folders}
+    users: dict[str, set[int]] = {}
+    for prefix, names, pids in _prefixes():
+        others = pids - {os.getpid()}
+        name = f'{prefix}_{LOCALS}'
+        if not others or name not in names:
+            continue
+        try:
+            with open(os.path.join(SHM_DIR, name), 'rb') as f:
+                their_locals, _ = _unpack_locals(f.read())
+        except (OSError, ValueError, UnicodeDecodeError):
+            continue
+        for folder in wanted.intersection(their_locals):
+            users.setdefault(folder, set()).update(others)
+    return {folder: sorted(p) for folder, p in users.items()}

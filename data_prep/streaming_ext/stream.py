@@ -40,8 +40,8 @@ def describe(stream: Stream, shard) -> str:
     """'shard <name> of <remote/split>' for messages."""
     raw, zipped = shard.file_pairs[0]
     name = (zipped or raw).basename
-    where = '/'.join(p.strip('/') for p in (stream.remote or stream.local, stream.split or '')
-                     if p)
+    base = (stream.remote or stream.local).rstrip('/')  # an absolute path keeps its root
+    where = '/'.join(p for p in (base, (stream.split or '').strip('/')) if p)
     return f'shard {name} of {where}'
 
 

@@ -1,13 +1,13 @@
 """The OCI backend for real: the oci SDK against the local store on 127.0.0.1, directly and
 through streaming's MDSWriter and StreamingDataset with our transport installed."""
 import os
+import time
 from collections import Counter
 from pathlib import Path
 
 import oci
 import pytest
 from streaming import StreamingDataset
-from streaming.base.util import clean_stale_shared_memory
 
 from data_prep.servers.oci_store import Knobs, start_store
 from data_prep.storage.oci import client as oci_client
@@ -15,6 +15,7 @@ from data_prep.storage.oci.auth import CredentialsError
 from data_prep.storage.oci.client import CorruptObject
 from data_prep.storage.oci.remote import OCIRemote
 from data_prep.streaming_ext import install
+from data_prep.streaming_ext.compat import clean_stale_shared_memory
 from data_prep.streaming_ext.stream import ShardUnavailable
 from tests.helpers import read_ids, write_mds
 
@@ -124,8 +125,14 @@ def test_download_timeout_is_honoured(tmp_path, monkeypatch):
         for k, v in store.env().items():
             monkeypatch.setenv(k, v)
         (store.data_dir / 'buckets' / 'b' / 'obj').write_bytes(b'x' * 10)
+        oci_client.client(read_timeout=1.0)  # made once per process: not part of the timing
+        t0 = time.monotonic()
         with pytest.raises(TimeoutError):
             oci_client.download_file('oci://b@local/obj', str(tmp_path / 'obj'), timeout=1)
+        elapsed = time.monotonic() - t0
+        # the store answers after 3 s: a socket timeout ignored would still end in a
+        # TimeoutError (the late deadline check), but only after those 3 s
+        assert elapsed < 2.0, elapsed
         assert not (tmp_path / 'obj').exists()
 
 
