@@ -5,7 +5,7 @@
 source, and a silent mismatch would turn a loud shard error back into a hang or a silently
 short epoch. tests/streaming_ext/test_compat.py is pinned to it.
 
-Two users:
+Three users:
 
 1. A shard that cannot be prepared must fail the pass loudly (`patch_dataset`). streaming
    0.12 downloads in background threads of each DataLoader worker; when one raises, it sets an
@@ -25,9 +25,15 @@ Two users:
      as well, or succeeds if the store is back.
 2. `callbacks/cache_stats.py` reads the node's shard states, access times and cache usage,
    and wraps each stream's downloader to count what it really downloads (the accessors below).
+3. A converter imports streaming's writer modules without its package __init__s, which pull
+   in transformers, scikit-learn and torchvision (`defer_package_inits`).
 """
 from __future__ import annotations
 
+import importlib.util
+import sys
+import threading
+import types
 from time import sleep
 from typing import Callable
 
@@ -47,6 +53,64 @@ def require_supported() -> None:
             f'mosaicml-streaming {streaming.__version__} is installed; data_prep.streaming_ext '
             f'supports {SUPPORTED} only (pinned in setup.py): install {SUPPORTED}, or port '
             f'data_prep/streaming_ext/compat.py')
+
+
+# ----------------------------------------------------------------------------- writer imports
+
+_PACKAGES = ('streaming', 'streaming.base')
+_finish_lock = threading.RLock()
+
+
+class _DeferredPackage(types.ModuleType):
+    """A package module whose __init__ has not run yet: it runs on the first lookup of a name
+    the module does not have (`from streaming import StreamingDataset`, `streaming.text`...)."""
+
+    def __getattr__(self, name: str):
+        with _finish_lock:
+            if isinstance(self, _DeferredPackage):  # not finished by another thread meanwhile
+                self.__class__ = types.ModuleType
+                self.__spec__.loader.exec_module(self)
+        return getattr(self, name)
+
+
+def defer_package_inits() -> bool:
+    """Let `import streaming.base.X` import X and what X imports, not streaming's package
+    __init__s. Those import every dataset class, StreamingDataLoader and the vision, text and
+    multimodal datasets, and with them transformers, scikit-learn and torchvision: ~2.5 s of a
+    converter's start-up, for MDSWriter, compression and merge_index, which need none of it
+    (streaming.base.util still imports torch). Nothing else changes: the two package modules
+    run their __init__ the first time anyone asks them for a name they do not have (streaming
+    0.12.0's __init__s only import and re-export; checked by require_supported()).
+
+    Cheap (imports nothing heavy). Then import the writer modules with
+    `import_writer_modules()`: their package __init__s also fix the order in which they can be
+    imported (streaming.base.util imports streaming.base.format.index, whose package imports
+    util), so util or storage imported first would be a circular import.
+
+    Returns False (and does nothing) when streaming is imported already."""
+    if any(name in sys.modules for name in _PACKAGES):
+        return False
+    with _finish_lock:
+        for name in _PACKAGES:  # parent first: find_spec of the child reads its __path__
+            module = importlib.util.module_from_spec(importlib.util.find_spec(name))
+            module.__class__ = _DeferredPackage
+            sys.modules[name] = module
+            parent, _, child = name.rpartition('.')
+            if parent:
+                setattr(sys.modules[parent], child, module)  # as the import system binds it
+        from streaming._version import __version__
+        sys.modules['streaming'].__version__ = __version__  # as its __init__ sets it
+    require_supported()
+    return True
+
+
+def import_writer_modules() -> None:
+    """streaming's MDSWriter (and its other formats), compression, storage (uploaders,
+    downloaders) and util (merge_index), in an order that works without the package
+    __init__s (see defer_package_inits)."""
+    import streaming.base.format  # noqa: F401  (first: it imports util after format.index)
+    import streaming.base.storage  # noqa: F401
+    import streaming.base.util  # noqa: F401
 
 
 # ----------------------------------------------------------------------------- loud shard errors
