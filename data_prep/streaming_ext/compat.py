@@ -57,7 +57,7 @@ def require_supported() -> None:
 
 # ----------------------------------------------------------------------------- writer imports
 
-_PACKAGES = ('streaming', 'streaming.base')
+_PACKAGES = ('streaming', 'streaming.base', 'streaming.base.format')
 _finish_lock = threading.RLock()
 
 
@@ -78,20 +78,18 @@ def defer_package_inits() -> bool:
     __init__s. Those import every dataset class, StreamingDataLoader and the vision, text and
     multimodal datasets, and with them transformers, scikit-learn and torchvision: ~2.5 s of a
     converter's start-up, for MDSWriter, compression and merge_index, which need none of it
-    (streaming.base.util still imports torch). Nothing else changes: the two package modules
-    run their __init__ the first time anyone asks them for a name they do not have (streaming
-    0.12.0's __init__s only import and re-export; checked by require_supported()).
+    (streaming.base.util still imports torch). Nothing else changes: each deferred package
+    runs its __init__ the first time anyone asks it for a name it does not have (streaming
+    0.12.0's three only import, re-export, and define reader_from_json; checked by
+    require_supported()). streaming.base.format is deferred too: its __init__ imports util,
+    which imports format.index, so util imported first would be a circular import.
 
-    Cheap (imports nothing heavy). Then import the writer modules with
-    `import_writer_modules()`: their package __init__s also fix the order in which they can be
-    imported (streaming.base.util imports streaming.base.format.index, whose package imports
-    util), so util or storage imported first would be a circular import.
-
-    Returns False (and does nothing) when streaming is imported already."""
+    Cheap: imports nothing heavy. Returns False (and does nothing) when streaming is imported
+    already."""
     if any(name in sys.modules for name in _PACKAGES):
         return False
     with _finish_lock:
-        for name in _PACKAGES:  # parent first: find_spec of the child reads its __path__
+        for name in _PACKAGES:  # parents first: find_spec of a child reads its __path__
             module = importlib.util.module_from_spec(importlib.util.find_spec(name))
             module.__class__ = _DeferredPackage
             sys.modules[name] = module
@@ -105,10 +103,9 @@ def defer_package_inits() -> bool:
 
 
 def import_writer_modules() -> None:
-    """streaming's MDSWriter (and its other formats), compression, storage (uploaders,
-    downloaders) and util (merge_index), in an order that works without the package
-    __init__s (see defer_package_inits)."""
-    import streaming.base.format  # noqa: F401  (first: it imports util after format.index)
+    """What a converter uses of streaming: MDSWriter, storage (uploaders, downloaders), util
+    (merge_index); compression comes with the writer."""
+    import streaming.base.format.mds.writer  # noqa: F401
     import streaming.base.storage  # noqa: F401
     import streaming.base.util  # noqa: F401
 

@@ -9,12 +9,12 @@ SCRIPT = textwrap.dedent('''
     import sys
     from data_prep.streaming_ext import compat, install_transport
     assert compat.defer_package_inits()
+    from streaming.base.util import merge_index  # first: no order is required
     compat.import_writer_modules()
     install_transport()
     import streaming
     from streaming.base.format.mds.writer import MDSWriter
     from streaming.base.storage import upload
-    from streaming.base.util import merge_index
     heavy = ('transformers', 'sklearn', 'torchvision', 'streaming.base.dataset')
     print('light', streaming.__version__, sorted(m for m in heavy if m in sys.modules))
     assert getattr(upload, upload.UPLOADERS['oci']).__module__ == 'data_prep.streaming_ext.oci'
