@@ -8,7 +8,7 @@ SAMPLE_MB ?= 8
 SAMPLE := $(BUILD)/c4_sample
 TOKENIZER := $(BUILD)/tokenizer
 YAML ?= yamls/cpu/c4_zstd.yaml
-BENCH_MB ?= 192
+BENCH_MB ?= 1000
 # The local OCI-compatible store (data_prep/servers/oci_store) is the default bucket offline.
 STORE_DIR ?= .store/data
 STORE_PORT ?= 9300
@@ -75,7 +75,7 @@ train: convert tokenizer  ## fine-tune with a recipe on the converted data (YAML
 bench: $(STAMP)  ## the six tests end to end, offline, then the report (REMOTE=..., YAML=... for real ones)
 	$(PY) scripts/bench.py $(BENCH_ARGS)
 
-bench-convert: $(STAMP)  ## ours vs the seed's one-loop conversion vs the per-core limit (BENCH_MB=192)
+bench-convert: $(STAMP)  ## ours vs the seed's loop vs the per-core limit, whole processes (BENCH_MB=1000 of text)
 	$(PY) scripts/bench_convert.py --size-mb $(BENCH_MB)
 
 bench-store: $(STAMP)  ## GET throughput of the local OCI store on loopback (MB/s)

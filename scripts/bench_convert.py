@@ -47,7 +47,7 @@ C4_EN_JSON_GB = 897.0   # the same as JSON lines (text / JSON of C4-like records
 C4_EN_GZ_GB = 305.0     # as the hub stores it
 C4_EN_FILES = 1024
 SIDES = {'a': 'ours, the pool', 'b': "the seed's loop", 'c': 'per-core limit, 1 core',
-         'd': 'Spark local[2]'}
+         'd': 'Spark local[2]', 'a0': '(a) of --baseline'}
 
 
 # ----------------------------------------------------------------------------- sides (b), (c)
@@ -58,14 +58,15 @@ def side_naive(files: list[str], out: str) -> dict:
     from streaming import MDSWriter
     datasets.disable_progress_bars()
     ds = datasets.load_dataset('json', data_files=files, split='train', streaming=True)
-    n, first = 0, None
+    n, first, cpu0 = 0, None, 0.0
     with MDSWriter(columns={'text': 'str'}, out=out, compression='zstd') as writer:
         for sample in ds:
             if first is None:
-                first = time.monotonic()
+                first, cpu0 = time.monotonic(), time.process_time()
             writer.write({'text': sample['text']})
             n += 1
-    return {'first_record_at': first, 'done_at': time.monotonic(), 'samples': n}
+    return {'first_record_at': first, 'done_at': time.monotonic(), 'samples': n,
+            'convert_cpu_s': time.process_time() - cpu0}
 
 
 def _lines(f):
@@ -86,7 +87,7 @@ def side_limit(files: list[str], level: int = 3, chunk: int = 1 << 26) -> dict:
     import orjson
     import zstandard
     comp = zstandard.ZstdCompressor(level=level)
-    first = None
+    first, cpu0 = None, 0.0
     nbytes = text_bytes = docs = size = 0
     buf: list[bytes] = []
     for path in files:
@@ -97,7 +98,7 @@ def side_limit(files: list[str], level: int = 3, chunk: int = 1 << 26) -> dict:
                     continue  # a blank line: (a) counts it as skipped, C4 has none
                 text = orjson.loads(line)['text'].encode('utf-8')
                 if first is None:
-                    first = time.monotonic()
+                    first, cpu0 = time.monotonic(), time.process_time()
                 docs += 1
                 buf.append(text)
                 size += len(text)
@@ -109,7 +110,8 @@ def side_limit(files: list[str], level: int = 3, chunk: int = 1 << 26) -> dict:
         comp.compress(b''.join(buf))
         text_bytes += size
     return {'first_record_at': first, 'done_at': time.monotonic(), 'samples': docs,
-            'input_bytes': nbytes, 'text_bytes': text_bytes, 'gunzip': gunzip_name()}
+            'convert_cpu_s': time.process_time() - cpu0, 'input_bytes': nbytes,
+            'text_bytes': text_bytes, 'gunzip': gunzip_name()}
 
 
 def gunzip_name() -> str:
@@ -121,13 +123,14 @@ def gunzip_name() -> str:
 
 # ----------------------------------------------------------------------------- running a side
 
-def _timed(cmd: list[str], out: str | None) -> tuple[dict, float, float, float]:
-    """Runs `cmd` (its stdout: one JSON object); returns (that object, start, exit, CPU s)."""
+def _timed(cmd: list[str], out: str | None, cwd: Path = ROOT) -> tuple[dict, float, float, float]:
+    """Runs `cmd` in `cwd` (its stdout: one JSON object); returns (that object, start, exit,
+    CPU seconds of the process and the children it waited for)."""
     if out:
         shutil.rmtree(out, ignore_errors=True)
     cpu0 = resource.getrusage(resource.RUSAGE_CHILDREN)
     start = time.monotonic()
-    proc = subprocess.run(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    proc = subprocess.run(cmd, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                           text=True)
     end = time.monotonic()
     cpu1 = resource.getrusage(resource.RUSAGE_CHILDREN)
@@ -157,15 +160,22 @@ def run_side(side: str, files: list[str], out: str, input_bytes: int = 0) -> dic
            '--', *files]
     report, start, end, cpu = _timed(cmd, out if side == 'naive' else None)
     nbytes = report.get('input_bytes', input_bytes)
-    return {**_row(report, start, end, cpu, nbytes), 'report': report}
+    row = _row(report, start, end, cpu, nbytes)
+    # CPU from the first record to the end of the conversion, as measured inside the process
+    row.update(convert_cpu_s=report['convert_cpu_s'],
+               convert_mb_per_cpu_s=nbytes / 1e6 / report['convert_cpu_s'])
+    return {**row, 'report': report}
 
 
-def run_ours(files_glob: str, out: str, workers: int, extra: tuple[str, ...] = ()) -> dict:
-    """(a), and (d) with `extra`: the command a user runs."""
+def run_ours(files_glob: str, out: str, workers: int, extra: tuple[str, ...] = (),
+             cwd: Path = ROOT) -> dict:
+    """(a), (d) with `extra`, and (a) of another checkout (`cwd`): the command a user runs.
+    A checkout whose summary has no first_record_at/parts_done_at gets only whole-process
+    figures."""
     cmd = [sys.executable, '-m', 'data_prep.convert', '--data-files', files_glob,
            '--remote', out, '--compression', 'zstd', '--workers', str(workers), '--no-progress',
            '--json', *extra]
-    s, start, end, cpu = _timed(cmd, out)
+    s, start, end, cpu = _timed(cmd, out, cwd)
     report = {'first_record_at': s.get('first_record_at'), 'done_at': s.get('parts_done_at'),
               'samples': s['samples']}
     row = _row(report, start, end, cpu, s['run_input_bytes'])
@@ -240,17 +250,22 @@ def report_text(res: dict) -> str:
     ]
     for key, name in SIDES.items():
         r = rows.get(key)
-        if r is None:
-            lines.append(f'({key}) {name:24s} not run: {res["not_run"].get(key, "")}')
+        if r is None and key == 'a0':
             continue
-        lines.append(f'({key}) {name:24s} {r["whole_s"]:7.2f}  {_fmt(r["startup_s"])}  '
+        label = f'({key}) {name}'
+        if r is None:
+            lines.append(f'{label:29s} not run: {res["not_run"].get(key, "")}')
+            continue
+        lines.append(f'{label:29s} {r["whole_s"]:7.2f}  {_fmt(r["startup_s"])}  '
                      f'{_fmt(r["convert_s"], "7.2f")}  {_fmt(r["end_s"])}  '
                      f'{r["whole_mb_per_s"]:9.1f}  {_fmt(r["convert_mb_per_s"], "10.1f")}  '
                      f'{r["cpu_s"]:7.1f}')
     a = rows['a']
     lines += [
         f"(a) per worker, MB/s of wall: {', '.join(f'{w:.1f}' for w in a['worker_mb_per_s'])}; "
-        f"per CPU-second: {', '.join(f'{w:.1f}' for w in a['worker_mb_per_cpu_s'])}",
+        f"per CPU-second: {', '.join(f'{w:.1f}' for w in a['worker_mb_per_cpu_s'])}; "
+        f"(b) {rows['b']['convert_mb_per_cpu_s']:.1f} and (c) {res['limit_mb_per_cpu_s']:.1f} "
+        f"MB per CPU-second of conversion",
         '',
         f"(a) vs (b), whole processes   {res['speedup_whole']:.2f}x   (target >= 1.7x: "
         f"{'met' if res['speedup_whole'] >= 1.7 else 'NOT met'})",
@@ -261,6 +276,9 @@ def report_text(res: dict) -> str:
         f"(a) start-up {a['startup_s']:.2f} s (target <= 1.5), end {a['end_s']:.2f} s "
         f"(target <= 0.3)",
     ]
+    if 'baseline_vs_ours' in res:
+        lines.append(f"--baseline {res['baseline']}: its whole process / (a)'s   "
+                     f"{res['baseline_vs_ours']:.2f}x")
     if 'spark_vs_pool' in res:
         lines.append(f"(d) / (a), whole processes    {res['spark_vs_pool']:.2f}x (target <= 1.3x)")
     lines.append(f"load average before {res['loadavg_before'][0]:.2f}, after "
@@ -288,6 +306,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument('--rounds', type=int, default=2,
                    help='interleaved rounds; the best of each side is kept (default 2)')
     p.add_argument('--json', default='results/bench_convert.json', help='where to save figures')
+    p.add_argument('--baseline', help='another checkout of this repository (e.g. `git worktree '
+                   'add /tmp/base main`): its (a) is run too, interleaved, as row (a0)')
     p.add_argument('--hub-gb-s', type=float, help='projection: the hub\'s total download '
                    'bandwidth, GB/s (default: not a limit)')
     p.add_argument('--bucket-gb-s', type=float, help='projection: the bucket\'s total upload '
@@ -321,6 +341,8 @@ def main(argv: list[str] | None = None) -> int:
         b = run_side('naive', files, str(build / 'naive'), c['input_bytes'])
         a = run_ours(files_glob, str(build / 'ours'), args.workers)
         d = spark_local(files_glob, str(build / 'spark'))
+        a0 = run_ours(files_glob, str(build / 'baseline'), args.workers,
+                      cwd=Path(args.baseline).resolve()) if args.baseline else None
         if d is None:
             not_run['d'] = '`--engine spark` is not built yet (issue 14); spark_local() runs it'
         if not (a['samples'] == b['samples'] == c['samples']) or \
@@ -328,18 +350,23 @@ def main(argv: list[str] | None = None) -> int:
             print(f'MISMATCH: samples (a) {a["samples"]} (b) {b["samples"]} (c) {c["samples"]}, '
                   f'input bytes (a) {a["input_bytes"]} (c) {c["input_bytes"]}', file=sys.stderr)
             return 1
-        for key, row in zip('abcd', (a, b, c, d)):
+        if a0 is not None and a0['samples'] != a['samples']:
+            print(f'MISMATCH: samples (a) {a["samples"]}, baseline {a0["samples"]}',
+                  file=sys.stderr)
+            return 1
+        for key, row in zip(('a', 'b', 'c', 'd', 'a0'), (a, b, c, d, a0)):
             if row is not None:
                 rounds[key].append(row)
         print(f'round {r + 1}: whole (a) {a["whole_s"]:.1f} s, (b) {b["whole_s"]:.1f} s, '
               f'(c) {c["whole_s"]:.1f} s' + (f', (d) {d["whole_s"]:.1f} s' if d else '') +
+              (f', baseline {a0["whole_s"]:.1f} s' if a0 else '') +
               f'; load {os.getloadavg()[0]:.2f}', flush=True)
     load1 = os.getloadavg()
     best = {k: min(v, key=lambda x: x['whole_s']) for k, v in rounds.items() if v}
     a, b, c = best['a'], best['b'], best['c']
     limit = c.pop('report')
     b.pop('report')
-    c_cpu = limit['input_bytes'] / 1e6 / c['cpu_s']
+    c_cpu = c['convert_mb_per_cpu_s']
     per_core = sum(a['worker_mb_per_cpu_s']) / len(a['worker_mb_per_cpu_s'])
     res = {
         'input': {'files': len(files), 'json_mb': limit['input_bytes'] / 1e6,
@@ -349,7 +376,7 @@ def main(argv: list[str] | None = None) -> int:
         'speedup_whole': b['whole_s'] / a['whole_s'],
         'speedup_convert': b['convert_s'] / a['convert_s'],
         'worker_share_wall': min(a['worker_mb_per_s']) / c['convert_mb_per_s'],
-        # (c)'s CPU includes its start-up (imports: ~0.1 s); the workers' only their parts
+        # per CPU-second of conversion on both sides (a worker's parts; (c) from its first record)
         'worker_share_cpu': min(a['worker_mb_per_cpu_s']) / c_cpu,
         'limit_mb_per_cpu_s': c_cpu, 'per_core_mb_s': per_core,
         'zstd_ratio': limit['text_bytes'] / a['bytes'],
@@ -359,6 +386,9 @@ def main(argv: list[str] | None = None) -> int:
     }
     if 'd' in best:
         res['spark_vs_pool'] = best['d']['whole_s'] / a['whole_s']
+    if 'a0' in best:
+        res['baseline'] = str(args.baseline)
+        res['baseline_vs_ours'] = best['a0']['whole_s'] / a['whole_s']
     print('\n' + report_text(res))
     if args.json:
         os.makedirs(os.path.dirname(args.json) or '.', exist_ok=True)

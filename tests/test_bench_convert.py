@@ -21,7 +21,7 @@ def test_smallest_bench_convert_rows_are_whole_and_consistent(sample_dir, tmp_pa
     docs = len(sample_texts(sample_dir))
     assert set(rows) == {'a', 'b', 'c'} | ({'d'} if 'd' in rows else set())
     if 'd' not in rows:
-        assert 'spark' in res['not_run']['d'] and '(d) Spark local[2]' in proc.stdout
+        assert 'spark' in res['not_run']['d'] and '(d) Spark local[2]  ' in proc.stdout
     for key, row in rows.items():
         assert row['input_bytes'] == json_bytes and row['samples'] == docs, key
         assert row['startup_s'] > 0 and row['convert_s'] > 0 and row['end_s'] >= 0, key
@@ -39,6 +39,11 @@ def test_smallest_bench_convert_rows_are_whole_and_consistent(sample_dir, tmp_pa
     assert res['speedup_convert'] == pytest.approx(b['convert_s'] / a['convert_s'])
     assert res['worker_share_wall'] == pytest.approx(min(a['worker_mb_per_s']) /
                                                      c['convert_mb_per_s'])
+    for row in (b, c):  # CPU of the conversion itself, measured inside the process
+        assert 0 < row['convert_cpu_s'] < row['cpu_s']
+        assert row['convert_mb_per_cpu_s'] == pytest.approx(json_bytes / 1e6 / row['convert_cpu_s'])
+    assert res['worker_share_cpu'] == pytest.approx(min(a['worker_mb_per_cpu_s']) /
+                                                    c['convert_mb_per_cpu_s'])
     assert res['zstd_ratio'] == pytest.approx(res['input']['text_mb'] * 1e6 / a['bytes'])
     for p in res['projection']:
         assert p['hours'] == max(p['limits_h'].values()) == p['limits_h'][p['bound']]
