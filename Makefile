@@ -8,7 +8,7 @@ SAMPLE_MB ?= 8
 SAMPLE := $(BUILD)/c4_sample
 TOKENIZER := $(BUILD)/tokenizer
 YAML ?= yamls/cpu/c4_zstd.yaml
-BENCH_MB ?= 192
+BENCH_MB ?= 1000
 # The local OCI-compatible store (data_prep/servers/oci_store) is the default bucket offline.
 STORE_DIR ?= .store/data
 STORE_PORT ?= 9300
@@ -88,7 +88,7 @@ bench: $(STAMP)  ## the six tests, loader headroom, zstd vs link speed, offline;
 bench-start: $(STAMP) sample tokenizer  ## start-up at C4 size per shuffle setting: first batch, resume, memory (~20-40 min)
 	$(PY) scripts/bench_start.py
 
-bench-convert: $(STAMP)  ## ours vs the seed's one-loop conversion vs the per-core limit (BENCH_MB=192)
+bench-convert: $(STAMP)  ## ours vs the seed's loop vs the per-core limit, whole processes (BENCH_MB=1000 of text)
 	$(PY) scripts/bench_convert.py --size-mb $(BENCH_MB)
 
 bench-hub: $(STAMP)  ## ours vs the seed's single stream, from a far-away hub (50 MB/s, 40 ms; BENCH_MB=192)

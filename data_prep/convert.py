@@ -15,6 +15,7 @@ import os
 import sys
 
 from data_prep.env import EnvError, env_value
+from data_prep.fastexit import exit_now
 from data_prep.pipeline.convert import ConvertConfig, ConvertError, convert
 from data_prep.pipeline.records import (
     EMPTY_FILE,
@@ -180,4 +181,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == '__main__':
-    sys.exit(main())
+    exit_now(main())

@@ -1,18 +1,30 @@
-"""`make bench-convert`: the same input converted three ways in one run, and the ratios.
+"""`make bench-convert`: one C4-like input converted four ways in one run, each side a whole
+process, timed from its start to its exit and split into start-up, conversion and end.
 
-(a) ours: data_prep.pipeline.convert.convert() with all workers (one part per input file);
-(b) the seed walkthrough's naive loop: one load_dataset(streaming=True) iterator into one
-    MDSWriter;
-(c) the per-core limit, on the same input: gunzip + json.loads + zstd level 3, one core.
-    gunzip is fsspec's, the one datasets uses in (a) and (b) (ISA-L when `isal` is
-    installed, as setup.py asks; zlib otherwise), so the three share one decompressor.
+(a) ours: `python -m data_prep.convert` (the local pool, one worker per core), into a folder;
+(b) the seed walkthrough's loop: one `load_dataset('json', streaming=True)` iterator into one
+    MDSWriter, in one process that imports what the seed imported (`from streaming import
+    MDSWriter`) and exits the ordinary way;
+(c) the per-core limit: the least a worker must do, on one core: the same gunzip as (a) and
+    (b) (fsspec's, which datasets uses: ISA-L when `isal` is installed) and the same parser as
+    (a) (orjson on each line's bytes; (b)'s pyarrow JSON reader is not a per-line parser), the
+    text encoded and compressed with zstd level 3 in shard-sized chunks. Lines are split by
+    bytes.split on 16 MiB reads: no per-line file calls, no MDS framing, nothing written;
+(d) Spark local[2]: `python -m data_prep.convert --engine spark --spark-master local[2]` on
+    the same input, run when the command has `--engine` (issue 14's Spark engine); until then
+    its row says so (`spark_local` below is the one place to change).
 
-All three read the same C4-format json.gz files (generated if missing) and write zstd MDS
-(the limit only compresses). MB/s are of uncompressed input JSON. Libraries are imported
-before any clock starts, so every figure is the work itself. Targets on a 2-core machine:
-(a) >= 1.7x (b), and every worker of (a) >= 60% of (c).
+Every side reports, on the clock all processes of a machine share (time.monotonic), when it
+read its first record and when its output was complete (for (a): the summary's
+`first_record_at` and `parts_done_at`). Start-up = first record - process start; conversion =
+done - first record; end = process exit - done. All sides read the same files, written once by
+data_prep.pipeline.sample (C4's document lengths); MB are of uncompressed input JSON. Rounds
+are interleaved so a change of load hits all sides alike; each side's best round (least
+whole-process time) is kept. Targets (issue 14) on this 2-core machine: start-up <= 1.5 s,
+end <= 0.3 s, (a) >= 1.7x (b) as whole processes on >= 1 GB of JSON.
 
-    python scripts/bench_convert.py [--size-mb 192] [--workers N] [--json results/bench_convert.json]
+    python scripts/bench_convert.py [--size-mb 1000] [--files 8] [--rounds 2]
+                                    [--input-dir DIR] [--json results/bench_convert.json]
 """
 from __future__ import annotations
 
@@ -20,44 +32,91 @@ import argparse
 import glob
 import json
 import os
+import resource
 import shutil
+import subprocess
 import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
 
-C4_EN_TEXT_GB = 828.6  # allenai/c4 en, text only
+C4_EN_TEXT_GB = 828.6   # allenai/c4 en: text only
+C4_EN_JSON_GB = 897.0   # the same as JSON lines (text / JSON of C4-like records)
+C4_EN_GZ_GB = 305.0     # as the hub stores it
 C4_EN_FILES = 1024
+SIDES = {'a': 'ours, the pool', 'b': "the seed's loop", 'c': 'per-core limit, 1 core',
+         'd': 'Spark local[2]', 'a0': '(a) of --baseline'}
 
 
-def per_core_limit(files: list[str], level: int = 3, chunk: int = 1 << 26) -> dict:
-    """gunzip + json.loads + zstd (in shard-sized chunks of text), one core, no MDS, no I/O out."""
+# ----------------------------------------------------------------------------- sides (b), (c)
+
+def side_naive(files: list[str], out: str, dataset: str | None = None,
+               subset: str | None = None) -> dict:
+    """(b) The seed walkthrough: one streaming iterator, one MDSWriter, one Python loop, over
+    `files`, or over the hub's `dataset` (e.g. allenai/c4, `subset` en) when given."""
+    import datasets
+    from streaming import MDSWriter
+    datasets.disable_progress_bars()
+    if dataset:
+        ds = datasets.load_dataset(dataset, subset, split='train', streaming=True)
+    else:
+        ds = datasets.load_dataset('json', data_files=files, split='train', streaming=True)
+    n, first, cpu0 = 0, None, 0.0
+    with MDSWriter(columns={'text': 'str'}, out=out, compression='zstd') as writer:
+        for sample in ds:
+            if first is None:
+                first, cpu0 = time.monotonic(), time.process_time()
+            writer.write({'text': sample['text']})
+            n += 1
+    return {'first_record_at': first, 'done_at': time.monotonic(), 'samples': n,
+            'convert_cpu_s': time.process_time() - cpu0}
+
+
+def _lines(f):
+    """(line, bytes it takes in the file: with its line break) for each line of `f`."""
+    rest = b''
+    while block := f.read(1 << 24):
+        lines = (rest + block).split(b'\n')
+        rest = lines.pop()
+        for line in lines:
+            yield line, len(line) + 1
+    if rest:
+        yield rest, len(rest)
+
+
+def side_limit(files: list[str], level: int = 3, chunk: int = 1 << 26) -> dict:
+    """(c) gunzip + orjson + zstd on one core; input bytes counted as (a) counts them."""
     import fsspec
+    import orjson
     import zstandard
     comp = zstandard.ZstdCompressor(level=level)
-    t0, c0 = time.perf_counter(), time.process_time()
-    nbytes = text_bytes = 0
+    first, cpu0 = None, 0.0
+    nbytes = text_bytes = docs = size = 0
+    buf: list[bytes] = []
     for path in files:
-        buf: list[bytes] = []
-        size = 0
         with fsspec.open(path, 'rb', compression='gzip') as f:
-            for line in f:
-                nbytes += len(line)
-                text = json.loads(line)['text'].encode('utf-8')
+            for line, n in _lines(f):
+                nbytes += n
+                if not line:
+                    continue  # a blank line: (a) counts it as skipped, C4 has none
+                text = orjson.loads(line)['text'].encode('utf-8')
+                if first is None:
+                    first, cpu0 = time.monotonic(), time.process_time()
+                docs += 1
                 buf.append(text)
                 size += len(text)
                 if size >= chunk:
                     comp.compress(b''.join(buf))
                     text_bytes += size
                     buf, size = [], 0
-        if buf:
-            comp.compress(b''.join(buf))
-            text_bytes += size
-    seconds, cpu = time.perf_counter() - t0, time.process_time() - c0
-    return {'seconds': seconds, 'cpu_seconds': cpu, 'input_bytes': nbytes,
-            'text_bytes': text_bytes, 'gunzip': gunzip_name(), 'mb_per_s': nbytes / 1e6 / seconds,
-            'mb_per_cpu_s': nbytes / 1e6 / cpu}
+    if buf:
+        comp.compress(b''.join(buf))
+        text_bytes += size
+    return {'first_record_at': first, 'done_at': time.monotonic(), 'samples': docs,
+            'convert_cpu_s': time.process_time() - cpu0, 'input_bytes': nbytes,
+            'text_bytes': text_bytes, 'gunzip': gunzip_name()}
 
 
 def gunzip_name() -> str:
@@ -67,124 +126,279 @@ def gunzip_name() -> str:
     return 'ISA-L (isal)' if opener.__name__ == 'isal' else 'zlib'
 
 
-def naive_loop(files: list[str], out: str, compression: str = 'zstd',
-               dataset: str | None = None, subset: str | None = None) -> dict:
-    """The seed walkthrough: one streaming iterator, one MDSWriter, one Python loop, over
-    `files`, or over the hub's `dataset` (e.g. allenai/c4, `subset` en) when given."""
-    import datasets
-    from streaming import MDSWriter
-    shutil.rmtree(out, ignore_errors=True)
-    t0, c0 = time.perf_counter(), time.process_time()
-    if dataset:
-        ds = datasets.load_dataset(dataset, subset, split='train', streaming=True)
-    else:
-        ds = datasets.load_dataset('json', data_files=files, split='train', streaming=True)
-    n = 0
-    with MDSWriter(columns={'text': 'str'}, out=out, compression=compression) as writer:
-        for sample in ds:
-            writer.write({'text': sample['text']})
-            n += 1
-    seconds, cpu = time.perf_counter() - t0, time.process_time() - c0
-    return {'seconds': seconds, 'cpu_seconds': cpu, 'samples': n}
+# ----------------------------------------------------------------------------- running a side
+
+def _timed(cmd: list[str], out: str | None, cwd: Path = ROOT) -> tuple[dict, float, float, float]:
+    """Runs `cmd` in `cwd` (its stdout: one JSON object); returns (that object, start, exit,
+    CPU seconds of the process and the children it waited for)."""
+    if out:
+        shutil.rmtree(out, ignore_errors=True)
+    cpu0 = resource.getrusage(resource.RUSAGE_CHILDREN)
+    start = time.monotonic()
+    proc = subprocess.run(cmd, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                          text=True)
+    end = time.monotonic()
+    cpu1 = resource.getrusage(resource.RUSAGE_CHILDREN)
+    if proc.returncode:
+        raise RuntimeError(f'{" ".join(cmd[:4])}... failed ({proc.returncode}): '
+                           f'{proc.stderr.strip()[-2000:]}')
+    cpu = (cpu1.ru_utime - cpu0.ru_utime) + (cpu1.ru_stime - cpu0.ru_stime)
+    return json.loads(proc.stdout), start, end, cpu
 
 
-def ours(files_glob: str, out: str, workers: int, compression: str = 'zstd') -> dict:
-    from data_prep.pipeline.convert import ConvertConfig, convert
-    shutil.rmtree(out, ignore_errors=True)
-    return convert(ConvertConfig(remote=out, data_files=files_glob, compression=compression,
-                                 workers=workers, progress=False))
+def _row(report: dict, start: float, end: float, cpu: float, input_bytes: int) -> dict:
+    first, done = report.get('first_record_at'), report.get('done_at')
+    mb = input_bytes / 1e6
+    row = {'whole_s': end - start, 'cpu_s': cpu, 'input_bytes': input_bytes,
+           'samples': report.get('samples'), 'whole_mb_per_s': mb / (end - start),
+           'startup_s': None, 'convert_s': None, 'end_s': None, 'convert_mb_per_s': None}
+    if first is not None and done is not None:
+        row.update(startup_s=first - start, convert_s=done - first, end_s=end - done,
+                   convert_mb_per_s=mb / (done - first))
+    return row
+
+
+def run_side(side: str, files: list[str], out: str, input_bytes: int = 0) -> dict:
+    """(b) or (c) in a process of its own: this script with --side. (b) does not count its
+    input bytes: `input_bytes` are (c)'s, of the same files."""
+    cmd = [sys.executable, str(Path(__file__).resolve()), '--side', side, '--out', out,
+           '--', *files]
+    report, start, end, cpu = _timed(cmd, out if side == 'naive' else None)
+    nbytes = report.get('input_bytes', input_bytes)
+    row = _row(report, start, end, cpu, nbytes)
+    # CPU from the first record to the end of the conversion, as measured inside the process
+    row.update(convert_cpu_s=report['convert_cpu_s'],
+               convert_mb_per_cpu_s=nbytes / 1e6 / report['convert_cpu_s'])
+    return {**row, 'report': report}
+
+
+def run_ours(files_glob: str, out: str, workers: int, extra: tuple[str, ...] = (),
+             cwd: Path = ROOT) -> dict:
+    """(a), (d) with `extra`, and (a) of another checkout (`cwd`): the command a user runs.
+    A checkout whose summary has no first_record_at/parts_done_at gets only whole-process
+    figures."""
+    cmd = [sys.executable, '-m', 'data_prep.convert', '--data-files', files_glob,
+           '--remote', out, '--compression', 'zstd', '--workers', str(workers), '--no-progress',
+           '--json', *extra]
+    s, start, end, cpu = _timed(cmd, out, cwd)
+    report = {'first_record_at': s.get('first_record_at'), 'done_at': s.get('parts_done_at'),
+              'samples': s['samples']}
+    row = _row(report, start, end, cpu, s['run_input_bytes'])
+    row.update(workers=s['workers'], worker_mb_per_s=s['worker_mb_per_s'],
+               worker_mb_per_cpu_s=s['worker_mb_per_cpu_s'], bytes=s['bytes'],
+               objects=s['objects'], parts=s['parts'])
+    return row
+
+
+def spark_available() -> bool:
+    from data_prep.convert import build_parser
+    return '--engine' in build_parser()._option_string_actions
+
+
+def spark_local(files_glob: str, out: str) -> dict | None:
+    """(d) Spark in local[2], the same command with the Spark engine; None until the command
+    has one. Its summary must carry first_record_at / parts_done_at (the first record read by
+    any task, the last part done) for start-up and end; without them only the whole process
+    is reported."""
+    if not spark_available():
+        return None
+    return run_ours(files_glob, out, 2, ('--engine', 'spark', '--spark-master', 'local[2]'))
+
+
+# ----------------------------------------------------------------------------- projection
+
+def project_c4(per_core_mb_s: float, cores_per_node: int = 112, nic_gb_s: float = 12.5,
+               hub_gb_s: float | None = None, bucket_gb_s: float | None = None,
+               zstd_ratio: float = 3.0) -> list[dict]:
+    """All of C4 en (897 GB of JSON in 1024 files, 305 GB gzipped) on N executor cores.
+
+    Each limit in hours, the largest wins: CPU (897 GB / (N x per-core rate), and no fewer
+    than one file per core: 1024 files in ceil(1024 / N) waves of one file each); each node's
+    network (its share of 305 GB in and ~C4_EN_TEXT_GB / zstd_ratio out through one NIC of
+    `nic_gb_s`, BM.H100.8's 100 Gbps front end is ~12.5 GB/s); and, when given, the hub's
+    total download and the bucket's total upload bandwidth (GB/s)."""
+    out_gb = C4_EN_TEXT_GB / zstd_ratio
+    file_s = C4_EN_JSON_GB * 1e3 / C4_EN_FILES / per_core_mb_s
+    rows = []
+    for cores in (16, 64, 112, 224, 448, 1024):
+        nodes = -(-cores // cores_per_node)
+        limits = {
+            'cpu': max(C4_EN_JSON_GB * 1e3 / (cores * per_core_mb_s),
+                       -(-C4_EN_FILES // cores) * file_s) / 3600,
+            'node_network': (C4_EN_GZ_GB + out_gb) / nodes / nic_gb_s / 3600,
+        }
+        if hub_gb_s:
+            limits['hub_download'] = C4_EN_GZ_GB / hub_gb_s / 3600
+        if bucket_gb_s:
+            limits['bucket_upload'] = out_gb / bucket_gb_s / 3600
+        bound = max(limits, key=limits.get)
+        rows.append({'cores': cores, 'nodes': nodes, 'hours': limits[bound], 'bound': bound,
+                     'limits_h': limits})
+    return rows
+
+
+# ----------------------------------------------------------------------------- main
+
+def _fmt(x: float | None, spec: str = '6.2f') -> str:
+    return format(x, spec) if x is not None else '     -'
+
+
+def report_text(res: dict) -> str:
+    rows, inp = res['rows'], res['input']
+    lines = [
+        f"input: {inp['files']} files, {inp['json_mb']:.1f} MB of JSON ({inp['text_mb']:.1f} MB "
+        f"text, {inp['gz_mb']:.1f} MB gzipped, {inp['documents']:,} documents, "
+        f"{inp['text_mb'] * 1e6 / max(inp['documents'], 1):,.0f} bytes of text each); "
+        f"best of {res['rounds']} rounds; gunzip {res['gunzip']}",
+        '                              whole   start-up  convert    end   whole MB/s  '
+        'convert MB/s  CPU s',
+    ]
+    for key, name in SIDES.items():
+        r = rows.get(key)
+        if r is None and key == 'a0':
+            continue
+        label = f'({key}) {name}'
+        if r is None:
+            lines.append(f'{label:29s} not run: {res["not_run"].get(key, "")}')
+            continue
+        lines.append(f'{label:29s} {r["whole_s"]:7.2f}  {_fmt(r["startup_s"])}  '
+                     f'{_fmt(r["convert_s"], "7.2f")}  {_fmt(r["end_s"])}  '
+                     f'{r["whole_mb_per_s"]:9.1f}  {_fmt(r["convert_mb_per_s"], "10.1f")}  '
+                     f'{r["cpu_s"]:7.1f}')
+    a = rows['a']
+    lines += [
+        f"(a) per worker, MB/s of wall: {', '.join(f'{w:.1f}' for w in a['worker_mb_per_s'])}; "
+        f"per CPU-second: {', '.join(f'{w:.1f}' for w in a['worker_mb_per_cpu_s'])}; "
+        f"(b) {rows['b']['convert_mb_per_cpu_s']:.1f} and (c) {res['limit_mb_per_cpu_s']:.1f} "
+        f"MB per CPU-second of conversion",
+        '',
+        f"(a) vs (b), whole processes   {res['speedup_whole']:.2f}x   (target >= 1.7x: "
+        f"{'met' if res['speedup_whole'] >= 1.7 else 'NOT met'})",
+        f"(a) vs (b), conversion        {res['speedup_convert']:.2f}x",
+        f"slowest worker / (c), wall    {res['worker_share_wall']:.0%}",
+        f"slowest worker / (c), CPU     {res['worker_share_cpu']:.0%}   (per CPU-second: the "
+        f"same, immune to other load)",
+        f"(a) start-up {a['startup_s']:.2f} s (target <= 1.5), end {a['end_s']:.2f} s "
+        f"(target <= 0.3)",
+    ]
+    if 'baseline_vs_ours' in res:
+        lines.append(f"--baseline {res['baseline']}: its whole process / (a)'s   "
+                     f"{res['baseline_vs_ours']:.2f}x")
+    if 'spark_vs_pool' in res:
+        lines.append(f"(d) / (a), whole processes    {res['spark_vs_pool']:.2f}x (target <= 1.3x)")
+    lines.append(f"load average before {res['loadavg_before'][0]:.2f}, after "
+                 f"{res['loadavg_after'][0]:.2f}, on {res['cpus']} cores")
+    lines.append(f"projection, all of C4 en ({C4_EN_JSON_GB:.0f} GB of JSON, {C4_EN_FILES} files, "
+                 f"{C4_EN_GZ_GB:.0f} GB gzipped) at {res['per_core_mb_s']:.1f} MB/s per core "
+                 f"((a)'s mean worker per CPU-second), 112 cores and one 12.5 GB/s NIC per node, "
+                 f"zstd {res['zstd_ratio']:.2f}x:")
+    for p in res['projection']:
+        limits = ', '.join(f'{k} {v * 60:.1f}' for k, v in p['limits_h'].items())
+        lines.append(f"  {p['cores']:5d} cores ({p['nodes']:2d} nodes): "
+                     f"{p['hours'] * 60:7.1f} min, bound by {p['bound']} ({limits} min)")
+    return '\n'.join(lines)
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
-    p.add_argument('--size-mb', type=float, default=192, help='MB of text in the input (default 192)')
+    p.add_argument('--size-mb', type=float, default=1000,
+                   help='MB of text in the input (default 1000: ~1.08 GB of JSON)')
     p.add_argument('--files', type=int, default=8, help='input json.gz files (default 8)')
+    p.add_argument('--input-dir', help='use the c4-train.*.json.gz files there instead')
     p.add_argument('--workers', type=int, default=os.cpu_count(),
                    help=f'workers for (a) (default the cores, {os.cpu_count()})')
     p.add_argument('--build', default='build/bench_convert', help='work folder')
-    p.add_argument('--rounds', type=int, default=3,
-                   help='interleaved rounds; the best of each is kept (default 3)')
+    p.add_argument('--rounds', type=int, default=2,
+                   help='interleaved rounds; the best of each side is kept (default 2)')
     p.add_argument('--json', default='results/bench_convert.json', help='where to save figures')
+    p.add_argument('--baseline', help='another checkout of this repository (e.g. `git worktree '
+                   'add /tmp/base main`): its (a) is run too, interleaved, as row (a0)')
+    p.add_argument('--hub-gb-s', type=float, help='projection: the hub\'s total download '
+                   'bandwidth, GB/s (default: not a limit)')
+    p.add_argument('--bucket-gb-s', type=float, help='projection: the bucket\'s total upload '
+                   'bandwidth, GB/s (default: not a limit)')
+    p.add_argument('--side', choices=['naive', 'limit'], help=argparse.SUPPRESS)
+    p.add_argument('--out', help=argparse.SUPPRESS)
+    p.add_argument('paths', nargs='*', help=argparse.SUPPRESS)
     args = p.parse_args(argv)
+    if args.side:  # one side, in a process of its own (run_side)
+        report = side_naive(args.paths, args.out) if args.side == 'naive' \
+            else side_limit(args.paths)
+        print(json.dumps(report))
+        return 0
 
-    import datasets  # noqa: F401  (imports before any clock)
-    import streaming  # noqa: F401
-    import zstandard  # noqa: F401
-
-    from data_prep.pipeline.sample import generate
-    datasets.logging.set_verbosity_error()
-    datasets.disable_progress_bars()
-
-    data = Path(args.build) / f'input_{args.size_mb:g}mb_{args.files}f'
-    generate(str(data), size_mb=args.size_mb, train_files=args.files, val_files=0)
+    build = Path(args.build)
+    if args.input_dir:
+        data = Path(args.input_dir)
+    else:
+        from data_prep.pipeline.sample import generate
+        data = build / f'input_{args.size_mb:g}mb_{args.files}f'
+        generate(str(data), size_mb=args.size_mb, train_files=args.files, val_files=0)
     files_glob = str(data / 'c4-train.*.json.gz')
     files = sorted(glob.glob(files_glob))
+    if not files:
+        p.error(f'no input files match {files_glob}')
     load0 = os.getloadavg()
-
-    rounds = []
-    for r in range(args.rounds):  # interleaved, so a change of load hits all three alike
-        c = per_core_limit(files)
-        b = naive_loop(files, str(Path(args.build) / 'naive'))
-        a = ours(files_glob, str(Path(args.build) / 'ours'), args.workers)
-        b['mb_per_s'] = c['input_bytes'] / 1e6 / b['seconds']
-        b['mb_per_cpu_s'] = c['input_bytes'] / 1e6 / b['cpu_seconds']
-        if a['samples'] != b['samples'] or a['input_bytes'] != c['input_bytes']:
-            print(f'MISMATCH: ours {a["samples"]} samples / {a["input_bytes"]} bytes, naive '
-                  f'{b["samples"]} samples, limit read {c["input_bytes"]} bytes', file=sys.stderr)
+    rounds: dict[str, list[dict]] = {k: [] for k in SIDES}
+    not_run = {}
+    for r in range(args.rounds):
+        c = run_side('limit', files, str(build / 'limit'))
+        b = run_side('naive', files, str(build / 'naive'), c['input_bytes'])
+        a = run_ours(files_glob, str(build / 'ours'), args.workers)
+        d = spark_local(files_glob, str(build / 'spark'))
+        a0 = run_ours(files_glob, str(build / 'baseline'), args.workers,
+                      cwd=Path(args.baseline).resolve()) if args.baseline else None
+        if d is None:
+            not_run['d'] = '`--engine spark` is not built yet (issue 14); spark_local() runs it'
+        if not (a['samples'] == b['samples'] == c['samples']) or \
+                a['input_bytes'] != c['input_bytes']:
+            print(f'MISMATCH: samples (a) {a["samples"]} (b) {b["samples"]} (c) {c["samples"]}, '
+                  f'input bytes (a) {a["input_bytes"]} (c) {c["input_bytes"]}', file=sys.stderr)
             return 1
-        print(f'round {r + 1}: (c) limit {c["mb_per_s"]:.1f} MB/s, (b) naive {b["mb_per_s"]:.1f} '
-              f'MB/s, (a) ours {a["mb_per_s"]:.1f} MB/s, load {os.getloadavg()[0]:.2f}', flush=True)
-        rounds.append((a, b, c))
-    # The best round of each (the one least disturbed by other programs on the machine).
-    a = max((x[0] for x in rounds), key=lambda x: x['mb_per_s'])
-    b = max((x[1] for x in rounds), key=lambda x: x['mb_per_s'])
-    c = max((x[2] for x in rounds), key=lambda x: x['mb_per_s'])
+        if a0 is not None and a0['samples'] != a['samples']:
+            print(f'MISMATCH: samples (a) {a["samples"]}, baseline {a0["samples"]}',
+                  file=sys.stderr)
+            return 1
+        for key, row in zip(('a', 'b', 'c', 'd', 'a0'), (a, b, c, d, a0)):
+            if row is not None:
+                rounds[key].append(row)
+        print(f'round {r + 1}: whole (a) {a["whole_s"]:.1f} s, (b) {b["whole_s"]:.1f} s, '
+              f'(c) {c["whole_s"]:.1f} s' + (f', (d) {d["whole_s"]:.1f} s' if d else '') +
+              (f', baseline {a0["whole_s"]:.1f} s' if a0 else '') +
+              f'; load {os.getloadavg()[0]:.2f}', flush=True)
     load1 = os.getloadavg()
-    speedup = a['mb_per_s'] / b['mb_per_s']
-    worker_share = min(a['worker_mb_per_s']) / c['mb_per_s']
-    cpu_share = min(a['worker_mb_per_cpu_s']) / c['mb_per_cpu_s']
-    text_per_json = c['text_bytes'] / c['input_bytes']
-    # Projection: C4 en is 828.6 GB of text; our JSON per text ratio converts it to input bytes.
-    c4_json_mb = C4_EN_TEXT_GB * 1e3 / text_per_json
-    per_worker = sum(a['worker_mb_per_cpu_s']) / len(a['worker_mb_per_cpu_s'])
-    proj = {cores: c4_json_mb / (per_worker * min(cores, C4_EN_FILES)) / 3600
-            for cores in (2, 16, 64, 128, 256)}
-    gz_mb = sum(map(os.path.getsize, files)) / 1e6
-    result = {
-        'input': {'files': len(files), 'json_mb': c['input_bytes'] / 1e6,
-                  'text_mb': c['text_bytes'] / 1e6, 'gz_mb': gz_mb},
-        'limit': c, 'naive': b,
-        'ours': {k: a[k] for k in ('seconds', 'mb_per_s', 'worker_mb_per_s', 'worker_mb_per_cpu_s',
-                                    'workers', 'samples', 'bytes', 'objects', 'parts')},
-        'rounds': args.rounds,
-        'speedup_vs_naive': speedup, 'min_worker_share_of_limit': worker_share,
-        'min_worker_cpu_share_of_limit': cpu_share,
-        'targets_met': {'speedup>=1.7': speedup >= 1.7, 'worker>=0.6*limit': worker_share >= 0.6},
+    best = {k: min(v, key=lambda x: x['whole_s']) for k, v in rounds.items() if v}
+    a, b, c = best['a'], best['b'], best['c']
+    limit = c.pop('report')
+    b.pop('report')
+    c_cpu = c['convert_mb_per_cpu_s']
+    per_core = sum(a['worker_mb_per_cpu_s']) / len(a['worker_mb_per_cpu_s'])
+    res = {
+        'input': {'files': len(files), 'json_mb': limit['input_bytes'] / 1e6,
+                  'text_mb': limit['text_bytes'] / 1e6, 'documents': limit['samples'],
+                  'gz_mb': sum(map(os.path.getsize, files)) / 1e6},
+        'rows': best, 'not_run': not_run, 'rounds': args.rounds, 'gunzip': limit['gunzip'],
+        'speedup_whole': b['whole_s'] / a['whole_s'],
+        'speedup_convert': b['convert_s'] / a['convert_s'],
+        'worker_share_wall': min(a['worker_mb_per_s']) / c['convert_mb_per_s'],
+        # per CPU-second of conversion on both sides (a worker's parts; (c) from its first record)
+        'worker_share_cpu': min(a['worker_mb_per_cpu_s']) / c_cpu,
+        'limit_mb_per_cpu_s': c_cpu, 'per_core_mb_s': per_core,
+        'zstd_ratio': limit['text_bytes'] / a['bytes'],
+        'projection': project_c4(per_core, hub_gb_s=args.hub_gb_s, bucket_gb_s=args.bucket_gb_s,
+                                 zstd_ratio=limit['text_bytes'] / a['bytes']),
         'loadavg_before': load0, 'loadavg_after': load1, 'cpus': os.cpu_count(),
-        'c4_en_projection_hours': proj, 'c4_en_json_gb_estimate': c4_json_mb / 1e3,
     }
-    print(f"""
-input: {len(files)} files, {c['input_bytes'] / 1e6:.1f} MB JSON ({c['text_bytes'] / 1e6:.1f} MB text, {gz_mb:.1f} MB gzipped); best of {args.rounds} rounds
-                              wall MB/s   MB per CPU-second
-(c) per-core limit, 1 core    {c['mb_per_s']:8.1f}    {c['mb_per_cpu_s']:8.1f}
-(b) naive loop (seed)         {b['mb_per_s']:8.1f}    {b['mb_per_cpu_s']:8.1f}
-(a) ours, {a['workers']} workers            {a['mb_per_s']:8.1f}    (per worker: {', '.join(f'{w:.1f}' for w in a['worker_mb_per_cpu_s'])})
-    each worker, wall         {', '.join(f'{w:.1f}' for w in a['worker_mb_per_s'])}
-
-(a) / (b)                     {speedup:.2f}x   (target >= 1.7x: {'met' if speedup >= 1.7 else 'NOT met'})
-slowest worker / (c), wall    {worker_share:.0%}   (target >= 60%: {'met' if worker_share >= 0.6 else 'NOT met'})
-slowest worker / (c), CPU     {cpu_share:.0%}   (the same, per CPU-second: immune to other load)
-load average before {load0[0]:.2f}, after {load1[0]:.2f}, on {os.cpu_count()} cores
-gunzip: {c['gunzip']}""")
-    print(f'projection, all of C4 en ({C4_EN_TEXT_GB} GB text ~ {c4_json_mb / 1e3:.0f} GB JSON, '
-          f'{C4_EN_FILES} files) at {per_worker:.1f} MB per worker-CPU-second, CPU-bound, one '
-          f'worker per core:')
-    for cores, hours in proj.items():
-        print(f'  {cores:4d} cores: {hours:7.2f} h')
+    if 'd' in best:
+        res['spark_vs_pool'] = best['d']['whole_s'] / a['whole_s']
+    if 'a0' in best:
+        res['baseline'] = str(args.baseline)
+        res['baseline_vs_ours'] = best['a0']['whole_s'] / a['whole_s']
+    print('\n' + report_text(res))
     if args.json:
         os.makedirs(os.path.dirname(args.json) or '.', exist_ok=True)
         with open(args.json, 'w') as f:
-            json.dump(result, f, indent=1)
+            json.dump(res, f, indent=1)
         print(f'figures saved to {args.json}')
     return 0
 

@@ -8,7 +8,7 @@ exit, each with its own empty HF_HOME (the README, listings and files come from 
 (a) ours: `python -m data_prep.convert --dataset allenai/c4 --subset en --compression zstd`
     with all workers: each hub file is one part, so the workers download in parallel;
 (b) the seed walkthrough: one `load_dataset('allenai/c4', 'en', streaming=True)` loop into
-    one MDSWriter (scripts/bench_convert.naive_loop), one stream.
+    one MDSWriter (scripts/bench_convert.side_naive), one stream.
 
 Both write zstd MDS to a local folder, so the hub path is what is measured. MB/s are of
 uncompressed input JSON per second of the whole process (start-up included), and of the work
@@ -35,9 +35,15 @@ sys.path.insert(0, str(ROOT))
 
 def seed_loop(out: str) -> int:
     """Runs (b) in this process (HF_ENDPOINT already pointing at the hub); prints its JSON."""
-    from scripts.bench_convert import naive_loop
-    result = naive_loop([], out, dataset='allenai/c4', subset='en')
-    print(json.dumps(result))
+    import datasets  # noqa: F401  (imports are not the work)
+    import streaming  # noqa: F401
+
+    from scripts.bench_convert import side_naive
+    shutil.rmtree(out, ignore_errors=True)
+    t0, c0 = time.perf_counter(), time.process_time()
+    result = side_naive([], out, dataset='allenai/c4', subset='en')
+    print(json.dumps({'seconds': time.perf_counter() - t0,
+                      'cpu_seconds': time.process_time() - c0, 'samples': result['samples']}))
     return 0
 
 

@@ -45,9 +45,18 @@ def init_worker(counters) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent handles Ctrl-C
     os.environ['TOKENIZERS_PARALLELISM'] = 'false'
     logging.getLogger('streaming').setLevel(logging.ERROR)
-    from data_prep.streaming_ext import install  # imports streaming: not before it is needed
-    install()
+    import_writer()  # inherited from the parent when forked: nothing left to import
     _W['counters'] = counters
+
+
+def import_writer() -> None:
+    """What converting a part needs from streaming: MDSWriter and our oci:// transport, not
+    streaming's datasets (compat.defer_package_inits: no transformers, scikit-learn or
+    torchvision; torch still comes with streaming.base.util). Idempotent."""
+    from data_prep.streaming_ext import compat, install_transport
+    compat.defer_package_inits()
+    compat.import_writer_modules()
+    install_transport()
 
 
 def _tokens_writer_samples(cfg: dict, texts):
@@ -87,7 +96,7 @@ def _tokens_writer_samples(cfg: dict, texts):
 def _text_writer_class():
     """MDSWriter whose encode_sample for the one-`str`-column case skips the generic path
     (numpy header per sample): same bytes, a uint32 size then the UTF-8 text."""
-    from streaming import MDSWriter
+    from streaming.base.format.mds.writer import MDSWriter
 
     class TextMDSWriter(MDSWriter):
         def encode_sample(self, sample: dict[str, Any]) -> bytes:
@@ -125,7 +134,7 @@ def convert_part(task: dict) -> dict:
 
 
 def _convert_part(task: dict, t0: float, c0: float, exact: bool, discard: str | None) -> dict:
-    from streaming import MDSWriter
+    from streaming.base.format.mds.writer import MDSWriter
     cfg, part, split = task['cfg'], task['part'], task['split']
     remote = open_remote(cfg['remote'])
     base = f'{split}/{part}'
@@ -156,6 +165,8 @@ def _convert_part(task: dict, t0: float, c0: float, exact: bool, discard: str | 
                                          exact=exact, problems=problems):
             stats['documents'] += 1
             stats['input_bytes'] += nbytes
+            if stats['documents'] == 1:
+                stats['first_record_at'] = time.monotonic()
             pending_docs += 1
             pending_bytes += nbytes
             if pending_docs >= 256 and counters is not None:
@@ -215,7 +226,9 @@ def _convert_part(task: dict, t0: float, c0: float, exact: bool, discard: str | 
         'seconds': round(seconds, 3),
     }
     remote.write(f'{base}/{MANIFEST}', json.dumps(manifest, indent=1).encode())
+    # first_record_at / done_at: time.monotonic(), one clock for every process of the machine
     return {**manifest, 'pid': os.getpid(), 'cpu_seconds': time.process_time() - c0,
+            'first_record_at': stats.get('first_record_at'), 'done_at': time.monotonic(),
             'stored_bytes': sum(shards.values()) +
             len(index_bytes), 'objects': len(shards) + 2}
 

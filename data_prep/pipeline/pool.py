@@ -2,10 +2,29 @@
 from __future__ import annotations
 
 import multiprocessing as mp
+import os
 import sys
 import time
 
 from data_prep.pipeline.part import convert_part, init_worker
+from data_prep.pipeline.records import iter_lines
+
+
+def _warm_up_reading(url: str) -> None:
+    """Read the first lines of one local input here, before forking: datasets' first streaming
+    read in a process imports what it patches for streaming (scipy.io, pandas' readers...) and
+    torch (its IterableDataset subclasses torch's when torch is installed); forked workers
+    inherit all of that instead of each paying it. A problem with the file is left to its
+    worker to report. Hub files are not read twice for this."""
+    if not os.path.isfile(url):
+        return
+    lines = iter_lines(url, exact=False)
+    try:
+        next(lines, None)
+    except Exception:
+        pass
+    finally:
+        lines.close()
 
 
 def run_pool(tasks: list[dict], workers: int, progress: bool) -> list[dict]:
@@ -13,13 +32,14 @@ def run_pool(tasks: list[dict], workers: int, progress: bool) -> list[dict]:
     returns their results (in completion order). The first failure stops the pool."""
     if not tasks:
         return []
-    # Import the heavy libraries once here: forked workers inherit them (streaming alone
-    # takes seconds to import, as it pulls in transformers and torch).
+    # Import the heavy libraries once here: forked workers inherit them.
     import datasets  # noqa: F401
-    import streaming  # noqa: F401
 
+    from data_prep.pipeline.part import import_writer
     from data_prep.pipeline.records import _quiet_datasets
     _quiet_datasets()
+    import_writer()
+    _warm_up_reading(tasks[0]['url'])
     ctx = mp.get_context('fork')
     counters = (ctx.Value('q', 0), ctx.Value('q', 0))
     results: list[dict] = []

@@ -1,0 +1,51 @@
+"""`make bench-convert` at its smallest: every side has a row whose parts add up, the sides
+read the same input (documents and bytes checked against the files themselves), and the
+ratios and the projection are the ones its rows give."""
+import gzip
+import json
+import os
+
+import pytest
+
+from tests.helpers import PY, run, sample_texts
+
+
+def test_smallest_bench_convert_rows_are_whole_and_consistent(sample_dir, tmp_path):
+    out = tmp_path / 'bench.json'
+    proc = run([PY, 'scripts/bench_convert.py', '--input-dir', str(sample_dir), '--rounds', '1',
+                '--build', str(tmp_path / 'build'), '--json', str(out)], timeout=900)
+    res = json.loads(out.read_text())
+    rows = res['rows']
+    files = sorted(sample_dir.glob('c4-train.*.json.gz'))
+    json_bytes = sum(len(gzip.decompress(f.read_bytes())) for f in files)
+    docs = len(sample_texts(sample_dir))
+    assert set(rows) == {'a', 'b', 'c'} | ({'d'} if 'd' in rows else set())
+    if 'd' not in rows:
+        assert 'spark' in res['not_run']['d'] and '(d) Spark local[2]  ' in proc.stdout
+    for key, row in rows.items():
+        assert row['input_bytes'] == json_bytes and row['samples'] == docs, key
+        assert row['startup_s'] > 0 and row['convert_s'] > 0 and row['end_s'] >= 0, key
+        assert row['startup_s'] + row['convert_s'] + row['end_s'] == \
+            pytest.approx(row['whole_s'], abs=1e-6), key
+        assert row['whole_mb_per_s'] == pytest.approx(json_bytes / 1e6 / row['whole_s'])
+        assert row['convert_mb_per_s'] == pytest.approx(json_bytes / 1e6 / row['convert_s'])
+        assert row['cpu_s'] > 0
+    a, b, c = rows['a'], rows['b'], rows['c']
+    assert res['input']['json_mb'] == pytest.approx(json_bytes / 1e6)
+    assert res['input']['documents'] == docs and res['input']['files'] == len(files)
+    workers = min(os.cpu_count(), len(files))
+    assert a['workers'] == len(a['worker_mb_per_cpu_s']) == workers and a['parts'] == len(files)
+    assert res['speedup_whole'] == pytest.approx(b['whole_s'] / a['whole_s'])
+    assert res['speedup_convert'] == pytest.approx(b['convert_s'] / a['convert_s'])
+    assert res['worker_share_wall'] == pytest.approx(min(a['worker_mb_per_s']) /
+                                                     c['convert_mb_per_s'])
+    for row in (b, c):  # CPU of the conversion itself, measured inside the process
+        assert 0 < row['convert_cpu_s'] < row['cpu_s']
+        assert row['convert_mb_per_cpu_s'] == pytest.approx(json_bytes / 1e6 / row['convert_cpu_s'])
+    assert res['worker_share_cpu'] == pytest.approx(min(a['worker_mb_per_cpu_s']) /
+                                                    c['convert_mb_per_cpu_s'])
+    assert res['zstd_ratio'] == pytest.approx(res['input']['text_mb'] * 1e6 / a['bytes'])
+    for p in res['projection']:
+        assert p['hours'] == max(p['limits_h'].values()) == p['limits_h'][p['bound']]
+    assert [p['cores'] for p in res['projection']] == sorted(p['cores'] for p in res['projection'])
+    assert f"(a) vs (b), whole processes   {res['speedup_whole']:.2f}x" in proc.stdout
