@@ -27,7 +27,7 @@ USE_STORE = $(if $(findstring @local/,$(MDS_ROOT)/ $(REMOTE)/),store)
 ENV = $(if $(USE_STORE),$(STORE_ENV))
 
 .DEFAULT_GOAL := help
-.PHONY: help install lint test test-fast sample tokenizer convert bench-convert verify train bench store store-stop bench-store clean
+.PHONY: help install lint test test-fast sample tokenizer convert bench-convert verify train bench store store-stop bench-store dataflow-archive clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -77,6 +77,9 @@ bench: $(STAMP)  ## the six tests end to end, offline, then the report (REMOTE=.
 
 bench-convert: $(STAMP)  ## ours vs the seed's one-loop conversion vs the per-core limit (BENCH_MB=192)
 	$(PY) scripts/bench_convert.py --size-mb $(BENCH_MB)
+
+dataflow-archive: $(STAMP)  ## OCI Data Flow's dependency archive: build/dataflow/archive.zip (TORCH=torch wheel or spec)
+	$(PY) scripts/dataflow_archive.py --out $(BUILD)/dataflow $(if $(TORCH),--torch $(TORCH))
 
 bench-store: $(STAMP)  ## GET throughput of the local OCI store on loopback (MB/s)
 	$(PY) scripts/bench_store.py

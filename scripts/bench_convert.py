@@ -6,6 +6,9 @@
 (c) the per-core limit, on the same input: gunzip + json.loads + zstd level 3, one core.
     gunzip is fsspec's, the one datasets uses in (a) and (b) (ISA-L when `isal` is
     installed, as setup.py asks; zlib otherwise), so the three share one decompressor.
+(d) Spark in local[2] (--engine spark), and the pool beside it, each as a whole process
+    (`python -m data_prep.convert`, start to exit) and as conversion time (its summary's):
+    Spark's overhead on one machine.
 
 All three read the same C4-format json.gz files (generated if missing) and write zstd MDS
 (the limit only compresses). MB/s are of uncompressed input JSON. Libraries are imported
@@ -21,6 +24,7 @@ import glob
 import json
 import os
 import shutil
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -90,6 +94,31 @@ def ours(files_glob: str, out: str, workers: int, compression: str = 'zstd') -> 
                                  workers=workers, progress=False))
 
 
+def spark_local(files_glob: str, out: str, cores: int = 2) -> dict:
+    """(d): the command with --engine spark on local[cores], and with the pool on as many
+    workers, one after the other, each a whole process: wall seconds from start to exit, and
+    the conversion's own seconds from its summary."""
+    runs = {}
+    for engine in ('pool', 'spark'):
+        shutil.rmtree(out, ignore_errors=True)
+        cmd = [sys.executable, '-m', 'data_prep.convert', '--data-files', files_glob,
+               '--remote', out, '--compression', 'zstd', '--no-progress', '--json',
+               '--engine', engine, '--workers', str(cores), '--spark-master', f'local[{cores}]']
+        t0 = time.perf_counter()
+        proc = subprocess.run(cmd, capture_output=True, text=True,
+                              cwd=Path(__file__).resolve().parent.parent)
+        wall = time.perf_counter() - t0
+        if proc.returncode:
+            raise RuntimeError(f'{engine}: {proc.stderr.strip()[-2000:]}')
+        s = json.loads(proc.stdout)
+        runs[engine] = {'process_seconds': wall, 'seconds': s['seconds'],
+                        'samples': s['samples'], 'input_bytes': s['input_bytes'],
+                        'mb_per_s': s['input_bytes'] / 1e6 / s['seconds']}
+    d, a = runs['spark'], runs['pool']
+    return {**d, 'cores': cores, 'pool': a, 'process_ratio': d['process_seconds'] /
+            a['process_seconds'], 'seconds_ratio': d['seconds'] / a['seconds']}
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
     p.add_argument('--size-mb', type=float, default=192, help='MB of text in the input (default 192)')
@@ -100,6 +129,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument('--rounds', type=int, default=3,
                    help='interleaved rounds; the best of each is kept (default 3)')
     p.add_argument('--json', default='results/bench_convert.json', help='where to save figures')
+    p.add_argument('--spark-cores', type=int, default=2,
+                   help='(d): Spark local[N] and the pool on N workers (default 2; 0: skip)')
     args = p.parse_args(argv)
 
     import datasets  # noqa: F401  (imports before any clock)
@@ -121,6 +152,9 @@ def main(argv: list[str] | None = None) -> int:
         c = per_core_limit(files)
         b = naive_loop(files, str(Path(args.build) / 'naive'))
         a = ours(files_glob, str(Path(args.build) / 'ours'), args.workers)
+        if args.spark_cores:
+            a['spark'] = spark_local(files_glob, str(Path(args.build) / 'spark'),
+                                     args.spark_cores)
         b['mb_per_s'] = c['input_bytes'] / 1e6 / b['seconds']
         b['mb_per_cpu_s'] = c['input_bytes'] / 1e6 / b['cpu_seconds']
         if a['samples'] != b['samples'] or a['input_bytes'] != c['input_bytes']:
@@ -171,6 +205,14 @@ slowest worker / (c), wall    {worker_share:.0%}   (target >= 60%: {'met' if wor
 slowest worker / (c), CPU     {cpu_share:.0%}   (the same, per CPU-second: immune to other load)
 load average before {load0[0]:.2f}, after {load1[0]:.2f}, on {os.cpu_count()} cores
 gunzip: {c['gunzip']}""")
+    if args.spark_cores:
+        d = min((x[0]['spark'] for x in rounds), key=lambda x: x['seconds_ratio'])
+        result['spark_local'] = d
+        print(f"(d) spark local[{d['cores']}], whole process {d['process_seconds']:.1f} s, "
+              f"converting {d['seconds']:.1f} s ({d['mb_per_s']:.1f} MB/s); the pool beside it "
+              f"{d['pool']['process_seconds']:.1f} s, {d['pool']['seconds']:.1f} s: (d)/(a) "
+              f"{d['process_ratio']:.2f}x whole, {d['seconds_ratio']:.2f}x converting (target "
+              f"<= 1.3x: {'met' if d['seconds_ratio'] <= 1.3 else 'NOT met'})")
     print(f'projection, all of C4 en ({C4_EN_TEXT_GB} GB text ~ {c4_json_mb / 1e3:.0f} GB JSON, '
           f'{C4_EN_FILES} files) at {per_worker:.1f} MB per worker-CPU-second, CPU-bound, one '
           f'worker per core:')
