@@ -325,7 +325,7 @@ class Engine:
     run: Callable[[list[dict], int, bool], list[dict]]
     workers: int                  # parts converted at once (pool processes, Spark task slots)
     per_machine: int              # of those, on one machine (they share its upload threads)
-    check: Callable[[Remote, str, Lease], None] = lambda remote, split, lease: None
+    check: Callable[[Remote, str, Lease, str], None] = lambda remote, split, lease, inp: None
 
 
 def _engine(cfg: ConvertConfig) -> Engine:
@@ -337,15 +337,15 @@ def _engine(cfg: ConvertConfig) -> Engine:
             raise ConvertError(str(exc)) from None
         slots, per_executor = spark.slots(session)
         return Engine('spark', spark.run_spark, slots, per_executor,
-                      lambda remote, split, lease: _spark_check(spark, remote, split, lease))
+                      lambda *args: _spark_check(spark, *args))
     from data_prep.pipeline.pool import run_pool
     workers = cfg.workers or os.cpu_count() or 1
     return Engine('pool', run_pool, workers, workers)
 
 
-def _spark_check(spark, remote: Remote, split: str, lease: Lease) -> None:
+def _spark_check(spark, remote: Remote, split: str, lease: Lease, first_input: str) -> None:
     try:
-        spark.check_executors(remote.join(split), LOCK, lease.run_id)
+        spark.check_executors(remote.join(split), LOCK, lease.run_id, first_input)
     except spark.SparkError as exc:
         raise ConvertError(str(exc)) from None
 
@@ -390,7 +390,8 @@ def _convert(cfg: ConvertConfig, remote: Remote, split: str, inputs: list[InputF
     if cfg.format == 'tokens':
         _check_tokenizer(cfg)
     import datasets  # noqa: F401  (here, once: forked workers inherit it)
-    engine.check(remote, split, lease)  # Spark: the executors reach the remote, see the lease
+    # Spark: an executor imports our code, reaches the remote (sees the lease), reads inputs
+    engine.check(remote, split, lease, inputs[0].url)
     t_work = time.perf_counter()  # speeds are of the work, not of importing torch & co.
 
     listing = remote.list(f'{split}/')  # taken under the lease: no other run changes it now

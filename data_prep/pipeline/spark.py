@@ -242,18 +242,20 @@ def _settle(sc, stage_ids: list[int]) -> None:
           f'shards and the next run removes them', file=sys.stderr)
 
 
-def check_executors(url: str, lock: str, run_id: str) -> None:
-    """One task on an executor opens the remote at `url` and reads this run's lease `lock`:
-    the executors import our code, have credentials and see the same storage as the driver."""
+def check_executors(url: str, lock: str, run_id: str, first_input: str = '') -> None:
+    """One task on an executor opens the remote at `url` and reads this run's lease `lock`,
+    and finds the first input file if it is a local path: the executors import our code, have
+    credentials, and see the same storage and inputs as the driver."""
     spark = _active()
-    rdd = spark.sparkContext.parallelize([(url, lock, run_id, shipped_env())], 1)
+    item = (url, lock, run_id, first_input, shipped_env())
+    rdd = spark.sparkContext.parallelize([item], 1)
     try:
         found, _ = _collect(spark, rdd.map(_executor_check), 'c4-convert: executor check',
                             ['(executor check)'])
     except SparkError as exc:
         raise SparkError(f'Spark executors cannot run the conversion: {exc}') from None
     if found[0]:
-        raise SparkError(f'Spark executors cannot use {url}: {found[0]}')
+        raise SparkError(f'Spark executors {found[0]}')
 
 
 def run_spark(tasks: list[dict], workers: int, progress: bool) -> list[dict]:
@@ -360,21 +362,24 @@ def _init_executor() -> None:
 
 
 def _executor_check(item) -> str:
-    url, lock, run_id, env = item
+    url, lock, run_id, first_input, env = item
     import json
 
     from data_prep.storage import open_remote
     _apply_env(env)
+    if first_input and '://' not in first_input and not os.path.isfile(first_input):
+        return (f'see no input file {first_input}: --data-files must be on a file system '
+                f'every executor mounts (or use --dataset)')
     try:
         _init_executor()
         holder = json.loads(open_remote(url).read(lock))
     except FileNotFoundError:
-        return (f'no lease {lock} there: the executors see other storage than the driver '
-                f'(a local path not shared between machines?)')
+        return (f'find no lease {lock} in {url}: they see other storage than the driver (a '
+                f'local path not shared between machines?)')
     except Exception as exc:
-        return f'{type(exc).__name__}: {exc}'.splitlines()[0]
+        return f'cannot use {url}: {type(exc).__name__}: {exc}'.splitlines()[0]
     if holder.get('run_id') != run_id:
-        return f'the lease {lock} there is not this run\'s'
+        return f'find a lease {lock} in {url} that is not this run\'s'
     return ''
 
 

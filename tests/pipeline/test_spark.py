@@ -166,6 +166,18 @@ def test_executors_get_the_storage_settings(spark, sample_dir, oci_store):
     assert report['ok'], report['problems']
 
 
+def test_executors_that_see_other_storage_or_no_inputs_stop_the_run_first(spark, tmp_path):
+    # (local mode shares this machine's disk: here the driver's lease is simply not there)
+    with pytest.raises(spark_engine.SparkError, match=r'^Spark executors find no lease '
+                       r'\.lock\.json in .*: they see other storage than the driver'):
+        spark_engine.check_executors(str(tmp_path), '.lock.json', 'run-1')
+    (tmp_path / '.lock.json').write_text(json.dumps({'run_id': 'run-1'}))
+    spark_engine.check_executors(str(tmp_path), '.lock.json', 'run-1')
+    with pytest.raises(spark_engine.SparkError, match='see no input file /nowhere/c4.json.gz: '
+                       '--data-files must be on a file system every executor mounts'):
+        spark_engine.check_executors(str(tmp_path), '.lock.json', 'run-1', '/nowhere/c4.json.gz')
+
+
 def test_a_part_that_fails_every_attempt_is_one_line(spark):
     sc = spark.sparkContext
     with pytest.raises(Exception) as err:
