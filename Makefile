@@ -31,7 +31,7 @@ USE_STORE = $(if $(findstring @local/,$(MDS_ROOT)/ $(REMOTE)/),store)
 ENV = $(if $(USE_STORE),$(STORE_ENV))
 
 .DEFAULT_GOAL := help
-.PHONY: help install lint test test-fast sample tokenizer convert bench-convert verify train bench bench-start store store-stop bench-store hub hub-stop bench-hub gpu-pack gpu-check clean
+.PHONY: help install lint test test-fast sample tokenizer convert bench-convert verify train bench bench-start store store-stop bench-store hub hub-stop bench-hub gpu-pack gpu-check dataflow-archive clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -93,6 +93,9 @@ bench-convert: $(STAMP)  ## ours vs the seed's loop vs the per-core limit, whole
 
 bench-hub: $(STAMP)  ## ours vs the seed's single stream, from a far-away hub (50 MB/s, 40 ms; BENCH_MB=192)
 	$(PY) scripts/bench_hub.py --size-mb $(BENCH_MB)
+
+dataflow-archive: $(STAMP)  ## OCI Data Flow's dependency archive: build/dataflow/archive.zip (TORCH=torch wheel or spec)
+	$(PY) scripts/dataflow_archive.py --out $(BUILD)/dataflow $(if $(TORCH),--torch $(TORCH))
 
 bench-store: $(STAMP)  ## GET throughput of the local OCI store on loopback (MB/s)
 	$(PY) scripts/bench_store.py

@@ -16,6 +16,7 @@ STACK = [
     'zstandard',
     'orjson',  # conversion: parses each input line ~4x faster than json
     'isal',  # gunzip ~3x faster than zlib; fsspec (so datasets) uses it when installed
+    'pyspark==3.5.0',  # --engine spark: the Spark OCI Data Flow runs (3.5.0, Python 3.11)
     'setuptools<81',  # llm-foundry 0.22 imports pkg_resources, removed in setuptools 81
 ]
 

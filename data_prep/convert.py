@@ -4,6 +4,12 @@ MDS shards in a bucket, parallel, resumable, verified before it is published.
     python -m data_prep.convert --data-files 'build/c4_sample/c4-train.*.json.gz' \
         --remote oci://bucket@namespace/c4_zstd --compression zstd
 
+On more than one machine, Apache Spark runs the parts (one Spark task each; OCI Data Flow or any
+Spark 3.5 cluster; README "More than one machine"):
+
+    python -m data_prep.convert ... --engine spark [--spark-master spark://host:7077]
+    spark-submit data_prep/convert_spark.py ...     (the same flags; --engine spark implied)
+
 The command line over data_prep.pipeline.convert (what it does and guarantees is there).
 """
 from __future__ import annotations
@@ -42,8 +48,7 @@ def format_summary(s: dict) -> str:
     lines = [
         f'convert {s["format"]}/{s["compression"]} -> {s["dataset"]}',
         f'  parts              {s["parts"]} ({s["parts_converted"]} converted now, '
-        f'{s["parts_already_complete"]} already complete, {len(s["parts_pending"])} pending '
-        f'on other nodes)',
+        f'{s["parts_already_complete"]} already complete)',
         f'  documents read     {s["documents"]:,}',
         f'  samples written    {s["samples"]:,}',
         f'  records skipped    {skipped_txt}',
@@ -52,7 +57,8 @@ def format_summary(s: dict) -> str:
         f'  seconds            {s["seconds"]:.2f} (+ {s.get("startup_seconds", 0):.1f} s starting '
         f'up: checks, imports)',
         f'  input              {s["run_input_bytes"] / 1e6:,.1f} MB of JSON this run, '
-        f'{s["mb_per_s"]:.1f} MB/s with {s["workers"]} workers',
+        f'{s["mb_per_s"]:.1f} MB/s with {s["workers"]} '
+        f'{"Spark task slots" if s.get("engine") == "spark" else "workers"}',
     ]
     # (.get: summaries kept from before these keys, e.g. the bench's cache, still print)
     lines += _listed('parts redone', [f'{p}: {why}'
@@ -60,17 +66,17 @@ def format_summary(s: dict) -> str:
     lines += _listed('parts removed', [f'{p}: its input file is gone'
                                        for p in s.get('parts_removed', [])])
     lines += _listed('files skipped', s.get('files_skipped', []))
-    if s['published']:
-        lines.append(f'  published          {s["index"]}')
-    else:
-        lines.append(f'  NOT published yet: {len(s["parts_pending"])} parts are converted by other '
-                     f'nodes; the last node to finish publishes (or re-run any node)')
+    if s.get('stray_objects_removed'):
+        lines.append(f'  removed            {s["stray_objects_removed"]:,} objects of attempts '
+                     f'that did not commit (retried, lost or speculative tasks)')
+    lines.append(f'  published          {s["index"]}')
     return '\n'.join(lines)
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(prog: str = 'python -m data_prep.convert',
+                 engine: str = 'pool') -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
-        prog='python -m data_prep.convert',
+        prog=prog,
         description='Convert a Hugging Face text dataset (hub or local json.gz files) into MDS '
                     'shards in a bucket: parallel, resumable, verified before it is published.')
     src = p.add_argument_group('input (one of --dataset or --data-files)')
@@ -102,10 +108,18 @@ def build_parser() -> argparse.ArgumentParser:
                      help='hashes recorded per shard in the index, comma-separated '
                      '(default xxh64, fast; e.g. sha1,xxh64; "" for none)')
     run = p.add_argument_group('run')
+    run.add_argument('--engine', default=engine, choices=['pool', 'spark'],
+                     help='pool: worker processes on this machine; spark: one Spark task per '
+                     'input file, on the active SparkSession or one started from --spark-master '
+                     f'(several machines: OCI Data Flow, any Spark 3.5 cluster) (default {engine})')
+    run.add_argument('--spark-master', default=None,
+                     help="--engine spark: the Spark master, e.g. local[4] or spark://host:7077 "
+                     "(default: spark-submit's, else local[*])")
     run.add_argument('--workers', type=int, default=0,
-                     help=f'conversion processes (default: the cores, {os.cpu_count()})')
+                     help=f'conversion processes (pool; default: the cores, {os.cpu_count()})')
     run.add_argument('--upload-workers', type=int, default=32,
-                     help='upload threads in all, shared by the workers (default 32)')
+                     help='upload threads per machine, shared by its workers or Spark tasks '
+                     '(default 32)')
     run.add_argument('--max-docs', type=int, default=None,
                      help='convert at most N documents, spread evenly over the input files')
     run.add_argument('--on-bad-record', default='error', choices=['error', 'skip'],
@@ -113,10 +127,9 @@ def build_parser() -> argparse.ArgumentParser:
                      'unreadable or empty input file: stop with the file and line (error, '
                      'default) or skip and count each reason (skip; a truncated file keeps '
                      'its lines before the cut)')
-    run.add_argument('--num-nodes', type=int, default=None,
-                     help='machines sharing the input files (default $WORLD_SIZE or 1)')
-    run.add_argument('--node-rank', type=int, default=None,
-                     help='this machine, 0..num-nodes-1 (default $RANK or 0)')
+    # Gone: the split of files between machines by rank. Parsed only to say so in one line.
+    run.add_argument('--num-nodes', help=argparse.SUPPRESS)
+    run.add_argument('--node-rank', help=argparse.SUPPRESS)
     run.add_argument('--tmp-dir', help='local staging for shards before upload '
                      '(default the system temp dir)')
     run.add_argument('--no-progress', action='store_true', help='no progress bar')
@@ -124,15 +137,27 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
+MULTI_NODE_GONE = ('converting on several machines is `--engine spark` now (one Spark task '
+                   'per input file, retried and verified; README "More than one machine"); '
+                   '{what} is no longer read')
+
+
+def main(argv: list[str] | None = None, prog: str = 'python -m data_prep.convert',
+         engine: str = 'pool') -> int:
+    parser = build_parser(prog, engine)
     args = parser.parse_args(argv)
+    if args.num_nodes is not None or args.node_rank is not None:
+        print('error: ' + MULTI_NODE_GONE.format(what='--num-nodes/--node-rank'),
+              file=sys.stderr)
+        return 2
     try:
-        num_nodes = (args.num_nodes if args.num_nodes is not None
-                     else env_value('WORLD_SIZE', 1, int))
-        node_rank = args.node_rank if args.node_rank is not None else env_value('RANK', 0, int)
-    except EnvError as exc:
-        parser.error(str(exc))
+        world = env_value('WORLD_SIZE', 1, int)
+    except EnvError:
+        world = 2  # set, and not a number: someone meant something by it
+    if world != 1 and args.engine == 'pool':
+        print('error: ' + MULTI_NODE_GONE.format(what=f'WORLD_SIZE={os.environ["WORLD_SIZE"]}')
+              + ' (unset it to convert on this machine)', file=sys.stderr)
+        return 2
     if bool(args.dataset) == bool(args.data_files):
         parser.error('give exactly one of --dataset or --data-files')
     size_limit: int | str = int(args.size_limit) if args.size_limit.isdigit() else args.size_limit
@@ -143,7 +168,7 @@ def main(argv: list[str] | None = None) -> int:
         bos_text=args.bos_text, eos_text=args.eos_text, workers=args.workers,
         upload_workers=args.upload_workers, max_docs=args.max_docs, size_limit=size_limit,
         hashes=[h for h in args.hashes.split(',') if h], on_bad_record=args.on_bad_record,
-        num_nodes=num_nodes, node_rank=node_rank, tmp_dir=args.tmp_dir,
+        engine=args.engine, spark_master=args.spark_master, tmp_dir=args.tmp_dir,
         progress=not args.no_progress)
     logging.getLogger('streaming').setLevel(logging.ERROR)
     try:

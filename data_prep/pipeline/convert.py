@@ -3,19 +3,24 @@
 written is layout.py's).
 
 How it works:
-- Parallel: every input file is one part. `--workers` processes take parts from a queue; each
-  part has its own MDSWriter, whose thread pool uploads finished shards while the worker
-  goes on encoding the next one.
+- Parallel: every input file is one part, converted by an engine: on one machine the pool
+  (pool.py: `--workers` processes take parts from a queue), on several Apache Spark (spark.py:
+  one Spark task per part). Each part has its own MDSWriter, whose thread pool uploads
+  finished shards while the worker goes on encoding the next one.
+- Exactly once: every attempt at a part writes into its own attempt folder and commits by
+  creating the part's manifest with the remote's atomic create-if-absent (layout.py, part.py).
+  A retried, speculative or lost attempt's objects are never named by a manifest, and the
+  driver deletes them before publishing.
 - One run at a time per dataset: the run holds a lease object in the remote (lease.py) from
   before it lists the remote until it has published; a second run stops in one line naming
   the first. A lease left by a killed run is taken over (its process gone, or no heartbeat).
 - Resumable: a part counts as done only when its manifest is there, was written for the same
   settings and the same input (path, and identity: size and gzip CRC32 for local files, the
   store's ETag or hash for remote ones; records.input_identity), and every shard it names is
-  in the remote with its recorded size. A re-run skips such parts and deletes and redoes all
-  others, and removes the parts of input files that are gone; the summary names the parts
-  redone (and why) and removed. Workers die with their parent (PR_SET_PDEATHSIG), so after a
-  kill -9 no orphan keeps writing into a part being redone.
+  in the remote with its recorded size. A re-run skips such parts, deletes (before any task
+  starts) and redoes all others, and removes the parts of input files that are gone; the
+  summary names the parts redone (and why) and removed. Pool workers die with their parent
+  (PR_SET_PDEATHSIG), so after a kill -9 no orphan keeps writing into a part being redone.
 - Nothing a published root index names is deleted while it is published: the root index is
   removed first (unpublished) whenever a part is to be redone or removed. A dataset of 0
   samples is never published.
@@ -23,31 +28,36 @@ How it works:
   failure; a killed run's folder is removed by the next run into the same remote).
 - Verified: before the root index is written, every part's index.json is read back, checked
   against its manifest, and every shard it names is checked in one listing of the remote. The
-  part indexes are merged with streaming's `merge_index` into a staging folder and the root
-  index is then written in one atomic write (os.replace locally, a single PUT in a bucket).
-  A reader therefore never sees a partial dataset; if any part must be redone, the root
-  index is removed first.
-- Several machines: `--num-nodes/--node-rank` (or WORLD_SIZE/RANK) give node r the parts
-  i % num_nodes == r. Each node, when done, checks all parts; the node that finishes last
-  finds them all complete and publishes (the merge is idempotent, so two publishing at once
-  write the same bytes).
+  part indexes are merged (as streaming's `merge_index` does, with our two-level part
+  folders) and the root index is then written in one atomic write (os.replace locally, a
+  single PUT in a bucket). A reader therefore never sees a partial dataset; if any part must
+  be redone, the root index is removed first.
 """
 from __future__ import annotations
 
 import glob
 import hashlib
 import json
-import logging
 import os
 import shutil
 import sys
 import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
+from typing import Callable
 
-from data_prep.pipeline.layout import INDEX, MANIFEST, part_name, sha256, shard_files
+from data_prep.pipeline.layout import (
+    INDEX,
+    MANIFEST,
+    part_folder,
+    part_name,
+    prefixed_index,
+    sha256,
+    shard_files,
+    strays,
+)
 from data_prep.pipeline.lease import LOCK, Lease, LeaseError
-from data_prep.pipeline.pool import run_pool
 from data_prep.pipeline.records import (
     REASONS,
     InputFile,
@@ -83,8 +93,9 @@ class ConvertConfig:
     size_limit: int | str = 1 << 26       # shard size before compression (streaming default)
     hashes: list[str] = field(default_factory=lambda: ['xxh64'])
     on_bad_record: str = 'error'          # or 'skip'
-    num_nodes: int = 1
-    node_rank: int = 0
+    engine: str = 'pool'                  # 'pool' (one machine) or 'spark' (spark.py)
+    spark_master: str | None = None       # --engine spark: None = the active session, or
+                                          # spark-submit's, or local[*]
     tmp_dir: str | None = None            # local staging of shards for bucket remotes
     progress: bool = True
 
@@ -109,13 +120,13 @@ def part_problem(remote: Remote, split: str, part: str, listing: dict[str, int],
     and checks that its sha256 and the shards it names match the manifest (done before
     publishing).
     """
-    base = f'{split}/{part}/'
-    if base + MANIFEST not in listing:
+    if f'{split}/{part}/{MANIFEST}' not in listing:
         return None, 'no manifest'
     try:
-        manifest = json.loads(remote.read(base + MANIFEST))
+        manifest = json.loads(remote.read(f'{split}/{part}/{MANIFEST}'))
     except Exception as exc:
         return None, f'unreadable manifest: {exc}'
+    base = f'{split}/{part_folder(part, manifest)}/'
     if manifest.get('digest') != digest:
         return None, 'written with other settings or from another input path'
     if 'input_identity' not in manifest:
@@ -173,8 +184,8 @@ def _validate(cfg: ConvertConfig) -> None:
         raise ConvertError(f'--format must be text or tokens, not {cfg.format!r}')
     if cfg.on_bad_record not in ('error', 'skip'):
         raise ConvertError('--on-bad-record must be error or skip')
-    if cfg.num_nodes < 1 or not 0 <= cfg.node_rank < cfg.num_nodes:
-        raise ConvertError(f'--node-rank must be in [0, {cfg.num_nodes})')
+    if cfg.engine not in ('pool', 'spark'):
+        raise ConvertError(f'--engine must be pool or spark, not {cfg.engine!r}')
     if cfg.max_docs is not None and cfg.max_docs < 0:
         raise ConvertError('--max-docs must be >= 0')
     if cfg.format == 'tokens':
@@ -195,22 +206,19 @@ def _check_tokenizer(cfg: ConvertConfig) -> None:
 
 def publish(remote: Remote, split: str, manifests: dict[str, dict],
             existing: bool = False) -> str:
-    """Merges the verified part indexes with streaming's merge_index; writes the root last."""
-    from streaming.base.util import merge_index
+    """Merges the verified part indexes into the root index, which is written last.
 
-    from data_prep.streaming_ext import install_transport
-    install_transport()  # merge_index reads the part indexes through streaming's downloaders
-    urls = [remote.join(split, part, INDEX) for part in sorted(manifests)]
-    root_logger = logging.getLogger()
-    level = root_logger.level
-    root_logger.setLevel(logging.ERROR)  # merge_index logs a warning per call about its temp dir
-    try:
-        with tempfile.TemporaryDirectory(prefix='c4-merge-') as staging:
-            merge_index(urls, staging, keep_local=True)
-            with open(os.path.join(staging, INDEX), 'rb') as f:
-                data = f.read()
-    finally:
-        root_logger.setLevel(level)
+    The merge is streaming's `merge_index` (a version-2 index of every part's shards, in part
+    order, basenames prefixed with the part's folder, the same JSON), done here because
+    merge_index prefixes only the index's parent folder, and our parts nest two levels
+    (part-00003/a0-1f2e3d4c/)."""
+    folders = [part_folder(part, manifests[part]) for part in sorted(manifests)]
+    with ThreadPoolExecutor(max_workers=16) as pool:
+        indexes = list(pool.map(lambda f: json.loads(remote.read(f'{split}/{f}/{INDEX}')),
+                                folders))
+    data = json.dumps({'version': 2, 'shards': [shard for folder, index in zip(folders, indexes)
+                                                for shard in prefixed_index(index, folder)]})
+    data = data.encode()
     merged = json.loads(data)
     want = sum(m['samples'] for m in manifests.values())
     got = sum(s['samples'] for s in merged['shards'])
@@ -236,8 +244,7 @@ def parts_in(listing: dict[str, int], split: str) -> set[str]:
 @dataclass
 class Plan:
     parts: dict[str, dict]        # part -> {'input', 'limit', 'digest', 'identity'}
-    mine: list[str]               # the parts this node converts
-    todo: list[str]               # of those, the ones to (re)do now
+    todo: list[str]               # the parts to (re)do now
     done: dict[str, dict]         # part -> manifest, complete from an earlier run
     redone: dict[str, str]        # part -> why its earlier content is not kept
     removed: list[str]            # parts in the remote that no input file has any more
@@ -252,10 +259,9 @@ def plan(cfg: ConvertConfig, remote: Remote, split: str, inputs: list[InputFile]
                                     'digest': _part_digest(cfg, inp, limits[i]),
                                     'identity': identities[inp.url]}
              for i, inp in enumerate(inputs)}
-    mine = [p for i, p in enumerate(sorted(parts)) if i % cfg.num_nodes == cfg.node_rank]
     present = parts_in(listing, split)
-    out = Plan(parts, mine, [], {}, {}, sorted(present - set(parts)))
-    for part in mine:
+    out = Plan(parts, [], {}, {}, sorted(present - set(parts)))
+    for part in sorted(parts):
         p = parts[part]
         manifest, why = part_problem(remote, split, part, listing, p['digest'], p['identity'])
         if manifest is not None:
@@ -288,6 +294,8 @@ def convert(cfg: ConvertConfig) -> dict:
     # Cheap checks first, so a wrong bucket or input says so in a second, not after imports.
     _validate(cfg)
     split = cfg.out_split or cfg.split
+    # Spark first: on OCI Data Flow the run's credentials come with its session.
+    engine = _engine(cfg) if cfg.engine == 'spark' else None
     try:
         remote = open_remote(cfg.remote)
     except RemoteError as exc:
@@ -296,6 +304,7 @@ def convert(cfg: ConvertConfig) -> dict:
         raise ConvertError(f'cannot open {cfg.remote}: {type(exc).__name__}: {exc}') from None
     check_remote(remote, f'{split}/{LOCK}')  # one small listing: bucket, credentials
     inputs = resolve_inputs(cfg.dataset, cfg.subset, cfg.split, cfg.data_files)
+    engine = engine or _engine(cfg)
     lease = Lease(remote, split)
     try:
         lease.acquire()
@@ -304,11 +313,43 @@ def convert(cfg: ConvertConfig) -> dict:
     try:
         if lease.took_over:
             print(f'note: {lease.took_over}', file=sys.stderr)
-        return _convert(cfg, remote, split, inputs, lease, t0)
+        return _convert(cfg, remote, split, inputs, lease, engine, t0)
     except LeaseError as exc:
         raise ConvertError(str(exc)) from None
     finally:
         lease.release()
+
+
+@dataclass
+class Engine:
+    """How the parts are run: `run(tasks, workers, progress) -> results` and its slots."""
+    name: str
+    run: Callable[[list[dict], int, bool], list[dict]]
+    workers: int                  # parts converted at once (pool processes, Spark task slots)
+    per_machine: int              # of those, on one machine (they share its upload threads)
+    check: Callable[[Remote, str, Lease, str], None] = lambda remote, split, lease, inp: None
+
+
+def _engine(cfg: ConvertConfig) -> Engine:
+    if cfg.engine == 'spark':
+        from data_prep.pipeline import spark
+        try:
+            session = spark.session(cfg.spark_master, cfg.tmp_dir)
+        except spark.SparkError as exc:
+            raise ConvertError(str(exc)) from None
+        slots, per_executor = spark.slots(session)
+        return Engine('spark', spark.run_spark, slots, per_executor,
+                      lambda *args: _spark_check(spark, *args))
+    from data_prep.pipeline.pool import run_pool
+    workers = cfg.workers or os.cpu_count() or 1
+    return Engine('pool', run_pool, workers, workers)
+
+
+def _spark_check(spark, remote: Remote, split: str, lease: Lease, first_input: str) -> None:
+    try:
+        spark.check_executors(remote.join(split), LOCK, lease.run_id, first_input)
+    except spark.SparkError as exc:
+        raise ConvertError(str(exc)) from None
 
 
 def _unpublish(remote: Remote, split: str, listing: dict[str, int], lease: Lease) -> None:
@@ -319,67 +360,92 @@ def _unpublish(remote: Remote, split: str, listing: dict[str, int], lease: Lease
         del listing[f'{split}/{INDEX}']
 
 
+def _delete(remote: Remote, prefixes: list[str], names: list[str] = ()) -> None:
+    """Deletes folders and objects, 16 at a time (a re-run after a kill may redo hundreds of
+    parts)."""
+    with ThreadPoolExecutor(max_workers=16) as pool:
+        list(pool.map(remote.delete_prefix, prefixes))
+        list(pool.map(remote.delete, names))
+
+
+def _sweep(remote: Remote, split: str, listing: dict[str, int],
+           manifests: dict[str, dict]) -> int:
+    """Deletes what attempts that did not commit left under the parts: whole attempt folders,
+    and loose objects. Returns how many objects were deleted."""
+    folders, loose, count = set(), [], 0
+    for part in sorted(manifests):
+        for name in strays(listing, split, part, manifests[part]):
+            rest = name[len(f'{split}/{part}/'):]
+            if '/' in rest:
+                folders.add(f'{split}/{part}/{rest.split("/", 1)[0]}')
+            else:
+                loose.append(name)
+            del listing[name]
+            count += 1
+    _delete(remote, sorted(folders), loose)
+    return count
+
+
 def _convert(cfg: ConvertConfig, remote: Remote, split: str, inputs: list[InputFile],
-             lease: Lease, t0: float) -> dict:
+             lease: Lease, engine: Engine, t0: float) -> dict:
     cfg.compression = _normalize_compression(cfg.compression)  # imports streaming (seconds)
     if cfg.format == 'tokens':
         _check_tokenizer(cfg)
     import datasets  # noqa: F401  (here, once: forked workers inherit it)
+    # Spark: an executor imports our code, reaches the remote (sees the lease), reads inputs
+    engine.check(remote, split, lease, inputs[0].url)
     t_work = time.perf_counter()  # speeds are of the work, not of importing torch & co.
 
     listing = remote.list(f'{split}/')  # taken under the lease: no other run changes it now
     p = plan(cfg, remote, split, inputs, listing)
     if p.todo or p.removed:
         _unpublish(remote, split, listing, lease)
-    for part in p.removed:
-        remote.delete_prefix(f'{split}/{part}')
+    # Whatever earlier runs left of the parts to redo (a manifest among it would stop this
+    # run's attempts from committing), and the parts whose input is gone.
+    present = parts_in(listing, split)
+    _delete(remote, [f'{split}/{part}' for part in p.todo + p.removed if part in present])
 
-    workers = max(1, min(cfg.workers or os.cpu_count() or 1, len(p.todo) or 1))
-    upload_threads = max(1, -(-cfg.upload_workers // workers))
+    workers = max(1, min(engine.workers, len(p.todo) or 1))
+    upload_threads = max(1, -(-cfg.upload_workers // min(engine.per_machine, workers)))
     staging = (_staging(cfg, remote, split, lease.run_id)
-               if p.todo and remote.local_root is None else None)
+               if p.todo and remote.local_root is None and engine.name == 'pool' else None)
     task_cfg = {k: v for k, v in asdict(cfg).items()}
     tasks = [{'cfg': task_cfg, 'part': part, 'split': split,
               'url': p.parts[part]['input'].url, 'limit': p.parts[part]['limit'],
               'digest': p.parts[part]['digest'], 'identity': p.parts[part]['identity'],
               'tmp_root': staging, 'upload_threads': upload_threads} for part in p.todo]
     try:
-        results = run_pool(tasks, workers, cfg.progress)
+        results = engine.run(tasks, workers, cfg.progress)
     finally:
         if staging:
             shutil.rmtree(staging, ignore_errors=True)
 
-    # Publish only if every part of the dataset (all nodes) is complete and verified.
+    # Publish only if every part is complete and verified; first delete what attempts that
+    # did not commit left under the parts (failed, lost or speculative ones).
     lease.check()
     listing = remote.list(f'{split}/')
-    manifests, pending = {}, {}
+    manifests = {}
     for part, info in p.parts.items():
         manifest, why = part_problem(remote, split, part, listing, info['digest'],
                                      info['identity'], deep=True)
         if manifest is None:
-            pending[part] = why
-        else:
-            manifests[part] = manifest
-    if pending and set(pending) & set(p.mine):
-        bad = sorted(set(pending) & set(p.mine))[0]
-        raise ConvertError(f'part {bad} failed verification after conversion: {pending[bad]}')
+            raise ConvertError(f'part {part} failed verification after conversion: {why}')
+        manifests[part] = manifest
+    stray = _sweep(remote, split, listing, manifests)
     skipped = {r: 0 for r in REASONS}
     for m in manifests.values():
         for reason, n in m['skipped'].items():
             skipped[reason] = skipped.get(reason, 0) + n
-    if not pending and not sum(m['samples'] for m in manifests.values()):
+    if not sum(m['samples'] for m in manifests.values()):
         _unpublish(remote, split, listing, lease)  # (one an earlier version published)
         why = ', '.join(f'{k} {v}' for k, v in skipped.items() if v) or 'nothing skipped'
         raise ConvertError(
             f'{len(p.parts)} input file(s) gave 0 samples '
             f'({sum(m["documents"] for m in manifests.values())} documents; skipped: {why}): '
             f'a dataset with no samples is not published')
-    index_url = None
-    if not pending:
-        lease.check()
-        index_url = publish(remote, split, manifests, existing=f'{split}/{INDEX}' in listing)
-    if index_url:
-        listing = remote.list(f'{split}/')
+    lease.check()
+    index_url = publish(remote, split, manifests, existing=f'{split}/{INDEX}' in listing)
+    listing = remote.list(f'{split}/')
     listing.pop(f'{split}/{LOCK}', None)  # the lease is not part of the dataset
 
     per_worker: dict[int, list[float]] = {}
@@ -393,12 +459,13 @@ def _convert(cfg: ConvertConfig, remote: Remote, split: str, inputs: list[InputF
     seconds = end - t_work
     return {
         'remote': cfg.remote, 'split': split, 'dataset': remote.join(split),
-        'published': index_url is not None, 'index': index_url,
+        'published': True, 'index': index_url, 'engine': engine.name,
         'format': cfg.format, 'compression': cfg.compression or 'none', 'workers': workers,
         'upload_threads_per_worker': upload_threads,
-        'parts': len(p.parts), 'parts_this_node': len(p.mine), 'parts_converted': len(results),
-        'parts_already_complete': len(p.done), 'parts_pending': sorted(pending),
+        'parts': len(p.parts), 'parts_converted': len(results),
+        'parts_already_complete': len(p.done),
         'parts_redone': p.redone, 'parts_removed': p.removed,
+        'stray_objects_removed': stray,
         'files_skipped': [x for part in sorted(manifests)
                           for x in manifests[part].get('problems', [])],
         'lease': {'run_id': lease.run_id, 'took_over': lease.took_over},

@@ -1,9 +1,15 @@
 """One part of a conversion: one input file -> REMOTE/SPLIT/PART/ (shards, index, manifest).
 
-Runs in a worker process of the pool (data_prep.pipeline.convert). The part's MDSWriter
-uploads finished shards from its thread pool while the worker encodes the next one; the part
-counts as complete only when its shards are confirmed in the remote at their recorded sizes
-and its manifest is written, last.
+Runs in a worker process of the pool (pool.py) or in a Spark task (spark.py). The part's
+MDSWriter uploads finished shards from its thread pool while the worker encodes the next one.
+Each attempt writes into an attempt folder of its own (layout.py) and commits, once its shards
+are confirmed in the remote at their recorded sizes, by creating the part's manifest if there
+is none: of two attempts at one part, exactly one commits; the other deletes its folder. An
+attempt that fails deletes what it wrote (what it cannot, the driver deletes before publishing).
+
+Test hook (tests/pipeline/test_spark.py): C4_CONVERT_FAIL=PART:SHARDS[:exit][,...] makes
+attempt 0 of PART fail once it has written SHARDS shards: raise (default), or `exit`, the
+process dying at once as on a lost executor, without cleaning up.
 """
 from __future__ import annotations
 
@@ -16,7 +22,7 @@ import signal
 import time
 from typing import Any
 
-from data_prep.pipeline.layout import INDEX, MANIFEST, sha256, shard_files
+from data_prep.pipeline.layout import INDEX, MANIFEST, new_attempt, sha256, shard_files
 from data_prep.pipeline.records import (
     UNREADABLE_FILE,
     DiscardFile,
@@ -30,7 +36,8 @@ from data_prep.pipeline.records import (
 )
 from data_prep.storage import open_remote
 
-MANIFEST_VERSION = 2  # 2: the input's identity, its file's problems
+MANIFEST_VERSION = 3  # 2: the input's identity, its file's problems; 3: its attempt folder
+FAIL_ENV = 'C4_CONVERT_FAIL'
 READ_ATTEMPTS = 3  # reads of an input file that fails for a transient cause (network, 5xx)
 
 _W: dict[str, Any] = {}
@@ -107,14 +114,17 @@ def _text_writer_class():
 
 
 def convert_part(task: dict) -> dict:
-    """Converts one input file into REMOTE/SPLIT/PART/, verifies it and writes its manifest.
+    """Converts one input file into REMOTE/SPLIT/PART/<attempt>/, verifies it and commits it
+    by creating its manifest; returns the committed manifest (this attempt's or, if another
+    attempt at the part committed first, that one's) and this attempt's figures.
 
     Reads UTF-8 first; if a chunk of the file does not decode, starts the part over reading
     the exact bytes, which names (or skips) the line with invalid UTF-8. A file damaged so
     that none of it can be trusted (with --on-bad-record skip) starts the part over without
     it: an empty part that counts the file as skipped. A file that cannot be read to its end
     for a transient cause (a connection reset mid-body, a 5xx after the client's own retries)
-    starts the part over, up to READ_ATTEMPTS reads; then the ReadError names the file."""
+    starts the part over, up to READ_ATTEMPTS reads; then the ReadError names the file.
+    Each start uses a new attempt folder."""
     t0, c0 = time.perf_counter(), time.process_time()
     exact, discard, reads = False, None, 1
     while True:
@@ -133,18 +143,39 @@ def convert_part(task: dict) -> dict:
             reads += 1
 
 
+def _injected_failure(part: str, attempt_number: int) -> tuple[int, str] | None:
+    """(shards, 'raise' or 'exit') if the test hook FAIL_ENV asks this attempt to fail."""
+    if attempt_number != 0:
+        return None
+    for item in filter(None, os.environ.get(FAIL_ENV, '').split(',')):
+        name, shards, *how = item.split(':')
+        if name == part:
+            return int(shards), (how or ['raise'])[0]
+    return None
+
+
+def _discard(remote, writer, folder: str) -> None:
+    """A failed attempt: stop its uploads, wait for those in flight, delete what it wrote."""
+    writer.cancel_future_jobs()  # no index for a part that did not finish
+    writer.executor.shutdown(wait=True)  # an upload landing after the delete would stay
+    try:
+        remote.delete_prefix(folder)
+    except Exception:
+        pass  # the driver deletes it before publishing (layout.strays)
+
+
 def _convert_part(task: dict, t0: float, c0: float, exact: bool, discard: str | None) -> dict:
     from streaming.base.format.mds.writer import MDSWriter
     cfg, part, split = task['cfg'], task['part'], task['split']
     remote = open_remote(cfg['remote'])
     base = f'{split}/{part}'
-    remote.delete_prefix(base)  # whatever a crashed attempt left
+    attempt = new_attempt(task.get('attempt_number', 0))
+    folder = f'{base}/{attempt}'
     if remote.local_root is not None:
-        out: Any = os.path.join(remote.local_root, split, part)
+        out: Any = os.path.join(remote.local_root, split, part, attempt)
     else:
-        local = os.path.join(task['tmp_root'], part)
-        shutil.rmtree(local, ignore_errors=True)
-        out = (local, remote.join(split, part))
+        local = os.path.join(task['tmp_root'], f'{part}-{attempt}')
+        out = (local, remote.join(folder))
     columns = {'tokens': 'ndarray:int32'} if cfg['format'] == 'tokens' else {'text': 'str'}
     writer_class = MDSWriter if cfg['format'] == 'tokens' else _text_writer_class()
     writer = writer_class(columns=columns, out=out, compression=cfg['compression'],
@@ -156,6 +187,7 @@ def _convert_part(task: dict, t0: float, c0: float, exact: bool, discard: str | 
     stats = {'documents': 0, 'input_bytes': 0, 'samples': 0}
     limit = task['limit']
     pending_docs = pending_bytes = 0
+    fail = _injected_failure(part, task.get('attempt_number', 0))
 
     def texts():
         nonlocal pending_docs, pending_bytes
@@ -186,15 +218,38 @@ def _convert_part(task: dict, t0: float, c0: float, exact: bool, discard: str | 
         for sample in samples:
             writer.write(sample)
             stats['samples'] += 1
+            if fail and len(writer.shards) >= fail[0]:
+                if fail[1] == 'exit':
+                    writer.executor.shutdown(wait=True)  # its shards are in the remote
+                    os._exit(17)
+                raise RuntimeError(f'{FAIL_ENV}: attempt 0 of {part} fails after {fail[0]} '
+                                   f'shards (a test)')
+        writer.finish()  # waits for every upload; raises if one failed
     except BaseException:
-        writer.cancel_future_jobs()  # no index for a part that did not finish
+        _discard(remote, writer, folder)
         raise
-    writer.finish()  # waits for every upload; raises if one failed
+    finally:
+        if remote.local_root is None:
+            shutil.rmtree(out[0], ignore_errors=True)
     if counters is not None and pending_docs:
         with counters[0].get_lock():
             counters[0].value += pending_docs
             counters[1].value += pending_bytes
 
+    try:
+        return _commit(task, remote, base, attempt, stats, skipped, problems, t0, c0)
+    except BaseException:
+        try:
+            remote.delete_prefix(folder)
+        except Exception:
+            pass
+        raise
+
+
+def _commit(task: dict, remote, base: str, attempt: str, stats: dict, skipped: dict,
+            problems: list, t0: float, c0: float) -> dict:
+    """Checks the attempt's part in the remote and commits it by creating the manifest."""
+    folder = f'{base}/{attempt}'
     # The input must be what the driver planned with: a file changed under the run would
     # make a part that is neither the old input nor the new one.
     identity = input_identity(task['url'])
@@ -204,32 +259,43 @@ def _convert_part(task: dict, t0: float, c0: float, exact: bool, discard: str | 
                            f'command again to convert it as it is now')
 
     # Confirm the part in the remote before declaring it complete.
-    index_bytes = remote.read(f'{base}/{INDEX}')
+    index_bytes = remote.read(f'{folder}/{INDEX}')
     index = json.loads(index_bytes)
-    listing = remote.list(base + '/')
+    listing = remote.list(folder + '/')
     shards = shard_files(index)
     for name, size in shards.items():
-        if listing.get(f'{base}/{name}') != size:
-            raise RuntimeError(f'{remote.join(base, name)}: expected {size} bytes in the remote, '
-                               f'found {listing.get(f"{base}/{name}")}')
+        if listing.get(f'{folder}/{name}') != size:
+            raise RuntimeError(f'{remote.join(folder, name)}: expected {size} bytes in the '
+                               f'remote, found {listing.get(f"{folder}/{name}")}')
     n_samples = sum(s['samples'] for s in index['shards'])
     if n_samples != stats['samples']:
-        raise RuntimeError(f'{remote.join(base, INDEX)} counts {n_samples} samples, '
+        raise RuntimeError(f'{remote.join(folder, INDEX)} counts {n_samples} samples, '
                            f'wrote {stats["samples"]}')
     seconds = time.perf_counter() - t0
     manifest = {
-        'version': MANIFEST_VERSION, 'part': part, 'input': task['url'], 'digest': task['digest'],
+        'version': MANIFEST_VERSION, 'part': task['part'], 'input': task['url'],
+        'digest': task['digest'], 'attempt': attempt,
         'input_identity': task['identity'],  # as planned: the next run compares with it
         'documents': stats['documents'], 'samples': stats['samples'],
         'input_bytes': stats['input_bytes'], 'skipped': skipped, 'problems': problems,
         'index_bytes': len(index_bytes), 'index_sha256': sha256(index_bytes), 'shards': shards,
         'seconds': round(seconds, 3),
     }
-    remote.write(f'{base}/{MANIFEST}', json.dumps(manifest, indent=1).encode())
-    # first_record_at / done_at: time.monotonic(), one clock for every process of the machine
+    committed = remote.create(f'{base}/{MANIFEST}', json.dumps(manifest, indent=1).encode())
+    if not committed:
+        theirs = json.loads(remote.read(f'{base}/{MANIFEST}'))
+        if theirs.get('attempt') != attempt:  # (equal: our own create, retried by the backend)
+            if theirs.get('digest') != task['digest']:
+                raise RuntimeError(f'{remote.join(base, MANIFEST)} was committed by another '
+                                   f'run (another input or settings) during this one')
+            try:
+                remote.delete_prefix(folder)  # another attempt at this part committed first
+            except Exception:
+                pass  # the driver deletes it before publishing (layout.strays)
+            manifest = theirs
     return {**manifest, 'pid': os.getpid(), 'cpu_seconds': time.process_time() - c0,
+            'committed': manifest['attempt'] == attempt,
+            # first_record_at / done_at: time.monotonic(), one clock for every process of a machine
             'first_record_at': stats.get('first_record_at'), 'done_at': time.monotonic(),
-            'stored_bytes': sum(shards.values()) +
-            len(index_bytes), 'objects': len(shards) + 2}
-
-
+            'stored_bytes': sum(manifest['shards'].values()) + manifest['index_bytes'],
+            'objects': len(manifest['shards']) + 2}

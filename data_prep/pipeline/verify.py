@@ -97,7 +97,7 @@ def verify(url: str, split: str | None = None, hashes: bool = True, workers: int
         for shard in shards:
             samples += shard['samples']
             base = shard['raw_data']['basename']
-            part = base.rsplit('/', 1)[0] if '/' in base else ''
+            part = base.split('/', 1)[0] if '/' in base else ''  # (part-N/attempt/shard)
             per_part[part] = per_part.get(part, 0) + shard['samples']
             for stored, _raw in shard_file_infos(shard):
                 name = prefix + stored['basename']

@@ -29,7 +29,7 @@ def copy(dataset, tmp_path):
 
 
 def _shard(root, n=1):
-    return sorted((root / 'train' / 'part-00001').glob('shard.*'))[n]
+    return sorted((root / 'train' / 'part-00001').rglob('shard.*'))[n]
 
 
 def test_a_good_dataset_passes_with_counts(dataset, capsys):

@@ -1,6 +1,10 @@
 """OCI credentials, chosen as the OCI CLI chooses them, as (config, signer) for the SDK.
 
     OCI_CLI_AUTH      api_key (default) | instance_principal | resource_principal | security_token
+                      | instance_obo_user (an instance principal acting for a user with a
+                      delegation token: what OCI Data Flow gives a run; the OCI CLI's name)
+    OCI_DELEGATION_TOKEN_FILE  the delegation token for instance_obo_user (on Data Flow: the
+                      path in Spark's spark.hadoop.fs.oci.client.auth.delegationTokenPath)
     OCI_CONFIG_FILE   config file for api_key / security_token (~/.oci/config)
     OCI_CLI_PROFILE   profile in that file (DEFAULT)
     OCI_CLI_REGION    region, overriding the profile's or the principal's
@@ -17,7 +21,9 @@ from typing import NamedTuple
 from data_prep.storage.base import RemoteError
 
 ENDPOINT_ENV = 'OCI_OBJECT_STORAGE_ENDPOINT'
-AUTH_MODES = ('api_key', 'instance_principal', 'resource_principal', 'security_token')
+AUTH_MODES = ('api_key', 'instance_principal', 'resource_principal', 'security_token',
+              'instance_obo_user')
+TOKEN_FILE_ENV = 'OCI_DELEGATION_TOKEN_FILE'
 
 
 class CredentialsError(RemoteError):
@@ -30,6 +36,7 @@ class Settings(NamedTuple):
     profile: str
     region: str
     endpoint: str
+    delegation_token_file: str = ''
 
 
 def settings() -> Settings:
@@ -37,7 +44,8 @@ def settings() -> Settings:
                      os.path.expanduser(os.environ.get('OCI_CONFIG_FILE') or '~/.oci/config'),
                      os.environ.get('OCI_CLI_PROFILE') or 'DEFAULT',
                      os.environ.get('OCI_CLI_REGION') or '',
-                     (os.environ.get(ENDPOINT_ENV) or '').rstrip('/'))
+                     (os.environ.get(ENDPOINT_ENV) or '').rstrip('/'),
+                     os.path.expanduser(os.environ.get(TOKEN_FILE_ENV) or ''))
 
 
 def _config_file(s: Settings) -> dict:
@@ -123,6 +131,22 @@ def make_signer(s: Settings) -> tuple[dict, object]:
             raise CredentialsError(f'OCI credentials: resource principal unusable '
                                    f'(check the OCI_RESOURCE_PRINCIPAL_* variables): '
                                    f'{type(e).__name__}')
+        return {'region': signer.region}, signer
+    if s.auth == 'instance_obo_user':
+        if not s.delegation_token_file or not os.path.isfile(s.delegation_token_file):
+            raise CredentialsError(
+                f'OCI credentials: OCI_CLI_AUTH=instance_obo_user needs the delegation token '
+                f'file in {TOKEN_FILE_ENV} ({s.delegation_token_file or "not set"}: missing)')
+        with open(s.delegation_token_file) as f:
+            token = f.read().strip()
+        try:
+            signer = oci.auth.signers.InstancePrincipalsDelegationTokenSigner(
+                delegation_token=token)
+        except Exception as e:
+            raise CredentialsError(
+                f'OCI credentials: OCI_CLI_AUTH=instance_obo_user but no instance principal '
+                f'to act with the delegation token (not on an OCI instance, e.g. a Data Flow '
+                f'node): {type(e).__name__}')
         return {'region': signer.region}, signer
     raise CredentialsError(f'OCI credentials: OCI_CLI_AUTH={s.auth!r} is not one of '
                            f'{", ".join(AUTH_MODES)}')
