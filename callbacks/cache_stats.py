@@ -96,8 +96,13 @@ def dataset_info(ds) -> dict[str, Any]:
     locals_ = [s.local for s in ds.streams]
     comps = sorted({str(sh.compression) if sh.compression else 'none' for sh in ds.shards})
     one = lambda xs: xs[0] if len(set(xs)) == 1 else xs  # noqa: E731
-    return {'remote': one(remotes), 'local': one(locals_), 'split': one([s.split for s in ds.streams]),
-            'compression': one(comps) if comps else None, 'num_shards': int(ds.num_shards)}
+    return {
+        'remote': one(remotes),
+        'local': one(locals_),
+        'split': one([s.split for s in ds.streams]),
+        'compression': one(comps) if comps else None,
+        'num_shards': int(ds.num_shards),
+    }
 
 
 class CacheStats(Callback):
@@ -167,7 +172,8 @@ class CacheStats(Callback):
 
     def _local_vector(self) -> list[int]:
         """[downloads, bytes, hits, cached_at_start, cached_at_end, cache_bytes]; node numbers
-        only on a node's local rank 0 (0 elsewhere) so that a SUM over ranks counts each node once."""
+        only on a node's local rank 0 (0 elsewhere) so that a SUM over ranks counts each node
+        once."""
         downloads, nbytes = int(self.counters[_DOWNLOADS]), int(self.counters[_BYTES])
         if self._ds is None or self._touched is None:
             return [downloads, nbytes, 0, 0, 0, 0]

@@ -148,13 +148,20 @@ class DataWait(Callback):
         # Steady state: after the first batch (start-up is time_to_first_batch_s on its own).
         steady = sum(waits[1:]) / 1000.0
         steady_wall = wall - first if wall is not None and first is not None else None
-        return {'rank': dist.get_global_rank(), 'steps': len(waits), 'wall_s': wall,
-                'data_wait_s': total, 'data_wait_fraction': total / wall if wall else None,
-                'data_wait_steady_s': steady,
-                'data_wait_steady_fraction': steady / steady_wall if steady_wall else None,
-                'data_wait_p50_ms': percentile(waits, 50), 'data_wait_p95_ms': percentile(waits, 95),
-                'data_wait_max_ms': max(waits) if waits else None,
-                'time_to_first_batch_s': first, 'wait_ms': waits}
+        return {
+            'rank': dist.get_global_rank(),
+            'steps': len(waits),
+            'wall_s': wall,
+            'data_wait_s': total,
+            'data_wait_fraction': total / wall if wall else None,
+            'data_wait_steady_s': steady,
+            'data_wait_steady_fraction': steady / steady_wall if steady_wall else None,
+            'data_wait_p50_ms': percentile(waits, 50),
+            'data_wait_p95_ms': percentile(waits, 95),
+            'data_wait_max_ms': max(waits) if waits else None,
+            'time_to_first_batch_s': first,
+            'wait_ms': waits,
+        }
 
     def summary(self, state: State) -> dict[str, Any]:
         """Run summary over all ranks. Collective: every rank must call it (done at FIT_END)."""
@@ -172,7 +179,9 @@ class DataWait(Callback):
         pooled = [w for rk in ranks for w in rk['wait_ms']]
         totals = [rk['data_wait_s'] for rk in ranks]
         walls = [rk['wall_s'] for rk in ranks if rk['wall_s']]
-        firsts = [rk['time_to_first_batch_s'] for rk in ranks if rk['time_to_first_batch_s'] is not None]
+        firsts = [
+            rk['time_to_first_batch_s'] for rk in ranks if rk['time_to_first_batch_s'] is not None
+        ]
         mean_total = sum(totals) / len(totals) if totals else None
         steadies = [rk['data_wait_steady_fraction'] for rk in ranks
                     if rk.get('data_wait_steady_fraction') is not None]
@@ -188,8 +197,13 @@ class DataWait(Callback):
             # the first step cannot start before every rank has its first batch
             'time_to_first_batch_s': r(max(firsts)) if firsts else None,
             'data_wait_per_rank': [
-                {k: (r(v, 3) if isinstance(v, float) else v) for k, v in rk.items() if k != 'wait_ms'}
-                for rk in ranks],
+                {
+                    k: (r(v, 3) if isinstance(v, float) else v)
+                    for k, v in rk.items()
+                    if k != 'wait_ms'
+                }
+                for rk in ranks
+            ],
             '_wait_ms_per_rank': [rk['wait_ms'] for rk in ranks],  # for the per-step file
             '_walls': walls,
         }

@@ -140,7 +140,9 @@ class Throughput(Callback):
         steady_steps = steps[self.warmup_batches:]
         steady = None
         if steady_steps and len(steps) > self.warmup_batches:
-            span = steps[-1]['t'] - (steps[self.warmup_batches - 1]['t'] if self.warmup_batches else 0.0)
+            span = steps[-1]['t'] - (
+                steps[self.warmup_batches - 1]['t'] if self.warmup_batches else 0.0
+            )
             steady = self._rate(steady_steps, span)
         head = steady or overall
         ws = self.world_size

@@ -122,7 +122,10 @@ def convert_variants(args, source: dict, remote: str, out: Path) -> dict:
                                         size_limit=shard_limit(args.sample_mb)))
         if summary['parts_converted'] == 0:
             previous = json.loads(cache.read_text()) if cache.exists() else {}
-            if (previous.get('dataset'), previous.get('bytes')) == (summary['dataset'], summary['bytes']):
+            if (previous.get('dataset'), previous.get('bytes')) == (
+                summary['dataset'],
+                summary['bytes'],
+            ):
                 # the same dataset, found complete: report the speed it was converted at
                 summary = {**previous, 'reused': True}
                 print(f'  already converted and verified; conversion speed from {cache}')
@@ -144,7 +147,9 @@ def bucket_stats(remote: str) -> dict:
         stage(n, f'bucket bytes and objects, {variant}')
         rows[variant] = stats(f'{remote}/{variant}')
         s = rows[variant]
-        print(f'  {s["bytes"]:,} bytes in {s["objects"]} objects, listed in {s["list_seconds"]:.3f} s')
+        print(
+            f'  {s["bytes"]:,} bytes in {s["objects"]} objects, listed in {s["list_seconds"]:.3f} s'
+        )
     return rows
 
 
@@ -153,11 +158,24 @@ def train_run(args, recipe: Path, remote: str, env: dict, name: str, cache: Path
     """One fine-tune through `composer train.py`, progress from its console; returns run_metrics."""
     from omegaconf import OmegaConf
     run_dir = out / 'runs' / name
-    cmd = [str(Path(sys.executable).parent / 'composer'), '-n', str(args.nproc), 'train.py', str(recipe),
-           f'variables.data_remote={remote}', f'variables.data_local={cache}',
-           f'variables.run_name={name}', f'callbacks.run_report.folder={run_dir}',
-           'console_log_interval=1ba', 'save_folder=null', 'autoresume=false', *args.override]
-    if OmegaConf.load(recipe).tokenizer.name == LOCAL_TOKENIZER:  # CPU recipes: ours, wherever built
+    cmd = [
+        str(Path(sys.executable).parent / 'composer'),
+        '-n',
+        str(args.nproc),
+        'train.py',
+        str(recipe),
+        f'variables.data_remote={remote}',
+        f'variables.data_local={cache}',
+        f'variables.run_name={name}',
+        f'callbacks.run_report.folder={run_dir}',
+        'console_log_interval=1ba',
+        'save_folder=null',
+        'autoresume=false',
+        *args.override,
+    ]
+    if (
+        OmegaConf.load(recipe).tokenizer.name == LOCAL_TOKENIZER
+    ):  # CPU recipes: ours, wherever built
         cmd.append(f'tokenizer.name={tokenizer}')
     if args.steps:
         cmd.append(f'max_duration={args.steps}ba')
@@ -217,13 +235,18 @@ def plan_runs(shaping: bool, plain_pair: bool = True) -> list[tuple[str, str, st
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog='scripts/bench.py', description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument('--remote', help='real bucket: oci://bucket@namespace/prefix or s3://bucket/prefix '
-                                    '(default: the local OCI store, shaped)')
+    p.add_argument(
+        '--remote',
+        help='real bucket: oci://bucket@namespace/prefix or s3://bucket/prefix '
+        '(default: the local OCI store, shaped)',
+    )
     p.add_argument('--recipes', default='yamls/cpu',
                    help='folder with c4_uncompressed.yaml and c4_zstd.yaml (default yamls/cpu)')
     p.add_argument('--sample-mb', type=float, default=8, help='MB of sample text (default 8)')
     p.add_argument('--steps', type=int, default=0, help='steps per run (default: the recipe\'s)')
-    p.add_argument('--nproc', type=int, default=1, help='processes per run: composer -n (default 1)')
+    p.add_argument(
+        '--nproc', type=int, default=1, help='processes per run: composer -n (default 1)'
+    )
     p.add_argument('--no-plain-pair', action='store_true',
                    help='skip the cold pair over the unshaped store (4 runs instead of 6)')
     p.add_argument('--no-hub', action='store_true',
@@ -235,7 +258,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument('--no-loader', action='store_true',
                    help='skip the loader-only stages (7-8: headroom, link speeds)')
     p.add_argument('--build', default='build', help='sample and tokenizer folder (default build)')
-    p.add_argument('--store-dir', default='.store/data', help='local store data (default .store/data)')
+    p.add_argument(
+        '--store-dir', default='.store/data', help='local store data (default .store/data)'
+    )
     p.add_argument('--out', default='results/bench', help='reports go to OUT/<timestamp>/')
     p.add_argument('--startup', default='results/bench-start/latest',
                    help="make bench-start's results to include in the report, if there")
@@ -244,7 +269,9 @@ def main(argv: list[str] | None = None) -> int:
     recipes = {v: Path(args.recipes) / f'c4_{v}.yaml' for v in VARIANTS}
     missing = [str(r) for r in recipes.values() if not r.exists()]
     if missing:
-        p.error(f'no recipe {missing[0]} (--recipes must hold c4_uncompressed.yaml and c4_zstd.yaml)')
+        p.error(
+            f'no recipe {missing[0]} (--recipes must hold c4_uncompressed.yaml and c4_zstd.yaml)'
+        )
 
     started = time.time()
     out = Path(args.out) / dt.datetime.now().strftime('%Y%m%d-%H%M%S')
@@ -261,8 +288,11 @@ def main(argv: list[str] | None = None) -> int:
             remote = f'oci://{BUCKET}@local/c4'
             envs = {name: s.env() for name, s in stores.items()}
             os.environ.update(envs['plain'])  # conversion and listing talk to the plain store
-            print(f'local OCI store: {stores["plain"].endpoint} (plain), {stores["shaped"].endpoint} '
-                  f'(shaped: {SHAPED["latency_ms"]:.0f} ms per request, {SHAPED["bandwidth_mbps"]:.0f} MB/s)')
+            print(
+                f'local OCI store: {stores["plain"].endpoint} (plain), '
+                f'{stores["shaped"].endpoint} (shaped: {SHAPED["latency_ms"]:.0f} ms per '
+                f'request, {SHAPED["bandwidth_mbps"]:.0f} MB/s)'
+            )
         source = conversion_input(args)
         sample, tokenizer = prepare_inputs(args)
         conversions = convert_variants(args, source, remote, out)
@@ -278,7 +308,10 @@ def main(argv: list[str] | None = None) -> int:
         caches = Path(args.build) / 'bench-cache'  # shard caches are data, not results
         for n, variant in enumerate(VARIANTS, start=5):
             mine = [(s, c) for s, v, c in plan if v == variant]
-            stage(n, f'fine-tune on {variant}: ' + ', '.join(f'{c} cache ({s} store)' for s, c in mine))
+            stage(
+                n,
+                f'fine-tune on {variant}: ' + ', '.join(f'{c} cache ({s} store)' for s, c in mine),
+            )
             for store, cache_state in mine:
                 cache = caches / f'{store}-{variant}'
                 if cache_state == 'cold':

@@ -9,7 +9,15 @@ import platform
 from importlib.metadata import version
 from pathlib import Path
 
-STACK = ['llm-foundry', 'mosaicml', 'mosaicml-streaming', 'torch', 'transformers', 'datasets', 'oci']
+STACK = [
+    'llm-foundry',
+    'mosaicml',
+    'mosaicml-streaming',
+    'torch',
+    'transformers',
+    'datasets',
+    'oci',
+]
 
 
 def machine() -> dict:
@@ -39,19 +47,29 @@ def rows(conversions: dict, buckets: dict, runs: list[dict]) -> list[dict]:
     out = []
     for run in runs:
         v, m = run['variant'], run['metrics']
-        out.append({
-            'run': run['name'], 'variant': v, 'cache': run['cache'], 'store': run['store'],
-            'bucket_bytes': buckets[v]['bytes'], 'objects': buckets[v]['objects'],
-            'compression_ratio': raw_bytes / buckets[v]['bytes'],
-            'convert_mb_per_s': convert_figure(conversions[v])[0],
-            'convert_source': convert_figure(conversions[v])[1],
-            'samples_per_s': m['throughput_samples_per_s'], 'tokens_per_s': m['throughput_tokens_per_s'],
-            'data_wait_fraction': m['data_wait_fraction'],
-            'data_wait_steady_fraction': m.get('data_wait_steady_fraction'),
-            'time_to_first_batch_s': m['time_to_first_batch_s'],
-            'cache_hit_rate': m['cache_hit_rate'], 'bytes_downloaded': m['bytes_downloaded'],
-            'steps': m['steps'], 'wall_s': m['wall_s'], 'status': m.get('status'),
-        })
+        out.append(
+            {
+                'run': run['name'],
+                'variant': v,
+                'cache': run['cache'],
+                'store': run['store'],
+                'bucket_bytes': buckets[v]['bytes'],
+                'objects': buckets[v]['objects'],
+                'compression_ratio': raw_bytes / buckets[v]['bytes'],
+                'convert_mb_per_s': convert_figure(conversions[v])[0],
+                'convert_source': convert_figure(conversions[v])[1],
+                'samples_per_s': m['throughput_samples_per_s'],
+                'tokens_per_s': m['throughput_tokens_per_s'],
+                'data_wait_fraction': m['data_wait_fraction'],
+                'data_wait_steady_fraction': m.get('data_wait_steady_fraction'),
+                'time_to_first_batch_s': m['time_to_first_batch_s'],
+                'cache_hit_rate': m['cache_hit_rate'],
+                'bytes_downloaded': m['bytes_downloaded'],
+                'steps': m['steps'],
+                'wall_s': m['wall_s'],
+                'status': m.get('status'),
+            }
+        )
     return out
 
 
@@ -70,13 +88,15 @@ def table(rows: list[dict]) -> str:
     for r in rows:
         mark = '' if r['convert_source'] == 'this run' or r['convert_mb_per_s'] is None else '*'
         lines.append(
-            f'| {r["variant"]}, {r["cache"]} cache, {r["store"]} store | {r["bucket_bytes"] / 1e6:.2f} '
+            f'| {r["variant"]}, {r["cache"]} cache, {r["store"]} store '
+            f'| {r["bucket_bytes"] / 1e6:.2f} '
             f'| {r["objects"]} | {r["compression_ratio"]:.2f}x '
             f'| {_fmt(r["convert_mb_per_s"], ".1f")}{mark} '
             f'| {_fmt(r["samples_per_s"], ".1f")} | {_fmt(r["tokens_per_s"], ",.0f")} '
             f'| {_pct(r["data_wait_fraction"])} | {_pct(r["data_wait_steady_fraction"])} '
             f'| {_fmt(r["time_to_first_batch_s"], ".2f")} | {_fmt(r["cache_hit_rate"], ".0%")} '
-            f'| {r["bytes_downloaded"] / 1e6:.2f} |')
+            f'| {r["bytes_downloaded"] / 1e6:.2f} |'
+        )
     return '\n'.join(lines)
 
 
@@ -99,30 +119,49 @@ def sentences(rows: list[dict], shaping: dict | None) -> str:
     """What the numbers say: storage, cold start over the network, warm cache, the network."""
     raw, z = _pick(rows, variant='uncompressed'), _pick(rows, variant='zstd')
     store = raw['store']
-    out = [f'zstd stores the dataset in {z["bucket_bytes"] / 1e6:.2f} MB against '
-           f'{raw["bucket_bytes"] / 1e6:.2f} MB uncompressed ({z["compression_ratio"]:.2f}x smaller, '
-           f'{z["objects"]} vs {raw["objects"]} objects); ' + convert_sentence(raw, z)]
-    rc, zc = _pick(rows, variant='uncompressed', cache='cold', store=store), _pick(rows, variant='zstd', cache='cold', store=store)
+    out = [
+        f'zstd stores the dataset in {z["bucket_bytes"] / 1e6:.2f} MB against '
+        f'{raw["bucket_bytes"] / 1e6:.2f} MB uncompressed ({z["compression_ratio"]:.2f}x smaller, '
+        f'{z["objects"]} vs {raw["objects"]} objects); ' + convert_sentence(raw, z)
+    ]
+    rc, zc = (
+        _pick(rows, variant='uncompressed', cache='cold', store=store),
+        _pick(rows, variant='zstd', cache='cold', store=store),
+    )
     where = 'a store shaped like another region' if shaping else 'the bucket'
-    out.append(f'From a cold cache over {where}, zstd downloaded {zc["bytes_downloaded"] / 1e6:.2f} MB '
-               f'against {rc["bytes_downloaded"] / 1e6:.2f} MB, waited on data '
-               f'{100 * (zc["data_wait_fraction"] or 0):.1f}% of the time against '
-               f'{100 * (rc["data_wait_fraction"] or 0):.1f}% '
-               f'({_pct(zc["data_wait_steady_fraction"])} against '
-               f'{_pct(rc["data_wait_steady_fraction"])} after the first batch), and trained at '
-               f'{zc["samples_per_s"] or 0:.1f} against {rc["samples_per_s"] or 0:.1f} samples/s.')
-    rw, zw = _pick(rows, variant='uncompressed', cache='warm'), _pick(rows, variant='zstd', cache='warm')
+    out.append(
+        f'From a cold cache over {where}, zstd downloaded {zc["bytes_downloaded"] / 1e6:.2f} MB '
+        f'against {rc["bytes_downloaded"] / 1e6:.2f} MB, waited on data '
+        f'{100 * (zc["data_wait_fraction"] or 0):.1f}% of the time against '
+        f'{100 * (rc["data_wait_fraction"] or 0):.1f}% '
+        f'({_pct(zc["data_wait_steady_fraction"])} against '
+        f'{_pct(rc["data_wait_steady_fraction"])} after the first batch), and trained at '
+        f'{zc["samples_per_s"] or 0:.1f} against {rc["samples_per_s"] or 0:.1f} samples/s.'
+    )
+    rw, zw = (
+        _pick(rows, variant='uncompressed', cache='warm'),
+        _pick(rows, variant='zstd', cache='warm'),
+    )
     if rw and zw:
-        out.append(f'With the cache warm both read from local disk (hit rate {rw["cache_hit_rate"]:.0%} and '
-                   f'{zw["cache_hit_rate"]:.0%}, {(rw["bytes_downloaded"] + zw["bytes_downloaded"]) / 1e6:.2f} MB '
-                   f'downloaded); time to first batch fell from {rc["time_to_first_batch_s"]:.2f} to '
-                   f'{rw["time_to_first_batch_s"]:.2f} s (uncompressed) and {zc["time_to_first_batch_s"]:.2f} '
-                   f'to {zw["time_to_first_batch_s"]:.2f} s (zstd).')
-    rp, zp = _pick(rows, variant='uncompressed', store='plain'), _pick(rows, variant='zstd', store='plain')
+        out.append(
+            f'With the cache warm both read from local disk (hit rate '
+            f'{rw["cache_hit_rate"]:.0%} and {zw["cache_hit_rate"]:.0%}, '
+            f'{(rw["bytes_downloaded"] + zw["bytes_downloaded"]) / 1e6:.2f} MB downloaded); '
+            f'time to first batch fell from {rc["time_to_first_batch_s"]:.2f} to '
+            f'{rw["time_to_first_batch_s"]:.2f} s (uncompressed) and '
+            f'{zc["time_to_first_batch_s"]:.2f} to {zw["time_to_first_batch_s"]:.2f} s (zstd).'
+        )
+    rp, zp = (
+        _pick(rows, variant='uncompressed', store='plain'),
+        _pick(rows, variant='zstd', store='plain'),
+    )
     if shaping and rp and zp:
-        out.append(f'Without the {shaping["latency_ms"]:.0f} ms / {shaping["bandwidth_mbps"]:.0f} MB/s shaping, '
-                   f'cold data wait was {100 * (rp["data_wait_fraction"] or 0):.1f}% (uncompressed) and '
-                   f'{100 * (zp["data_wait_fraction"] or 0):.1f}% (zstd): the difference is the network.')
+        out.append(
+            f'Without the {shaping["latency_ms"]:.0f} ms / '
+            f'{shaping["bandwidth_mbps"]:.0f} MB/s shaping, '
+            f'cold data wait was {100 * (rp["data_wait_fraction"] or 0):.1f}% (uncompressed) and '
+            f'{100 * (zp["data_wait_fraction"] or 0):.1f}% (zstd): the difference is the network.'
+        )
     return ' '.join(out)
 
 
@@ -131,8 +170,12 @@ def plots(out: Path, runs: list[dict], buckets: dict) -> list[str]:
     matplotlib.use('Agg')
     import matplotlib.pyplot as plt
     made = []
-    series = {r['name']: [json.loads(l) for l in open(r['steps_file'])] if os.path.exists(r['steps_file']) else []
-              for r in runs}
+    series = {
+        r['name']: [json.loads(line) for line in open(r['steps_file'])]
+        if os.path.exists(r['steps_file'])
+        else []
+        for r in runs
+    }
     for key, label, fname in [('samples_per_s', 'samples/s', 'throughput.png'),
                               ('data_wait_ms', 'data wait per step (ms)', 'data_wait.png')]:
         fig, ax = plt.subplots(figsize=(8, 4))
@@ -155,14 +198,31 @@ def plots(out: Path, runs: list[dict], buckets: dict) -> list[str]:
     return made + ['bucket.png']
 
 
-def write_report(out: Path, conversions: dict, buckets: dict, runs: list[dict], shaping: dict | None,
-                 remote: str, recipes: str, seconds: float, loader: dict | None = None,
-                 startup: dict | None = None) -> str:
+def write_report(
+    out: Path,
+    conversions: dict,
+    buckets: dict,
+    runs: list[dict],
+    shaping: dict | None,
+    remote: str,
+    recipes: str,
+    seconds: float,
+    loader: dict | None = None,
+    startup: dict | None = None,
+) -> str:
     table_rows = rows(conversions, buckets, runs)
-    results = {'remote': remote, 'recipes': recipes, 'shaping': shaping, 'seconds': seconds,
-               'machine': machine(), 'versions': {p: version(p) for p in STACK},
-               'buckets': buckets, 'conversions': conversions, 'rows': table_rows,
-               'runs': [{k: r[k] for k in ('name', 'variant', 'cache', 'store', 'metrics')} for r in runs]}
+    results = {
+        'remote': remote,
+        'recipes': recipes,
+        'shaping': shaping,
+        'seconds': seconds,
+        'machine': machine(),
+        'versions': {p: version(p) for p in STACK},
+        'buckets': buckets,
+        'conversions': conversions,
+        'rows': table_rows,
+        'runs': [{k: r[k] for k in ('name', 'variant', 'cache', 'store', 'metrics')} for r in runs],
+    }
     if loader:
         results['loader'] = loader
         results['headroom'] = headroom_rows(loader)
@@ -170,9 +230,13 @@ def write_report(out: Path, conversions: dict, buckets: dict, runs: list[dict], 
         results['startup'] = {'path': startup['path'], 'summary': start_rows(startup)}
     (out / 'results.json').write_text(json.dumps(results, indent=1))
     pngs = plots(out, runs, buckets)
-    shaped = (f'"shaped" = the local store with {shaping["latency_ms"]:.0f} ms per request and '
-              f'{shaping["bandwidth_mbps"]:.0f} MB/s per connection, like a bucket in another region; '
-              '"plain" = no shaping.' if shaping else f'Remote: {remote}.')
+    shaped = (
+        f'"shaped" = the local store with {shaping["latency_ms"]:.0f} ms per request and '
+        f'{shaping["bandwidth_mbps"]:.0f} MB/s per connection, like a bucket in another region; '
+        '"plain" = no shaping.'
+        if shaping
+        else f'Remote: {remote}.'
+    )
     shards = {v: buckets[v]['objects'] for v in buckets}
     m = results['machine']
     parts = [

@@ -16,7 +16,9 @@ def overrides(mds, tokenizer, tmp_path, name):
 def test_loss_goes_down(mds_zstd, tokenizer_dir, tmp_path):
     proc = run([COMPOSER, 'train.py', RECIPE, *overrides(mds_zstd, tokenizer_dir, tmp_path, 'loss'),
                 'max_duration=30ba', 'console_log_interval=1ba'])
-    losses = [float(x) for x in re.findall(r'loss/train/total: ([0-9.]+)', proc.stdout + proc.stderr)]
+    losses = [
+        float(x) for x in re.findall(r'loss/train/total: ([0-9.]+)', proc.stdout + proc.stderr)
+    ]
     assert len(losses) == 30
     assert sum(losses[-5:]) / 5 < sum(losses[:5]) / 5 - 0.5, losses
 

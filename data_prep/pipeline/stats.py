@@ -10,7 +10,8 @@ from data_prep.storage import open_remote
 
 
 def bucket_stats(url: str, prefix: str = '') -> dict:
-    """{'remote', 'prefix', 'bytes', 'objects', 'list_seconds'} for every object under url/prefix."""
+    """{'remote', 'prefix', 'bytes', 'objects', 'list_seconds'} for every object under
+    url/prefix."""
     remote = open_remote(url)
     t0 = time.perf_counter()
     listing = remote.list(prefix)

@@ -15,6 +15,7 @@ def test_written_shards_read_back_identically(sample_dir, tmp_path, compression)
     shards = sorted(p.name for p in (tmp_path / 'mds').iterdir() if p.name.startswith('shard.'))
     assert len(shards) > 2
     assert all(name.endswith('.mds.zstd' if compression else '.mds') for name in shards)
-    ds = StreamingDataset(remote=str(tmp_path / 'mds'), local=str(tmp_path / 'cache'), shuffle=False,
-                          batch_size=1)
+    ds = StreamingDataset(
+        remote=str(tmp_path / 'mds'), local=str(tmp_path / 'cache'), shuffle=False, batch_size=1
+    )
     assert [ds[i]['text'] for i in range(len(ds))] == texts

@@ -47,7 +47,9 @@ def test_generation_is_deterministic(tmp_path):
     a, b = tmp_path / 'a', tmp_path / 'b'
     for out in (a, b):
         generate(str(out), size_mb=0.3, train_files=2, val_files=1, seed=5, workers=1)
-    digest = lambda d: {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in d.iterdir()}
+    def digest(d):
+        return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in d.iterdir()}
+
     assert digest(a) == digest(b)
     generate(str(tmp_path / 'c'), size_mb=0.3, train_files=2, val_files=1, seed=6, workers=1)
     assert digest(tmp_path / 'c') != digest(a)

@@ -17,6 +17,10 @@ tokenizer = AutoTokenizer.from_pretrained(cfg.tokenizer.name)
 loader_cfg = om.to_container(cfg.train_loader)
 loader_cfg.pop('name')
 loader = build_text_dataloader(tokenizer=tokenizer, device_batch_size=4, **loader_cfg).dataloader
-seen = [hashlib.sha1(row.numpy().tobytes()).hexdigest() for batch in loader for row in batch['input_ids']]
+seen = [
+    hashlib.sha1(row.numpy().tobytes()).hexdigest()
+    for batch in loader
+    for row in batch['input_ids']
+]
 with open(f'{out_prefix}.{dist.get_global_rank()}.json', 'w') as f:
     json.dump(seen, f)
