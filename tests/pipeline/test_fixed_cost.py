@@ -28,7 +28,7 @@ def test_convert_imports_streamings_writer_not_its_datasets(sample_dir, tmp_path
     """`python -X importtime` lists every module the command's processes import (the forked
     workers write to the same stderr): streaming's writer and datasets, none of what
     streaming's package __init__s would add (transformers, scikit-learn, torchvision...);
-    also when nothing is left to convert and the run only publishes (merge_index alone)."""
+    also when nothing is left to convert and the run only publishes (reads the part indexes)."""
     summary, imported = _convert(sample_dir, tmp_path / 'out')
     assert summary['published'] and summary['samples'] == 40
     assert {'datasets', 'streaming.base.format.mds.writer', 'streaming.base.util'} <= imported
@@ -36,7 +36,7 @@ def test_convert_imports_streamings_writer_not_its_datasets(sample_dir, tmp_path
     assert summary['first_record_at'] < summary['parts_done_at']
     again, imported = _convert(sample_dir, tmp_path / 'out')
     assert again['published'] and again['parts_converted'] == 0 and again['samples'] == 40
-    assert 'streaming.base.util' in imported and again['first_record_at'] is None
+    assert again['first_record_at'] is None  # (and _convert found nothing heavy imported)
 
 
 def test_the_pool_path_reads_records_it_should(sample_dir, tmp_path):
