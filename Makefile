@@ -34,7 +34,7 @@ ENV = $(if $(USE_STORE),$(STORE_ENV))
 .PHONY: help install lint test test-fast sample tokenizer convert bench-convert verify train bench bench-start store store-stop bench-store hub hub-stop bench-hub gpu-pack gpu-check dataflow-archive clean
 
 help:  ## list the targets
-	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-17s %s\n", $$1, $$2}'
 
 $(STAMP): setup.py constraints.txt
 	python3 -m venv $(VENV)
@@ -108,7 +108,7 @@ $(GPU_PACK): gpu-constraints.txt setup.py scripts/gpu_pack.sh | $(STAMP)
 gpu-pack: $(GPU_PACK)  ## pack what the GPU machine lacks for CPython 3.12 (build/gpu/gpu-site.tar.xz, <= 60 MiB)
 
 # No dependency on the archive: on the GPU machine there is no registry to rebuild it from.
-gpu-check:  ## on a GPU machine: unpack the archive, train MPT-1B and Qwen2 with FSDP, one table (--dry-run: GPU_CHECK_ARGS=--dry-run)
+gpu-check:  ## on a GPU machine: unpack the archive, train MPT-1B and Qwen2, one table (--dry-run: GPU_CHECK_ARGS=--dry-run)
 	scripts/gpu_check.sh $(GPU_CHECK_ARGS)
 
 clean:  ## remove build outputs and results (keeps .venv and the store's data)

@@ -12,8 +12,11 @@ clocks taken at FIT_START and every BATCH_END.
   steady ones (overall when the run is too short to have a steady part).
 
 MFU = model FLOP/s per device / peak FLOP/s per device. Model FLOPs come from the model's
-``flops_per_batch(batch)`` (llm-foundry's MPT and HF models have it), taken on this rank and
-multiplied by the world size (ranks get equal batches). The peak is ``peak_flops_per_device``
+``flops_per_batch(batch)`` (llm-foundry's MPT has it), taken on this rank and multiplied by the
+world size (ranks get equal batches). A model without one (llm-foundry 0.22's ``hf_causal_lm``)
+gets the same formula from its Hugging Face config (``estimate_flops``: 3 x (2 x parameters x
+sequence + 4 x layers x d_model x sequence^2) per sample, parameters counted at INIT, before
+FSDP shards them); ``flops_source`` in the summary says which. The peak is ``peak_flops_per_device``
 if given, else Composer's table for the detected GPU and precision (H100 SXM bf16: 989.5
 TFLOP/s); on a CPU there is none and MFU is null.
 
@@ -75,6 +78,12 @@ class Throughput(Callback):
         self._prev: Optional[tuple[float, int, int]] = None
         self._peak: Optional[float] = None
         self.world_size = 1
+        self.n_params: Optional[int] = None
+        self.flops_source: Optional[str] = None
+
+    def init(self, state: State, logger: Logger) -> None:
+        # Counted before Composer wraps the model (FSDP would leave only this rank's shard).
+        self.n_params = sum(p.numel() for p in state.model.parameters())
 
     def fit_start(self, state: State, logger: Logger) -> None:
         self.world_size = dist.get_world_size()
@@ -92,13 +101,19 @@ class Throughput(Callback):
         model = state.model
         if not isinstance(model, ComposerModel):
             model = getattr(model, 'module', model)  # through DDP
-        fn = getattr(model, 'flops_per_batch', None)
-        if fn is None or state.batch is None:
+        if state.batch is None:
             return None
+        fn = getattr(model, 'flops_per_batch', None)
         try:
-            return float(fn(state.batch)) * self.world_size
+            if fn is not None:
+                flops, self.flops_source = float(fn(state.batch)), 'flops_per_batch'
+            else:
+                config = getattr(getattr(model, 'model', None), 'config', None)
+                flops = estimate_flops(config, self.n_params, state.batch)
+                self.flops_source = 'estimate_flops' if flops is not None else None
         except Exception:  # a model whose estimate does not fit this batch: no MFU, no crash
             return None
+        return flops * self.world_size if flops is not None else None
 
     def batch_end(self, state: State, logger: Logger) -> None:
         if self._prev is None:
@@ -159,4 +174,19 @@ class Throughput(Callback):
             'mfu': r(head['mfu'], 5),
             'mfu_overall': r(overall['mfu'], 5),
             'peak_flops_per_device': self._peak,
+            'flops_source': self.flops_source,
         }
+
+
+def estimate_flops(config: Any, n_params: Optional[int], batch: Any) -> Optional[float]:
+    """Training FLOPs of one batch for a decoder-only model from its Hugging Face config: the
+    formula of llm-foundry's MPT flops_per_batch (forward 2 x params per token plus attention
+    2 x 2 x d_model x seq^2 per layer, x3 for forward and backward). None when the config does
+    not say its layers and width, or the parameter count is unknown."""
+    layers = getattr(config, 'num_hidden_layers', None)
+    width = getattr(config, 'hidden_size', None)
+    ids = batch.get('input_ids') if hasattr(batch, 'get') else None
+    if not (layers and width and n_params) or ids is None:
+        return None
+    rows, seq = ids.shape[0], ids.shape[1]
+    return 3.0 * rows * (2.0 * n_params * seq + layers * 4.0 * width * seq ** 2)
