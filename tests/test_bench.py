@@ -6,7 +6,7 @@ import json
 import os
 
 from scripts import bench, bench_report, bench_start
-from tests.helpers import PY, run
+from tests.helpers import PY, ROOT, run
 
 ROW_FROM_METRICS = {'samples_per_s': 'throughput_samples_per_s',
                     'tokens_per_s': 'throughput_tokens_per_s',
@@ -103,7 +103,6 @@ def test_c4_scale_index_small_with_the_same_code(tmp_path, tokenizer_dir):
     """The index, the per-node work, the real DataLoader path and the report, at 20,000
     samples in 400 shards: only the shards the first batches read land in the cache."""
     os.environ.setdefault('TOKENIZERS_PARALLELISM', 'false')
-    from conftest import ROOT
     root = tmp_path / 'c4-tokens'
     shape = bench_start.write_c4_index(root, 'tokens', 20_000, 400)
     assert bench_start.write_c4_index(root, 'tokens', 20_000, 400) == shape  # idempotent

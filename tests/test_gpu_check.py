@@ -136,7 +136,7 @@ def test_table_shows_each_run_beside_the_published_figure(tmp_path):
     (runs / 'mpt_1b' / 'steps.jsonl').write_text('{"step": 1}\n')
     text, rows = gpu_check_report.table(runs, tmp_path / 'out', dry_run=False)
     lines = text.splitlines()
-    assert lines[2] == ('| NVIDIA H100 80GB HBM3 | MPT-1B shape, FSDP, amp_bf16, torch attention '
+    assert lines[2] == ('| NVIDIA H100 80GB HBM3 | MPT-1B shape, amp_bf16, torch attention '
                         '| completed | 40 | 31,235 | 28.8% | 1.2% | 1.23 | 55.5 |')
     assert lines[3].split(' | ')[2:4] == ['no report', '-']  # qwen2 run 1: nothing ran
     assert lines[-1].split(' | ')[4:6] == ['45,455', '41.8%']

@@ -143,12 +143,15 @@ def test_scheme_we_cannot_check_is_refused_in_one_line(override, tmp_path, capsy
 def test_either_run_name_override_names_the_run_and_its_checkpoints(recipe):
     # Before: run_name=try2 renamed the run but save_folder still used variables.run_name,
     # so autoresume picked up the previous run's checkpoints.
+    default = train.load_config(str(ROOT / recipe), [])
+    checkpoints = default.get('save_folder') is not None  # (gpu_check's MPT saves none)
+    if checkpoints:
+        assert default.save_folder.endswith(f'/checkpoints/{default.variables.run_name}')
     for override in ('run_name=try2', 'variables.run_name=try2'):
         cfg = train.load_config(str(ROOT / recipe), [override])
         assert cfg.run_name == 'try2', override
-        assert cfg.save_folder.endswith('/checkpoints/try2'), (override, cfg.save_folder)
-    default = train.load_config(str(ROOT / recipe), [])
-    assert default.save_folder.endswith(f'/checkpoints/{default.variables.run_name}')
+        if checkpoints:
+            assert cfg.save_folder.endswith('/checkpoints/try2'), (override, cfg.save_folder)
 
 
 def test_cache_folder_that_cannot_be_created_fails_in_one_line(tmp_path, capsys, monkeypatch):

@@ -115,7 +115,7 @@ def test_hub_conversion_matches_data_files(hub, hub_dir, sample_dir, tmp_path):
     assert sample_digest(str(tmp_path / 'raw' / 'train')) == want
     assert sample_digest(str(tmp_path / 'zstd' / 'train')) == want
     assert faults == ['reset', '503']  # so the file was read again, and its GET retried
-    assert list((tmp_path / 'zstd' / 'train' / 'part-00001').glob('shard.*.mds.zstd'))
+    assert list((tmp_path / 'zstd' / 'train' / 'part-00001').glob('*/shard.*.mds.zstd'))
 
     manifest = json.loads((tmp_path / 'raw' / 'train' / 'part-00001' / 'manifest.json')
                           .read_text())
