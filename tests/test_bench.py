@@ -40,7 +40,15 @@ def test_smallest_bench_rows_agree_with_each_runs_metrics(tmp_path):
         assert (row['bucket_bytes'], row['objects']) == (bucket['bytes'], bucket['objects'])
         assert row['convert_source'] == 'this run' and row['convert_mb_per_s'] > 0
     assert rows['uncompressed', 'cold']['cache_hit_rate'] == 0
-    assert rows['zstd', 'warm']['cache_hit_rate'] == 1
+    # Warm: every shard the cold pass left in the cache is read from it. (Not a hit rate of
+    # 1 in 3 steps: with its shards local, the warm pass's read-ahead runs past where the
+    # cold pass's had got to, and those downloads are misses; make bench's longer runs: 100%.)
+    for variant in ('uncompressed', 'zstd'):
+        warm = json.loads((out / 'runs' / rows[variant, 'warm']['run'] / 'run_metrics.json')
+                          .read_text())
+        assert warm['cache_hits'] == warm['cache_shards_at_start'] > 0, (variant, warm)
+        assert warm['cache_evictions'] == 0
+        assert rows[variant, 'warm']['cache_hit_rate'] > 0.5
     # small shards compress less than 64 MiB ones (make bench: 2.9x)
     assert rows['zstd', 'cold']['bucket_bytes'] < rows['uncompressed', 'cold']['bucket_bytes'] / 1.5
     assert results['machine']['cores'] >= 1
