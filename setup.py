@@ -18,6 +18,7 @@ STACK = [
     'isal',  # gunzip ~3x faster than zlib; fsspec (so datasets) uses it when installed
     'pyspark==3.5.0',  # --engine spark: the Spark OCI Data Flow runs (3.5.0, Python 3.11)
     'setuptools<81',  # llm-foundry 0.22 imports pkg_resources, removed in setuptools 81
+    'psutil',  # the benchmarks' process-tree CPU and memory (Composer installs it too)
 ]
 
 setup(
@@ -27,7 +28,8 @@ setup(
     packages=find_packages(include=['callbacks', 'callbacks.*', 'data_prep', 'data_prep.*']),
     python_requires='>=3.10',
     install_requires=STACK,
-    extras_require={'dev': ['pytest>=8', 'pytest-timeout', 'moto[server]>=5', 'boto3', 'ruff']},
+    extras_require={'dev': ['pytest>=8', 'pytest-timeout', 'pytest-xdist', 'moto[server]>=5',
+                            'boto3', 'ruff']},
     entry_points={
         'console_scripts': [
             'c4-sample=data_prep.sample:main',

@@ -10,17 +10,23 @@
 # scripts/gpu_check.sh unpacks it and puts it on PYTHONPATH.
 #
 #   scripts/gpu_pack.sh [OUT]        (default build/gpu/gpu-site.tar.xz)
+#
+# GPU_PINS: another pins file (default gpu-constraints.txt; the tests pack a few packages).
+# The archive is checked before it is kept: at most LIMIT_MIB, and every pin and our entry
+# points in it (scripts/gpu_check_report.py --check-site, the check the GPU machine runs).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PY:-.venv/bin/python}
 OUT=${1:-build/gpu/gpu-site.tar.xz}
+PINS=${GPU_PINS:-gpu-constraints.txt}
+export GPU_PINS=$PINS
 LIMIT_MIB=${GPU_PACK_LIMIT_MIB:-60}  # the call carries 64 MiB; the tree's own files need the rest
 
 work=$(mktemp -d "${TMPDIR:-/tmp}/gpu-pack.XXXXXX")
 trap 'rm -rf "$work"' EXIT
 site=$work/site
 
-echo "gpu-pack: installing $(grep -c '==' gpu-constraints.txt) pinned packages for CPython 3.12" \
+echo "gpu-pack: installing $(grep -c '==' "$PINS") pinned packages ($PINS) for CPython 3.12" \
      "manylinux x86_64"
 # pip takes platform tags literally: name every manylinux level up to torch 2.11's (2.28).
 platforms=(--platform manylinux1_x86_64 --platform manylinux2010_x86_64
@@ -28,7 +34,7 @@ platforms=(--platform manylinux1_x86_64 --platform manylinux2010_x86_64
 for minor in $(seq 17 28); do platforms+=(--platform "manylinux_2_${minor}_x86_64"); done
 "$PY" -m pip install --quiet --disable-pip-version-check --no-deps --no-compile \
     --only-binary=:all: --python-version 3.12 --implementation cp --abi cp312 --abi abi3 \
-    --abi none "${platforms[@]}" --target "$site" -r gpu-constraints.txt \
+    --abi none "${platforms[@]}" --target "$site" -r "$PINS" \
     2> >(grep -v "is ignored: it is neither a file nor a directory" >&2)
 
 before=$(du -sm "$site" | cut -f1)
@@ -39,8 +45,11 @@ before=$(du -sm "$site" | cut -f1)
 rm -rf "$site/bin" "$site/pyarrow/include" "$site/pyarrow/src" \
     "$site/mlflow/pypi_package_index.json"
 find "$site" -depth -type d \( -name tests -o -name __pycache__ \) -exec rm -rf {} +
-find "$site/pyarrow" \( -name '*.pxd' -o -name '*.pyx' -o -name '*.pxi' -o -name '*.h' \
-     -o -name '*_flight.so*' -o -name '_flight.*.so' -o -name '_pyarrow_cpp_tests.*.so' \) -delete
+if [[ -d $site/pyarrow ]]; then
+    find "$site/pyarrow" \( -name '*.pxd' -o -name '*.pyx' -o -name '*.pxi' -o -name '*.h' \
+         -o -name '*_flight.so*' -o -name '_flight.*.so' -o -name '_pyarrow_cpp_tests.*.so' \) \
+         -delete
+fi
 rm -f "$site"/PIL/_avif.*.so "$site"/pillow.libs/libavif-* "$site"/zstandard/_cffi.*.so
 # Debug symbols: half of pyarrow's libarrow, most of zstd's and zstandard's modules (60 MB).
 if command -v strip >/dev/null; then
@@ -70,13 +79,19 @@ with open(os.path.join(info, 'entry_points.txt'), 'w') as f:
         f.write(f'[{group}]\n' + ''.join(f'{e.replace(" ", "")}\n' for e in entries) + '\n')
 EOF
 
+# What the GPU machine checks first, checked here before anything is kept.
+if ! "$PY" scripts/gpu_check_report.py --check-site "$site" >&2; then
+    echo "gpu-pack: error: the packed folder lacks pins or entry points (above)" >&2
+    exit 1
+fi
+
 mkdir -p "$(dirname "$OUT")"
 tar -C "$site" --sort=name --owner=0 --group=0 --numeric-owner --mtime=@0 -cf - . \
     | xz -T0 -6 > "$OUT.tmp"
 size=$(stat -c %s "$OUT.tmp")
 if (( size > LIMIT_MIB * 1024 * 1024 )); then
     echo "gpu-pack: error: $OUT would be $((size / 1024 / 1024)) MiB, over ${LIMIT_MIB} MiB" \
-         "(trim more, or carry less in gpu-constraints.txt)" >&2
+         "(trim more, or carry less in $PINS)" >&2
     rm -f "$OUT.tmp"
     exit 1
 fi
