@@ -151,8 +151,9 @@ def build(out: Path, torch: str, check: bool) -> int:
                         ignore=shutil.ignore_patterns('__pycache__', '*.pyc'))
         for extra in site.glob('bin'):  # console scripts: not used, and their shebangs are ours
             shutil.rmtree(extra)
-        archive = out / 'archive.zip'
-        archive.unlink(missing_ok=True)
+        final = out / 'archive.zip'
+        final.unlink(missing_ok=True)
+        archive = out / 'archive.zip.tmp'  # named archive.zip only once it is checked
         with zipfile.ZipFile(archive, 'w', zipfile.ZIP_DEFLATED, compresslevel=6) as z:
             for path in sorted(stage.rglob('*')):
                 if path.is_file() and '__pycache__' not in path.parts:
@@ -164,13 +165,15 @@ def build(out: Path, torch: str, check: bool) -> int:
             key = path.name.split('-')[0] if path.name.endswith('.dist-info') else path.name
             sizes[key] = sizes.get(key, 0) + n
         unpacked = sum(sizes.values())
-        print(f'{archive}: {archive.stat().st_size / 1e6:.1f} MB ({unpacked / 1e6:.0f} MB '
+        print(f'{final}: {archive.stat().st_size / 1e6:.1f} MB ({unpacked / 1e6:.0f} MB '
               f'unpacked); largest: ' + ', '.join(
                   f'{k} {v / 1e6:.0f} MB' for k, v in
                   sorted(sizes.items(), key=lambda kv: -kv[1])[:6]))
         shutil.rmtree(stage)
-        if check:
-            return check_archive(archive, work)
+        if check and check_archive(archive, work):
+            archive.unlink()  # nothing that looks like a usable archive is left
+            return 1
+        archive.replace(final)
         return 0
     finally:
         shutil.rmtree(work, ignore_errors=True)
