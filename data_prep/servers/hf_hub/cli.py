@@ -5,13 +5,12 @@ import argparse
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import threading
-import time
 from pathlib import Path
 
+from data_prep.servers import background
 from data_prep.servers.hf_hub.repos import make_c4_repo
 from data_prep.servers.hf_hub.server import DEFAULT_PAGE_SIZE, HubServer
 from data_prep.servers.oci_store.cli import RunningStore
@@ -104,23 +103,13 @@ def _serve(args) -> int:
     return 0
 
 
-def _run_dir(data_dir) -> Path:
-    return Path(data_dir) / 'run'
-
-
 def _running(data_dir) -> dict | None:
     """The state of the `start`ed hub for this data dir, if its process is alive."""
-    try:
-        info = json.loads((_run_dir(data_dir) / 'hub.json').read_text())
-        os.kill(info['pid'], 0)
-        socket.create_connection(('127.0.0.1', info['port']), timeout=2).close()
-    except (OSError, ValueError, KeyError):
-        return None
-    return info
+    return background.running(data_dir, 'hub')
 
 
 def _print_exports(info: dict, data_dir) -> None:
-    run = _run_dir(data_dir).resolve()
+    run = background.run_dir(data_dir).resolve()
     repos = sorted(f'{p.parent.name}/{p.name}' for p in
                    (Path(data_dir) / 'datasets').glob('*/*') if p.is_dir())
     print(f'local Hugging Face Hub: pid {info["pid"]}, {info["endpoint"]}, data dir '
@@ -139,31 +128,16 @@ def _start(args) -> int:
         print('already running')
         _print_exports(info, args.data_dir)
         return 0
-    run = _run_dir(args.data_dir)
+    run = background.run_dir(args.data_dir)
     hub = start_hub(args.data_dir, args.port, _knobs(args), run / 'requests.jsonl',
                     args.sample, args.page_size)
-    info = {'pid': hub.proc.pid, 'port': hub.port, 'endpoint': hub.endpoint}
-    (run / 'hub.json').write_text(json.dumps(info))
-    (run / 'hub.pid').write_text(f'{hub.proc.pid}\n')
+    info = background.record(args.data_dir, 'hub', hub.proc.pid, hub.port, hub.endpoint)
     _print_exports(info, args.data_dir)
     return 0
 
 
 def _stop(args) -> int:
-    info = _running(args.data_dir)
-    if not info:
-        print('local Hugging Face Hub: not running')
-    else:
-        os.kill(info['pid'], signal.SIGTERM)
-        for _ in range(100):
-            try:
-                os.kill(info['pid'], 0)
-            except OSError:
-                break
-            time.sleep(0.1)
-        print(f'local Hugging Face Hub: stopped pid {info["pid"]}')
-    for name in ('hub.json', 'hub.pid'):
-        (_run_dir(args.data_dir) / name).unlink(missing_ok=True)
+    background.stop(args.data_dir, 'hub', 'local Hugging Face Hub')
     return 0
 
 

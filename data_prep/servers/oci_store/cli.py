@@ -26,14 +26,13 @@ import http.client
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import threading
-import time
 from pathlib import Path
 
 from data_prep.env import env_value
+from data_prep.servers import background
 from data_prep.servers.oci_store.auth import client_config
 from data_prep.servers.oci_store.handler import (
     FAULT_KINDS,
@@ -176,30 +175,16 @@ def _serve(args) -> int:
     return 0
 
 
-def _run_dir(data_dir) -> Path:
-    return Path(data_dir) / 'run'
-
-
 def _running(data_dir) -> dict | None:
     """The state of the `start`ed store for this data dir, if its process is alive."""
-    state = _run_dir(data_dir) / 'store.json'
-    try:
-        info = json.loads(state.read_text())
-        os.kill(info['pid'], 0)
-    except (OSError, ValueError, KeyError):
-        return None
-    try:
-        socket.create_connection(('127.0.0.1', info['port']), timeout=2).close()
-    except OSError:
-        return None
-    return info
+    return background.running(data_dir, 'store')
 
 
 def _print_exports(info: dict, data_dir) -> None:
     print(f'local OCI store: pid {info["pid"]}, port {info["port"]}, data dir '
           f'{Path(data_dir).resolve()}, namespace {NAMESPACE}')
-    print(f'  pid file {(_run_dir(data_dir) / "store.pid").resolve()}, request log '
-          f'{(_run_dir(data_dir) / "requests.jsonl").resolve()}')
+    print(f'  pid file {(background.run_dir(data_dir) / "store.pid").resolve()}, request log '
+          f'{(background.run_dir(data_dir) / "requests.jsonl").resolve()}')
     print(f'  use it with URLs like oci://{DEFAULT_BUCKETS[0]}@{NAMESPACE}/<prefix> after:')
     for k, v in client_env(data_dir, info['endpoint']).items():
         print(f'export {k}={v}')
@@ -211,35 +196,19 @@ def _start(args) -> int:
         print('already running')
         _print_exports(info, args.data_dir)
         return 0
-    run = _run_dir(args.data_dir)
+    run = background.run_dir(args.data_dir)
     run.mkdir(parents=True, exist_ok=True)
     knobs = Knobs(args.latency_ms, args.bandwidth_mbps, args.fault_rate, args.fault_kinds,
                   args.seed, args.fault_match, args.idle_timeout_s)
     store = start_store(args.data_dir, args.port, knobs, run / 'requests.jsonl',
                         args.bucket or DEFAULT_BUCKETS)
-    info = {'pid': store.proc.pid, 'port': store.port, 'endpoint': store.endpoint}
-    (run / 'store.json').write_text(json.dumps(info))
-    (run / 'store.pid').write_text(f'{store.proc.pid}\n')
+    info = background.record(args.data_dir, 'store', store.proc.pid, store.port, store.endpoint)
     _print_exports(info, args.data_dir)
     return 0
 
 
 def _stop(args) -> int:
-    run = _run_dir(args.data_dir)
-    info = _running(args.data_dir)
-    if not info:
-        print('local OCI store: not running')
-    else:
-        os.kill(info['pid'], signal.SIGTERM)
-        for _ in range(100):
-            try:
-                os.kill(info['pid'], 0)
-            except OSError:
-                break
-            time.sleep(0.1)
-        print(f'local OCI store: stopped pid {info["pid"]}')
-    for name in ('store.json', 'store.pid'):
-        (run / name).unlink(missing_ok=True)
+    background.stop(args.data_dir, 'store', 'local OCI store')
     return 0
 
 
