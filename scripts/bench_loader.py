@@ -19,16 +19,16 @@ from __future__ import annotations
 
 import argparse
 import json
-import multiprocessing as mp
 import os
 import shutil
 import sys
 import time
-import traceback
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+
+from scripts.proctree import in_child  # noqa: E402
 
 BUCKET = 'c4-bench'
 VARIANTS = {'uncompressed': None, 'zstd': 'zstd'}
@@ -125,30 +125,6 @@ def loader_pass(loader: dict, url: str, cache: Path, tokenizer: str, env: dict,
             'workers': loader['num_workers']}
 
 
-def _child_main(conn, fn, args):
-    try:
-        conn.send(('ok', fn(*args)))
-    except BaseException:
-        conn.send(('error', traceback.format_exc()))
-    finally:
-        conn.close()
-
-
-def in_child(fn, *args) -> dict:
-    """Runs fn(*args) in a forked process: its own streaming state and process tree."""
-    ctx = mp.get_context('fork')
-    parent, child = ctx.Pipe(duplex=False)
-    proc = ctx.Process(target=_child_main, args=(child, fn, args))
-    proc.start()
-    child.close()
-    try:
-        status, value = parent.recv()
-    except EOFError:
-        status, value = 'error', 'process died'
-    proc.join()
-    if status != 'ok':
-        raise RuntimeError(f'{fn.__name__} failed:\n{value}')
-    return value
 
 
 def rates(run: dict) -> dict:

@@ -30,17 +30,17 @@ import argparse
 import datetime as dt
 import json
 import math
-import multiprocessing as mp
 import os
 import shutil
 import sys
 import time
-import traceback
 import warnings
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+
+from scripts.proctree import in_child  # noqa: E402
 
 SHARD_LIMIT = 1 << 26  # streaming's default size_limit, 64 MiB, as the recipes' data is written
 # C4 `en` train (DESIGN.md): documents, and ~156 B tokens concatenated into 2048-token samples.
@@ -293,30 +293,6 @@ def first_batch(loader: dict, remote: Path, cache: Path, tokenizer: str, overrid
     return out
 
 
-def _child_main(conn, fn, args):
-    try:
-        conn.send(('ok', fn(*args)))
-    except BaseException:
-        conn.send(('error', traceback.format_exc()))
-    finally:
-        conn.close()
-
-
-def in_child(fn, *args) -> dict:
-    """Runs fn(*args) in a forked process (its own peak memory, its own streaming state)."""
-    ctx = mp.get_context('fork')
-    parent, child = ctx.Pipe(duplex=False)
-    proc = ctx.Process(target=_child_main, args=(child, fn, args))
-    proc.start()
-    child.close()
-    try:
-        status, value = parent.recv()
-    except EOFError:
-        status, value = 'error', f'process died (exit code {proc.join() or proc.exitcode})'
-    proc.join()
-    if status != 'ok':
-        raise RuntimeError(f'{fn.__name__} failed:\n{value}')
-    return value
 
 
 # ------------------------------------------------------------------------------ the plan

@@ -7,7 +7,9 @@ benches turn them into per-core rates.
 """
 from __future__ import annotations
 
+import multiprocessing as mp
 import threading
+import traceback
 
 import psutil
 
@@ -75,3 +77,30 @@ class TreeSampler:
         self._thread.join()
         self.sample()
 
+
+
+def _child_main(conn, fn, args):
+    try:
+        conn.send(('ok', fn(*args)))
+    except BaseException:
+        conn.send(('error', traceback.format_exc()))
+    finally:
+        conn.close()
+
+
+def in_child(fn, *args):
+    """Runs fn(*args) in a forked process (its own process tree, peak memory and streaming
+    state) and returns its result; raises RuntimeError with the child's traceback."""
+    ctx = mp.get_context('fork')
+    parent, child = ctx.Pipe(duplex=False)
+    proc = ctx.Process(target=_child_main, args=(child, fn, args))
+    proc.start()
+    child.close()
+    try:
+        status, value = parent.recv()
+    except EOFError:
+        status, value = 'error', f'process died (exit code {proc.join() or proc.exitcode})'
+    proc.join()
+    if status != 'ok':
+        raise RuntimeError(f'{fn.__name__} failed:\n{value}')
+    return value
