@@ -20,6 +20,10 @@ PY=${PY:-.venv/bin/python}
 OUT=${1:-build/gpu/gpu-site.tar.xz}
 PINS=${GPU_PINS:-gpu-constraints.txt}
 export GPU_PINS=$PINS
+if [[ ! -f $PINS ]] || ! grep -q '==' "$PINS"; then
+    echo "gpu-pack: error: $PINS has no name==version pins (GPU_PINS)" >&2
+    exit 2
+fi
 LIMIT_MIB=${GPU_PACK_LIMIT_MIB:-60}  # the call carries 64 MiB; the tree's own files need the rest
 
 work=$(mktemp -d "${TMPDIR:-/tmp}/gpu-pack.XXXXXX")
