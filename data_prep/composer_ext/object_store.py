@@ -116,7 +116,7 @@ class OCIStore(ObjectStore):
         except RemoteError:
             raise
         except Exception as e:
-            raise explain(e, self.bucket, self.namespace) or RemoteError(
+            raise explain(e, self.bucket, lambda: self.namespace) or RemoteError(
                 f'cannot list {self.get_uri("")}: {type(e).__name__}: '
                 f'{(str(e).strip().splitlines() or [""])[0]}') from None
 
@@ -138,7 +138,7 @@ class _translated:
         if isinstance(e, TransientError) or (isinstance(e, Exception) and is_transient(e)):
             raise ObjectStoreTransientError(f'{self.store.get_uri("")}: {e}') from e
         if isinstance(e, Exception) and not isinstance(e, RemoteError):
-            err = explain(e, self.store.bucket, self.store._ns or "the tenancy's")
+            err = explain(e, self.store.bucket, lambda: self.store.namespace)
             if err:
                 raise err from e
         return False
