@@ -45,7 +45,7 @@ def checkpoints(names: list[str], folder: str) -> dict[int, list[str]]:
     """batch -> object names of each checkpoint directly under `folder`."""
     found: dict[int, list[str]] = {}
     for name in names:
-        rel = name[len(folder):].lstrip('/') if name.startswith(folder) else None
+        rel = name[len(folder) + 1:] if name.startswith(folder + '/') else None
         m = CHECKPOINT.match(rel.split('/')[0]) if rel else None
         if m:
             found.setdefault(int(m.group(1)), []).append(name)
