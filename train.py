@@ -3,7 +3,8 @@
 llm-foundry's trainer (`train_from_yaml`) plus our layer, which runs first on every rank:
 checks the config (devices, schema, remotes and credentials, cache folders, no other live run
 on the same cache), so a mistake fails in one line before any model, dataloader worker or
-download starts; installs our streaming extensions (data_prep.streaming_ext); makes the cached
+download starts; installs our streaming extensions (data_prep.streaming_ext) and our oci://
+checkpoint store in Composer (data_prep.composer_ext; docs/checkpoints.md); makes the cached
 root index the remote's; clears streaming shared memory that a crashed run left (only what no
 live process holds). A failure before training starts still writes the run's report
 (run_metrics.json, status failed). Overrides are llm-foundry's: `max_duration=10ba`,
