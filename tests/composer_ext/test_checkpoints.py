@@ -183,7 +183,6 @@ def _train_main(args: list[str]) -> tuple[int, list[str]]:
     return rc, err.getvalue().strip().splitlines()
 
 
-@pytest.mark.e2e
 def test_preflight_fails_in_one_line_with_the_store_that_saves(oci_store, mds_zstd,
                                                                tokenizer_dir, tmp_path,
                                                                monkeypatch):
