@@ -43,17 +43,31 @@ READ_ATTEMPTS = 3  # reads of an input file that fails for a transient cause (ne
 _W: dict[str, Any] = {}
 
 
-def init_worker(counters) -> None:
+def init_worker(counters=None) -> None:
+    """Once per worker process. `counters`: (a shared int64 array, this worker's slot): the
+    documents and bytes it has read, at [2*slot] and [2*slot+1], for the parent's progress bar
+    (one writer per slot, so no lock)."""
     # Die with the parent: after a kill -9 of the command nothing keeps writing.
     try:
         ctypes.CDLL('libc.so.6', use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
     except Exception:
         pass
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent handles Ctrl-C
+    # SIGTERM kills at once, whatever handler the parent had: a process that imported Composer
+    # has a Python one (sys.exit), with which a worker stopping could block forever (pool.py).
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
     os.environ['TOKENIZERS_PARALLELISM'] = 'false'
     logging.getLogger('streaming').setLevel(logging.ERROR)
     import_writer()  # inherited from the parent when forked: nothing left to import
     _W['counters'] = counters
+
+
+def _count(docs: int, nbytes: int) -> None:
+    """Adds to this worker's progress counters (init_worker), if it has any."""
+    if _W.get('counters') and docs:
+        array, slot = _W['counters']
+        array[2 * slot] += docs
+        array[2 * slot + 1] += nbytes
 
 
 def import_writer() -> None:
@@ -181,7 +195,6 @@ def _convert_part(task: dict, t0: float, c0: float, exact: bool, discard: str | 
     writer = writer_class(columns=columns, out=out, compression=cfg['compression'],
                        hashes=sorted(cfg['hashes']), size_limit=cfg['size_limit'],
                        max_workers=task['upload_threads'], exist_ok=True)
-    counters = _W.get('counters')
     skipped: dict[str, int] = {UNREADABLE_FILE: 1} if discard else {}
     problems: list[str] = [discard] if discard else []
     stats = {'documents': 0, 'input_bytes': 0, 'samples': 0}
@@ -201,10 +214,8 @@ def _convert_part(task: dict, t0: float, c0: float, exact: bool, discard: str | 
                 stats['first_record_at'] = time.monotonic()
             pending_docs += 1
             pending_bytes += nbytes
-            if pending_docs >= 256 and counters is not None:
-                with counters[0].get_lock():
-                    counters[0].value += pending_docs
-                    counters[1].value += pending_bytes
+            if pending_docs >= 256:
+                _count(pending_docs, pending_bytes)
                 pending_docs = pending_bytes = 0
             yield text
             if limit is not None and stats['documents'] >= limit:
@@ -231,10 +242,7 @@ def _convert_part(task: dict, t0: float, c0: float, exact: bool, discard: str | 
     finally:
         if remote.local_root is None:
             shutil.rmtree(out[0], ignore_errors=True)
-    if counters is not None and pending_docs:
-        with counters[0].get_lock():
-            counters[0].value += pending_docs
-            counters[1].value += pending_bytes
+    _count(pending_docs, pending_bytes)
 
     try:
         return _commit(task, remote, base, attempt, stats, skipped, problems, t0, c0)

@@ -40,6 +40,7 @@ EXECUTOR_OWN = 'OCI_RESOURCE_PRINCIPAL_'  # node-local on Data Flow: the executo
 DATAFLOW_TOKEN_CONF = 'spark.hadoop.fs.oci.client.auth.delegationTokenPath'
 DAEMON = 'data_prep.pipeline.spark_daemon'  # workers forked with the imports done (spark_daemon)
 SETTLE_S = 60.0  # after the job: at most this long for killed (speculative) attempts to end
+CANCEL_WAIT_S = 30.0  # a cancelled job (bad input found) must end within this; else an error
 
 
 class SparkError(RuntimeError):
@@ -197,14 +198,19 @@ def _collect(spark, rdd, desc: str, parts: list[str], on_poll=None):
 
     thread = threading.Thread(target=run, name='spark-collect', daemon=True)
     thread.start()
+    cancelled = None
     try:
         while thread.is_alive():
             thread.join(0.5)
-            if on_poll is not None and on_poll(_stages(sc, group)):
+            if cancelled is None and on_poll is not None and on_poll(_stages(sc, group)):
                 sc.cancelJobGroup(group)
+                cancelled = time.monotonic()
+            if cancelled is not None and time.monotonic() - cancelled > CANCEL_WAIT_S:
+                raise SparkError(f'Spark did not stop the job {CANCEL_WAIT_S:.0f} s after '
+                                 f'it was cancelled (a bad input was found)')
     except BaseException:
         sc.cancelJobGroup(group)
-        thread.join(30)
+        thread.join(CANCEL_WAIT_S)  # bounded: the thread is a daemon, the error matters more
         raise
     stages = _stages(sc, group)
     if 'error' in out:
