@@ -288,6 +288,8 @@ def test_bucket_typo_fails_in_one_line_before_any_work(oci_store, tmp_path):
 STEPS, SAVE_AT = 8, 3
 
 
+@pytest.mark.slow
+@pytest.mark.e2e
 def test_store_down_at_start_and_mid_run_then_autoresume(sample_dir, tokenizer_dir, tmp_path,
                                                          monkeypatch):
     store = start_store(tmp_path / 'store', buckets=[BUCKET])
