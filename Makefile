@@ -103,7 +103,7 @@ dataflow-archive: $(STAMP)  ## OCI Data Flow's dependency archive: build/dataflo
 bench-store: $(STAMP)  ## GET throughput of the local OCI store on loopback (MB/s)
 	$(PY) scripts/bench_store.py
 
-# The GPU machine's packages (README "GPU check"): rebuilt when the pins or entry points change.
+# The GPU machine's packages (docs/gpu_check.md): rebuilt when the pins or entry points change.
 GPU_PACK := $(BUILD)/gpu/gpu-site.tar.xz
 $(GPU_PACK): gpu-constraints.txt setup.py scripts/gpu_pack.sh | $(STAMP)
 	PY=$(PY) scripts/gpu_pack.sh $@

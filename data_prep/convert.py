@@ -5,7 +5,7 @@ MDS shards in a bucket, parallel, resumable, verified before it is published.
         --remote oci://bucket@namespace/c4_zstd --compression zstd
 
 On more than one machine, Apache Spark runs the parts (one Spark task each; OCI Data Flow or any
-Spark 3.5 cluster; README "More than one machine"):
+Spark 3.5 cluster; docs/converting.md, "More than one machine"):
 
     python -m data_prep.convert ... --engine spark [--spark-master spark://host:7077]
     spark-submit data_prep/convert_spark.py ...     (the same flags; --engine spark implied)
@@ -138,7 +138,7 @@ def build_parser(prog: str = 'python -m data_prep.convert',
 
 
 MULTI_NODE_GONE = ('converting on several machines is `--engine spark` now (one Spark task '
-                   'per input file, retried and verified; README "More than one machine"); '
+                   'per input file, retried and verified; docs/converting.md); '
                    '{what} is no longer read')
 
 

@@ -43,7 +43,7 @@ from scripts.bench_report import write_report  # noqa: E402
 VARIANTS = {'uncompressed': 'none', 'zstd': 'zstd'}
 LOCAL_TOKENIZER = 'build/tokenizer'  # what the CPU recipes name
 BUCKET = 'c4-bench'
-# A bucket in another region, as the local store's knobs (README: "Shaping"): ~40 ms per
+# A bucket in another region, as the local store's knobs (docs/oci.md, the local store): ~40 ms per
 # request is a cross-region round trip in North America, 25 MB/s one TCP stream across it.
 SHAPED = {'latency_ms': 40.0, 'bandwidth_mbps': 25.0}
 

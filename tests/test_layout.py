@@ -1,4 +1,4 @@
-"""The structure the README describes, kept: no import cycle among our modules, each layer
+"""The structure docs/design.md describes, kept: no import cycle among our modules, each layer
 imports only the layers below it, and streaming's private internals are touched in one place."""
 import ast
 from pathlib import Path
