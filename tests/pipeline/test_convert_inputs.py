@@ -206,7 +206,7 @@ def test_a_remote_input_is_known_by_its_size_and_etag(tmp_path):
     from functools import partial
     from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 
-    from data_prep.pipeline.records import input_identities, input_identity, same_input
+    from data_prep.pipeline.identity import input_identities, input_identity, same_input
 
     class WithETag(SimpleHTTPRequestHandler):
         def end_headers(self):
