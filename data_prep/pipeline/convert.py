@@ -19,7 +19,10 @@ How it works:
   store's ETag or hash for remote ones; identity.py), and every shard it names is
   in the remote with its recorded size. A re-run skips such parts, deletes (before any task
   starts) and redoes all others, and removes the parts of input files that are gone; the
-  summary names the parts redone (and why) and removed. Pool workers die with their parent
+  summary names the parts redone (and why) and removed. But a part converted from none of
+  this run's inputs (neither by path nor by content: another dataset) is deleted only with
+  `replace` (--replace): without it the run stops, deleting nothing, and says how many parts
+  and samples it would delete (foreign_parts). Pool workers die with their parent
   (PR_SET_PDEATHSIG), so after a kill -9 no orphan keeps writing into a part being redone.
 - Nothing a published root index names is deleted while it is published: the root index is
   removed first (unpublished) whenever a part is to be redone or removed. A dataset of 0
@@ -158,6 +161,9 @@ def _validate(cfg: ConvertConfig) -> None:
         raise ConvertError(f'--engine must be pool or spark, not {cfg.engine!r}')
     if cfg.max_docs is not None and cfg.max_docs < 0:
         raise ConvertError('--max-docs must be >= 0')
+    if cfg.format == 'text' and cfg.tokenizer:  # never silently text where tokens were meant
+        raise ConvertError(f'a tokenizer ({cfg.tokenizer}) is for --format tokens, and the '
+                           f'format is text: drop it to write text, or use --format tokens')
     if cfg.format == 'tokens':
         if not cfg.tokenizer:
             raise ConvertError('--format tokens needs --tokenizer')
@@ -218,6 +224,8 @@ class Plan:
     done: dict[str, dict]         # part -> manifest, complete from an earlier run
     redone: dict[str, str]        # part -> why its earlier content is not kept
     removed: list[str]            # parts in the remote that no input file has any more
+    foreign: dict[str, dict]      # part -> manifest of a part converted from none of the
+                                  # inputs of this run, that redoing or removing would delete
 
 
 def plan(cfg: ConvertConfig, remote: Remote, split: str, inputs: list[InputFile],
@@ -230,7 +238,7 @@ def plan(cfg: ConvertConfig, remote: Remote, split: str, inputs: list[InputFile]
                                             identities[inp.url])
              for i, inp in enumerate(inputs)}
     present = parts_in(listing, split)
-    out = Plan(parts, [], {}, {}, sorted(present - set(parts)))
+    out = Plan(parts, [], {}, {}, sorted(present - set(parts)), {})
     for part in sorted(parts):
         task = parts[part]
         manifest, why = part_problem(remote, split, part, listing, task.digest, task.identity)
@@ -240,7 +248,32 @@ def plan(cfg: ConvertConfig, remote: Remote, split: str, inputs: list[InputFile]
         out.todo.append(part)
         if part in present:
             out.redone[part] = why
+    out.foreign = foreign_parts(remote, split, listing, [*out.redone, *out.removed],
+                                list(parts.values()))
     return out
+
+
+def foreign_parts(remote: Remote, split: str, listing: dict[str, int], candidates: list[str],
+                  tasks: list[PartTask]) -> dict[str, dict]:
+    """The committed parts among `candidates` whose input is none of `tasks`' inputs, by path
+    or by content (identity): a dataset converted from other inputs, not an earlier run over
+    these (a changed input file keeps its path; a moved one, its content). part -> manifest."""
+    urls = {t.url for t in tasks}
+    identities = [t.identity for t in tasks]
+
+    def manifest(part: str) -> dict | None:
+        if f'{split}/{part}/{MANIFEST}' not in listing:
+            return None  # never committed: what a failed attempt left
+        try:
+            return json.loads(remote.read(f'{split}/{part}/{MANIFEST}'))
+        except Exception:
+            return None  # unreadable: no dataset to keep (redone, as before)
+
+    with ThreadPoolExecutor(max_workers=16) as pool:
+        found = dict(zip(candidates, pool.map(manifest, candidates)))
+    return {part: m for part, m in sorted(found.items())
+            if m is not None and m.get('input') not in urls
+            and m.get('input_identity') not in identities}
 
 
 def _staging(cfg: ConvertConfig, remote: Remote, split: str, run_id: str) -> str:
@@ -368,6 +401,8 @@ def _convert(cfg: ConvertConfig, remote: Remote, split: str, inputs: list[InputF
 
     listing = remote.list(f'{split}/')  # taken under the lease: no other run changes it now
     p = plan(cfg, remote, split, inputs, listing)
+    if p.foreign and not cfg.replace:
+        raise ConvertError(_refusal(remote, split, p.foreign, f'{split}/{INDEX}' in listing))
     if p.todo or p.removed:
         _unpublish(remote, split, listing, lease)
     # Whatever earlier runs left of the parts to redo (a manifest among it would stop this
@@ -414,6 +449,16 @@ def _convert(cfg: ConvertConfig, remote: Remote, split: str, inputs: list[InputF
     return run_summary(cfg, remote, split, p, manifests, results, listing, engine=engine.name,
                        workers=workers, upload_threads=upload_threads, stray=stray,
                        index_url=index_url, lease=lease, t0=t0, t_work=t_work)
+
+
+def _refusal(remote: Remote, split: str, foreign: dict[str, dict], published: bool) -> str:
+    """The one line that refuses to delete a dataset converted from other inputs."""
+    samples = sum(m.get('samples', 0) for m in foreign.values())
+    first = foreign[min(foreign)].get('input', '?')
+    what = 'a published dataset' if published else 'parts'
+    return (f'{remote.join(split)} holds {what} converted from other inputs (e.g. {first}): '
+            f'this run would delete {len(foreign):,} of its parts ({samples:,} samples). '
+            f'Nothing was changed; to replace that dataset, run again with --replace')
 
 
 def _skipped(manifests: dict[str, dict]) -> dict[str, int]:

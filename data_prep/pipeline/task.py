@@ -35,6 +35,7 @@ class ConvertConfig:
                                           # spark-submit's, or local[*]
     tmp_dir: str | None = None            # local staging of shards for bucket remotes
     progress: bool = True
+    replace: bool = False                 # may delete parts converted from other inputs
 
 
 @dataclass(frozen=True)
