@@ -275,6 +275,19 @@ def test_oci_zstd_conversion_through_our_transport(sample_dir, oci_store, refere
     puts = [r for r in oci_store.requests() if r['method'] == 'PUT']
     assert sum(r['path'].endswith('/train/index.json') for r in puts) == 1  # root written once
 
+    # Other inputs (the validation file) into this published dataset: one ConvertError line,
+    # and the store is asked to delete nothing but the run's own lease (issue 23, item 4).
+    seen = len(oci_store.requests())
+    other = ConvertConfig(remote=url, data_files=str(sample_dir / 'c4-validation.*.json.gz'),
+                          progress=False, compression='zstd')
+    with pytest.raises(ConvertError, match=r'c4_zstd/train holds a published dataset converted '
+                       r'from other inputs .* would delete 4 of its parts \(200 samples\)\. '
+                       r'Nothing was changed; .* --replace$'):
+        convert(other)
+    deletes = [r['path'] for r in oci_store.requests()[seen:] if r['method'] == 'DELETE']
+    assert [p.rsplit('/', 1)[1] for p in deletes] == ['.lock.json']
+    assert verify(url)['ok'] and len(_texts(url)) == 200
+
 
 def _file_texts(sample_dir, i):
     path = sorted(sample_dir.glob('c4-train.*.json.gz'))[i]
