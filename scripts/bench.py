@@ -119,7 +119,8 @@ def convert_variants(args, source: dict, remote: str, out: Path) -> dict:
         cache = Path(args.build) / 'bench' / f'convert-{variant}.json'
         summary = convert(ConvertConfig(remote=f'{remote}/{variant}', **source,
                                         compression=None if compression == 'none' else compression,
-                                        size_limit=shard_limit(args.sample_mb)))
+                                        size_limit=shard_limit(args.sample_mb),
+                                        replace=not args.remote))  # the local store: ours
         if summary['parts_converted'] == 0:
             previous = json.loads(cache.read_text()) if cache.exists() else {}
             if (previous.get('dataset'), previous.get('bytes')) == (

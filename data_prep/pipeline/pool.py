@@ -32,6 +32,7 @@ from multiprocessing.connection import wait
 
 from data_prep.pipeline.part import convert_part, init_worker
 from data_prep.pipeline.records import iter_lines
+from data_prep.pipeline.task import PartResult, PartTask
 
 STOP_GRACE_S = 5.0  # SIGTERM, then this long for the workers to go, then SIGKILL
 
@@ -83,7 +84,7 @@ def _worker(conn, counters, slot: int) -> None:
         conn.send(reply)
 
 
-def _died(proc, task) -> WorkerDied:
+def _died(proc, task: PartTask | None) -> WorkerDied:
     """The error for a worker that ended while `task` was its part."""
     proc.join(STOP_GRACE_S)  # its exit status, once the pipe says it is gone
     code = proc.exitcode
@@ -94,7 +95,7 @@ def _died(proc, task) -> WorkerDied:
             how = f'killed by signal {-code}'
     else:
         how = f'exit code {code}'
-    where = f'{task["url"]} (part {task["part"]})' if task else 'no part'
+    where = f'{task.url} (part {task.part})' if task else 'no part'
     return WorkerDied(f'a conversion worker (pid {proc.pid}) ended while converting {where}: '
                       f'{how}; run the same command again to redo that part')
 
@@ -113,7 +114,7 @@ def _stop(procs: list, grace: float = STOP_GRACE_S) -> None:
             p.join(grace)
 
 
-def run_pool(tasks: list, workers: int, progress: bool) -> list[dict]:
+def run_pool(tasks: list[PartTask], workers: int, progress: bool) -> list[PartResult]:
     """Runs `convert_part` on every task in `workers` forked processes, with a progress bar;
     returns their results (in completion order). The first failure stops the pool and is
     raised; a worker that dies raises WorkerDied naming its part."""
@@ -126,14 +127,14 @@ def run_pool(tasks: list, workers: int, progress: bool) -> list[dict]:
     from data_prep.pipeline.records import _quiet_datasets
     _quiet_datasets()
     import_writer()
-    _warm_up_reading(tasks[0]['url'])
+    _warm_up_reading(tasks[0].url)
     ctx = mp.get_context('fork')
     n = max(1, min(workers, len(tasks)))
     # Documents and bytes read, one pair per worker: each slot has one writer, so no lock
     # (a worker killed while holding a lock would stop the parent's progress bar for good).
     counters = ctx.RawArray('q', 2 * n)
     todo = list(reversed(tasks))
-    results: list[dict] = []
+    results: list[PartResult] = []
     procs, conns, current = [], {}, {}
     bar = None
     try:
