@@ -9,6 +9,7 @@ a 130-line traceback about huggingface.co.
 """
 from __future__ import annotations
 
+import importlib
 import importlib.metadata
 import importlib.util
 import os
@@ -123,6 +124,11 @@ def _problem(package: Package) -> Optional[str]:
         found = False
     if not found:
         return 'which is not installed'
+    try:  # installed is not enough: flash-attn built for another torch fails here
+        importlib.import_module(package.module)
+    except Exception as err:  # ImportError, OSError (a missing CUDA library), ...
+        first = (str(err).splitlines() or [''])[0][:300]
+        return f'which is installed but does not import ({type(err).__name__}: {first})'
     if package.min_version:
         from packaging.version import Version
         try:
