@@ -32,6 +32,7 @@ def test_missing_package_and_tokenizer_each_fail_in_one_line(tmp_path):
 
     # The 7B recipe as it was, made to pass the GPU check on this CPU (no FSDP, cpu init).
     line = start([str(ROOT / 'yamls/c4_zstd.yaml'), f'variables.bucket={tmp_path}',
+                  f'variables.data_local={tmp_path}/cache',
                   'fsdp_config=null', 'model.init_device=cpu', 'model.use_flash_attention_2=true'],
                  cwd=ROOT)
     assert line.startswith('error: ') and 'c4_zstd.yaml: model.use_flash_attention_2: true ' \
