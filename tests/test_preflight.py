@@ -26,6 +26,7 @@ def start(args: list[str], cwd, env: dict | None = None) -> str:
     return one_error_line(proc.stderr)
 
 
+@pytest.mark.slow
 def test_missing_package_and_tokenizer_each_fail_in_one_line(tmp_path):
     assert importlib.util.find_spec('flash_attn') is None, 'this venv is not a stock install'
     data = f'variables.data_remote={tmp_path}/mds'

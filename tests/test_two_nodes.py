@@ -20,6 +20,7 @@ import os
 import subprocess
 from pathlib import Path
 
+import pytest
 from omegaconf import OmegaConf as om
 
 from tests.helpers import COMPOSER, ROOT, free_port, write_mds
@@ -55,6 +56,7 @@ def _one_node_batches(overrides: list[str], cache: Path) -> list[list[str]]:
             for batch in loader]
 
 
+@pytest.mark.slow
 def test_two_launcher_nodes_read_disjoint_halves_and_report_together(oci_store, tokenizer_dir,
                                                                      tmp_path):
     remote = 'oci://c4-bench@local/two-nodes'
