@@ -170,6 +170,7 @@ def _hub_problem(name: str, probe_file: str) -> Optional[str]:
     from huggingface_hub import HfApi, constants, try_to_load_from_cache
     from huggingface_hub.errors import (
         GatedRepoError,
+        HfHubHTTPError,
         HFValidationError,
         OfflineModeIsEnabled,
         RepositoryNotFoundError,
@@ -195,6 +196,8 @@ def _hub_problem(name: str, probe_file: str) -> Optional[str]:
         return (f'not a folder here, not in the Hugging Face cache, and the hub '
                 f'({constants.ENDPOINT}) is unreachable: {download} where the hub is reachable '
                 f'(HF_HOME names the cache), or set HF_ENDPOINT to a mirror')
+    except HfHubHTTPError:  # the hub answered, with something else (429, 5xx): let it load
+        return None
     return None
 
 
