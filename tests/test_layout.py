@@ -16,7 +16,8 @@ def _module_name(path: Path) -> str:
 
 
 def _sources() -> dict[str, ast.Module]:
-    files = [p for pkg in PACKAGES for p in (ROOT / pkg).rglob('*.py')] + [ROOT / 'train.py']
+    files = [p for pkg in PACKAGES for p in (ROOT / pkg).rglob('*.py')]
+    files += [ROOT / 'train.py', ROOT / 'preflight.py']
     return {_module_name(p): ast.parse(p.read_text(), str(p)) for p in files}
 
 
