@@ -301,6 +301,42 @@ def _multipart(path: str, size: int, bucket: str, ns: str, name: str, what: str)
         raise
 
 
+def object_size(bucket: str, ns: str, name: str) -> int:
+    """The object's size from one HEAD; FileNotFoundError if there is none."""
+    what = f'oci://{bucket}@{ns}/{name}'
+    try:
+        resp = retry(lambda: client().head_object(ns, bucket, name), f'head {what}')
+    except Exception as e:
+        if is_not_found(e):
+            raise FileNotFoundError(f'{what}: object not found') from None
+        raise
+    return int(resp.headers['Content-Length'])
+
+
+def delete_object(bucket: str, ns: str, name: str) -> None:
+    """Remove the object; one that is already gone is not an error."""
+    try:
+        retry(lambda: client().delete_object(ns, bucket, name),
+               f'delete oci://{bucket}@{ns}/{name}')
+    except Exception as e:
+        if not is_not_found(e):
+            raise
+
+
+def explain(e: BaseException, bucket: str, ns: str) -> Optional[RemoteError]:
+    """The one-line error for a failed request that a person must fix (a missing bucket,
+    refused credentials), or None for any other failure."""
+    if is_not_found(e):
+        return RemoteError(f'bucket {bucket!r} not found in namespace {ns!r}')
+    if getattr(e, 'status', None) == 401:
+        s = settings()
+        return CredentialsError(
+            f'OCI credentials: {s.endpoint or "the endpoint"} refused the request '
+            f'signature (401 NotAuthenticated): check the key_file and fingerprint '
+            f'of [{s.profile}] in {s.config_file} ({s.auth} auth)')
+    return None
+
+
 def check_bucket(bucket: str, ns: str) -> None:
     try:
         retry(lambda: client().head_bucket(ns, bucket), f'head bucket {bucket}')

@@ -3,10 +3,11 @@ from __future__ import annotations
 
 import io
 
-from data_prep.storage.base import Remote, RemoteError
-from data_prep.storage.oci.auth import CredentialsError, settings
+from data_prep.storage.base import Remote
 from data_prep.storage.oci.client import (
     client,
+    delete_object,
+    explain,
     fetch,
     is_not_found,
     is_transient,
@@ -39,15 +40,9 @@ class OCIRemote(Remote):
         try:
             found = list_objects(self.bucket, self.namespace, root + prefix)
         except Exception as e:
-            if is_not_found(e):
-                raise RemoteError(f'bucket {self.bucket!r} not found in namespace '
-                                  f'{self.namespace!r}') from None
-            if getattr(e, 'status', None) == 401:
-                s = settings()
-                raise CredentialsError(
-                    f'OCI credentials: {s.endpoint or "the endpoint"} refused the request '
-                    f'signature (401 NotAuthenticated): check the key_file and fingerprint '
-                    f'of [{s.profile}] in {s.config_file} ({s.auth} auth)') from None
+            err = explain(e, self.bucket, self.namespace)
+            if err:
+                raise err from None
             raise
         return {name[len(root):]: size for name, size in found.items()}
 
@@ -98,9 +93,4 @@ class OCIRemote(Remote):
         return True
 
     def delete(self, name: str) -> None:
-        try:
-            retry(lambda: client().delete_object(self.namespace, self.bucket, self._key(name)),
-                   f'delete {self._what(name)}')
-        except Exception as e:
-            if not is_not_found(e):  # already gone is what we wanted
-                raise
+        delete_object(self.bucket, self.namespace, self._key(name))

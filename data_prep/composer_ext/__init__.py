@@ -1,0 +1,66 @@
+"""Our extensions of Composer: oci:// checkpoints through our OCI client, in one place.
+
+- object_store.py  OCIStore: Composer's ObjectStore over data_prep.storage.oci.client (every
+                   OCI_CLI_AUTH kind, profiles, OCI_OBJECT_STORAGE_ENDPOINT, bucket@namespace,
+                   size by HEAD, parallel multipart, retries, listing, delete)
+- keep.py          BucketKeep (llm-foundry callback `bucket_keep`): save_num_checkpoints_to_keep
+                   for the bucket too (Composer prunes local copies only)
+- compat.py        the hooks into Composer's internals, behind one version check
+
+`install()` makes Composer build OCIStore for every oci:// URL: checkpoint upload
+(RemoteUploader), logger uploads (RemoteUploaderDownloader: llm-foundry's hf_checkpointer),
+autoresume, load_path, get_file. train.py calls it on every rank before llm-foundry builds the
+trainer, and again in Composer's spawned upload processes (they import train.py as
+__mp_main__).
+"""
+from __future__ import annotations
+
+import os
+from typing import Iterable
+
+from data_prep.storage.base import RemoteError
+
+_installed = False
+
+
+def record_namespaces(urls: Iterable[str]) -> None:
+    """Remember the namespace of every oci://bucket@namespace/... URL for the stores Composer
+    builds from the bucket name alone (see object_store.py); in the environment, so spawned
+    processes inherit it. One bucket named with two namespaces is an error."""
+    from data_prep.composer_ext.object_store import NAMESPACES_ENV, namespaces
+    from data_prep.storage.oci.client import parse_url
+    known = namespaces()
+    for url in urls:
+        if not isinstance(url, str) or not url.startswith('oci://'):
+            continue
+        bucket, ns, _ = parse_url(url)
+        if ns is None:
+            continue
+        if known.get(bucket, ns) != ns:
+            raise RemoteError(f'{url}: bucket {bucket!r} is named with namespace {ns!r} here '
+                              f'and {known[bucket]!r} elsewhere (Composer keys its stores by '
+                              f'bucket name alone): use one namespace per bucket')
+        known[bucket] = ns
+    if known:
+        os.environ[NAMESPACES_ENV] = ','.join(f'{b}@{n}' for b, n in sorted(known.items()))
+
+
+def install(urls: Iterable[str] = ()) -> None:
+    """Make every oci:// object store Composer builds ours (idempotent); `urls`: the oci://
+    URLs the run names, for their namespaces. Fails in one line (UnsupportedComposer) on a
+    Composer version compat.py was not written for."""
+    global _installed
+    record_namespaces(urls)
+    if _installed:
+        return
+    from data_prep.composer_ext import compat
+    from data_prep.composer_ext.object_store import OCIStore
+    compat.require_supported()
+    compat.use_store_for_oci(OCIStore)
+    _installed = True
+
+
+def store_for(url: str):
+    """The object store Composer builds for `url` (ours for oci:// once installed)."""
+    from composer.utils.file_helpers import maybe_create_object_store_from_uri
+    return maybe_create_object_store_from_uri(url)
