@@ -32,7 +32,7 @@
 #
 # Environment: PYTHON (python3), OUT (build/gpu_check/out), GPU_CHECK_DIR (build/gpu_check),
 #   GPU_CHECK_ARCHIVE (build/gpu/gpu-site.tar.xz), GPU_CHECK_SAMPLE_MB (12: ~2.8M tokens),
-#   GPU_CHECK_RUN_TIMEOUT (seconds per training run, 150), GPU_CHECK_DEADLINE (450: no run
+#   GPU_CHECK_RUN_TIMEOUT (seconds per training run, 200), GPU_CHECK_DEADLINE (450: no run
 #   starts, or runs on, past it, so the table is printed within the call), GPU_CHECK_ONLY (a
 #   comma list of ckpt, mpt, qwen2; default all three), MPT_MICROBATCHES ("8 12 4"),
 #   QWEN2_MICROBATCH (checkpoint runs, 4), QWEN2_MFU_MICROBATCH (28-layer run, 4),
@@ -55,7 +55,7 @@ WORK=${GPU_CHECK_DIR:-build/gpu_check}
 OUT=${OUT:-$WORK/out}
 ARCHIVE=${GPU_CHECK_ARCHIVE:-build/gpu/gpu-site.tar.xz}
 SAMPLE_MB=${GPU_CHECK_SAMPLE_MB:-12}
-RUN_TIMEOUT=${GPU_CHECK_RUN_TIMEOUT:-150}
+RUN_TIMEOUT=${GPU_CHECK_RUN_TIMEOUT:-200}
 DEADLINE=${GPU_CHECK_DEADLINE:-450}  # seconds: the device call allows 8 minutes, unpacking included
 ONLY=,${GPU_CHECK_ONLY:-ckpt,mpt,qwen2},
 STORE_PORT=${GPU_CHECK_STORE_PORT:-9300}
