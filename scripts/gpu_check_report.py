@@ -218,7 +218,9 @@ def fsdp_seen(log: Path) -> str:
     text = log.read_text(errors='replace') if log.is_file() else ''
     m = re.search(r'FSDP: Using sharding_strategy=(\S+)', text)
     if m:
-        return f'on ({m.group(1).rsplit(".", 1)[-1]})'
+        # torch's own warning when it runs a world of 1 unsharded
+        no_shard = ' -> NO_SHARD' if re.search(r'switching to use `?NO_SHARD', text) else ''
+        return f'on ({m.group(1).rsplit(".", 1)[-1]}{no_shard})'
     if 'Reverting to DDP' in text:
         return 'off (DDP)'
     return '-'

@@ -303,4 +303,9 @@ def test_notes_measure_the_checkpoint_in_the_store_and_compare_losses(oci_store,
     assert lines[2] == ("resume: losses of steps 21-22 equal to the uninterrupted run's (max "
                         "|difference| 0.0004, tolerance 0.001); first step 21: 9.7001 vs 9.7001")
     assert gpu_check_report.fsdp_seen(logs / 'qwen2_fsdp_to_30ba.log') == 'on (FULL_SHARD)'
+    with open(logs / 'qwen2_fsdp_to_30ba.log', 'a') as f:  # torch's words at world size 1
+        f.write('UserWarning: FSDP is switching to use `NO_SHARD` instead of '
+                'ShardingStrategy.FULL_SHARD since the world size is 1.\n')
+    assert gpu_check_report.fsdp_seen(logs / 'qwen2_fsdp_to_30ba.log') == \
+        'on (FULL_SHARD -> NO_SHARD)'
     assert gpu_check_report.fsdp_seen(logs / 'qwen2_resume_from_20ba.log') == '-'
