@@ -107,15 +107,16 @@ class OCIStore(ObjectStore):
         with _translated(self):
             delete_object(self.bucket, self.namespace, self._name(object_name))
 
-    def check(self) -> None:
-        """One cheap listing: the bucket exists, the credentials are accepted, the endpoint
-        answers. Any failure is a RemoteError of one line."""
+    def check(self, folder: str = '') -> None:
+        """One cheap listing in `folder`: the bucket exists, the credentials are accepted, the
+        endpoint answers. Any failure is a RemoteError of one line."""
+        probe = '/'.join(p for p in (folder.strip('/'), '.probe-') if p)
         try:
-            list_objects(self.bucket, self.namespace, self.prefix + '.probe-')
+            list_objects(self.bucket, self.namespace, self._name(probe))
         except RemoteError:
             raise
         except Exception as e:
-            raise explain(e, self.bucket, self.namespace) or RemoteError(
+            raise explain(e, self.bucket, lambda: self.namespace) or RemoteError(
                 f'cannot list {self.get_uri("")}: {type(e).__name__}: '
                 f'{(str(e).strip().splitlines() or [""])[0]}') from None
 
@@ -137,7 +138,7 @@ class _translated:
         if isinstance(e, TransientError) or (isinstance(e, Exception) and is_transient(e)):
             raise ObjectStoreTransientError(f'{self.store.get_uri("")}: {e}') from e
         if isinstance(e, Exception) and not isinstance(e, RemoteError):
-            err = explain(e, self.store.bucket, self.store._ns or "the tenancy's")
+            err = explain(e, self.store.bucket, lambda: self.store.namespace)
             if err:
                 raise err from e
         return False

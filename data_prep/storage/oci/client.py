@@ -323,11 +323,12 @@ def delete_object(bucket: str, ns: str, name: str) -> None:
             raise
 
 
-def explain(e: BaseException, bucket: str, ns: str) -> Optional[RemoteError]:
+def explain(e: BaseException, bucket: str, ns: Callable[[], str]) -> Optional[RemoteError]:
     """The one-line error for a failed request that a person must fix (a missing bucket,
-    refused credentials), or None for any other failure."""
+    refused credentials), or None for any other failure. `ns` gives the namespace, asked only
+    for a 404 (by then the failed request has looked it up)."""
     if is_not_found(e):
-        return RemoteError(f'bucket {bucket!r} not found in namespace {ns!r}')
+        return RemoteError(f'bucket {bucket!r} not found in namespace {ns()!r}')
     if getattr(e, 'status', None) == 401:
         s = settings()
         return CredentialsError(

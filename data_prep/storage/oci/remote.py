@@ -40,7 +40,7 @@ class OCIRemote(Remote):
         try:
             found = list_objects(self.bucket, self.namespace, root + prefix)
         except Exception as e:
-            err = explain(e, self.bucket, self.namespace)
+            err = explain(e, self.bucket, lambda: self.namespace)
             if err:
                 raise err from None
             raise
