@@ -29,6 +29,7 @@ PINS = Path(os.environ.get('GPU_PINS') or ROOT / 'gpu-constraints.txt')
 CALLBACKS = ('data_wait', 'cache_stats', 'throughput', 'run_report')
 # entry points besides the callbacks: (group, name)
 ENTRY_POINTS = [('llmfoundry_callbacks', c) for c in CALLBACKS] + [
+    ('llmfoundry_callbacks', 'bucket_keep'),  # train.py adds it for an oci:// save_folder
     ('llmfoundry_attention_implementations', 'sdpa')]
 # run folder -> what it is; the order of the table
 RUNS = {
@@ -113,7 +114,7 @@ def _check_stack(site: Path, need_gpu: bool) -> list[str]:
             problems.append(f'{mod.__name__} {mod.__version__} comes from {mod.__file__}, '
                             f'not from the carried packages in {site}')
     from llmfoundry.layers_registry import attention_implementations
-    for name in CALLBACKS:
+    for name in CALLBACKS + ('bucket_keep',):
         try:
             callbacks.get(name)
         except Exception as err:  # catalogue raises its own RegistryError

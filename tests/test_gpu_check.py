@@ -164,15 +164,13 @@ def test_dry_run_runs_the_device_call_but_the_training(dry_run, pins_file):
     # the data the recipes read
     assert (work / 'data' / 'mds' / 'train' / 'index.json').is_file()
     assert (work / 'data' / 'tokenizer' / 'tokenizer.json').is_file()
-    # the local OCI store was started, probed through Composer's object store for oci://, and
-    # stopped at the end; the checkpoints go to oci:// through our client, or to a local folder
-    # (said in one line) while Composer would use its own OCI store
+    # the local OCI store was started, probed through the object store Composer builds for
+    # oci:// (ours: data_prep.composer_ext), and stopped at the end; the checkpoints go there
     assert 'local OCI store in' in log
-    ours = re.search(r'checkpoints to oci://gpu-check@local/checkpoints through data_prep\.', log)
-    ckpt = 'oci://gpu-check@local/checkpoints' if ours else str(work / 'checkpoints')
-    if not ours:
-        assert f'saving to {ckpt}' in log, log[-3000:]
-        assert 'gpu_check: oci://gpu-check@local/checkpoints/probe: ' in log, log[-3000:]
+    assert re.search(r'checkpoints to oci://gpu-check@local/checkpoints through '
+                     r'data_prep\.composer_ext\.object_store\.OCIStore: 1 MiB up and back', log), \
+        log[-3000:]
+    ckpt = 'oci://gpu-check@local/checkpoints'
     assert not gpu_check_report_running(work / 'store')
     # the six training commands, in order, each checked by train.py with its own overrides
     cmds = [shlex.split(line.split('would run: ', 1)[1]) for line in log.splitlines()
