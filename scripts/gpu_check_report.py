@@ -10,7 +10,7 @@
                                    (`YAML KEY=VALUE ...`, shell-quoted)
   --runs DIR --out OUT [--logs DIR] [--store-log FILE] [--checkpoints URL] [--dry-run]
                                    one table of the runs in DIR beside llm-foundry's published
-                                   rows, then FSDP, checkpoint and resume lines; reports to OUT
+                                   rows, the checkpoint and resume lines above it; reports to OUT
 """
 from __future__ import annotations
 
