@@ -74,10 +74,21 @@ hub: sample  ## start the local Hugging Face Hub in the background (allenai/c4 e
 hub-stop:  ## stop the local Hugging Face Hub started by make hub
 	$(PY) -m data_prep.servers.hf_hub stop --data-dir $(HUB_DIR)
 
-convert: sample $(USE_STORE)  ## convert the sample to MDS, raw and zstd, into MDS_ROOT (default: the local store)
-	$(ENV) $(PY) -m data_prep.convert --data-files '$(SAMPLE)/c4-train.*.json.gz' --remote $(MDS_ROOT)/uncompressed --compression none
-	$(ENV) $(PY) -m data_prep.convert --data-files '$(SAMPLE)/c4-train.*.json.gz' --remote $(MDS_ROOT)/zstd --compression zstd
-	@echo "datasets: $(MDS_ROOT)/uncompressed/train  $(MDS_ROOT)/zstd/train"
+# convert_split SPLIT,VARIANT,COMPRESSION: one split of the sample into MDS_ROOT/VARIANT/SPLIT.
+# The local store holds only sample conversions (make bench's from the local hub among them):
+# --replace there; never in a real remote, where other inputs' dataset stops the run.
+convert_split = $(ENV) $(PY) -m data_prep.convert --split $(1) --data-files '$(SAMPLE)/c4-$(1).*.json.gz' \
+                --remote $(MDS_ROOT)/$(2) --compression $(3) $(if $(USE_STORE),--replace) $(CONVERT_ARGS)
+convert: sample $(USE_STORE)  ## the sample's train and validation splits to MDS, raw and zstd, into MDS_ROOT (default: the local store; CONVERT_ARGS=...)
+	@$(if $(USE_STORE),:,echo "convert: about to write the offline sample $(SAMPLE) \
+	  ($$(ls $(SAMPLE)/c4-*.json.gz | wc -l) files, \
+	  $$(du -cb $(SAMPLE)/c4-*.json.gz | tail -1 | awk '{printf "%.1f", $$1 / 1e6}') MB gzipped; not C4) \
+	  into $(MDS_ROOT)/{uncompressed,zstd}/{train,validation}")
+	$(call convert_split,train,uncompressed,none)
+	$(call convert_split,train,zstd,zstd)
+	$(call convert_split,validation,uncompressed,none)
+	$(call convert_split,validation,zstd,zstd)
+	@echo "datasets: $(MDS_ROOT)/{uncompressed,zstd}/{train,validation}"
 
 verify: $(STAMP) $(USE_STORE)  ## check a dataset: shards, sizes, hashes, sample counts (REMOTE=oci://c4-bench@local/c4/zstd)
 	$(ENV) $(PY) -m data_prep.verify $(REMOTE)
@@ -103,7 +114,7 @@ dataflow-archive: $(STAMP)  ## OCI Data Flow's dependency archive: build/dataflo
 bench-store: $(STAMP)  ## GET throughput of the local OCI store on loopback (MB/s)
 	$(PY) scripts/bench_store.py
 
-# The GPU machine's packages (README "GPU check"): rebuilt when the pins or entry points change.
+# The GPU machine's packages (docs/gpu_check.md): rebuilt when the pins or entry points change.
 GPU_PACK := $(BUILD)/gpu/gpu-site.tar.xz
 $(GPU_PACK): gpu-constraints.txt setup.py scripts/gpu_pack.sh | $(STAMP)
 	PY=$(PY) scripts/gpu_pack.sh $@

@@ -1,7 +1,7 @@
 """Composer recipes for fine-tuning on OCI: C4 -> MDS -> Object Storage -> FSDP."""
 from setuptools import find_packages, setup
 
-# The stack that installs and runs together (see DESIGN.md); Composer 0.32.1 pins torch<2.7.1.
+# The stack that installs and runs together (docs/design.md); Composer 0.32.1 pins torch<2.7.1.
 STACK = [
     'llm-foundry==0.22.0',
     'mosaicml==0.32.1',

@@ -2,8 +2,9 @@
 
 llm-foundry's trainer (`train_from_yaml`) plus our layer, which runs first on every rank:
 checks the config (devices, schema, remotes and credentials, cache folders, no other live run
-on the same cache), so a mistake fails in one line before any model, dataloader worker or
-download starts; installs our streaming extensions (data_prep.streaming_ext); makes the cached
+on the same cache; the packages its settings need and its tokenizer and model sources:
+preflight.py), so a mistake fails in one line before any model, dataloader worker or download
+starts; installs our streaming extensions (data_prep.streaming_ext); makes the cached
 root index the remote's; clears streaming shared memory that a crashed run left (only what no
 live process holds). A failure before training starts still writes the run's report
 (run_metrics.json, status failed). Overrides are llm-foundry's: `max_duration=10ba`,
@@ -20,6 +21,8 @@ from typing import Iterator, Optional
 
 from omegaconf import DictConfig
 from omegaconf import OmegaConf as om
+
+import preflight
 
 # Keys llm-foundry's text loader reads from `train_loader.dataset` besides the dataset classes'
 # own parameters (llmfoundry/data/text_data.py and data/utils.py); anything else it drops silently.
@@ -259,12 +262,15 @@ def main(argv: list[str]) -> int:
         return 0 if argv else 2
     yaml_path, overrides = argv[0], argv[1:]
     import llmfoundry_ext
+    preflight.quiet_known_warnings()
     from data_prep.streaming_ext import compat, install
     try:
         cfg = load_config(yaml_path, overrides)
         check_devices(cfg, yaml_path)
         check_config(cfg.copy(), yaml_path)
         check_local_folders(cfg, yaml_path)
+        preflight.check_packages(cfg, yaml_path)
+        preflight.check_sources(cfg, yaml_path)
         install()
         try:  # MPT's attn_impl sdpa; FSDP_AT_WORLD_SIZE_1=1 keeps FSDP on one GPU
             for change in llmfoundry_ext.install():
@@ -273,7 +279,7 @@ def main(argv: list[str]) -> int:
             raise ConfigError(str(err)) from None
         check_cache_free(cfg, yaml_path)
         sync_cached_indexes(cfg, yaml_path)
-    except ConfigError as err:
+    except (ConfigError, preflight.Missing) as err:
         print(f'error: {err}', file=sys.stderr)
         return 2
 

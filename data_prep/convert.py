@@ -5,7 +5,7 @@ MDS shards in a bucket, parallel, resumable, verified before it is published.
         --remote oci://bucket@namespace/c4_zstd --compression zstd
 
 On more than one machine, Apache Spark runs the parts (one Spark task each; OCI Data Flow or any
-Spark 3.5 cluster; README "More than one machine"):
+Spark 3.5 cluster; docs/converting.md, "More than one machine"):
 
     python -m data_prep.convert ... --engine spark [--spark-master spark://host:7077]
     spark-submit data_prep/convert_spark.py ...     (the same flags; --engine spark implied)
@@ -92,15 +92,20 @@ def build_parser(prog: str = 'python -m data_prep.convert',
     out.add_argument('--out-split', help='folder under --remote (default: --split)')
     out.add_argument('--compression', default='none',
                      help='none, zstd or zstd:LEVEL (default none)')
-    out.add_argument('--format', default='text', choices=['text', 'tokens'],
+    out.add_argument('--format', choices=['text', 'tokens'],
                      help='text: {"text": str}; tokens: concatenated token samples as '
-                     '"tokens: ndarray:int32" like llm-foundry convert_dataset_hf (default text)')
-    out.add_argument('--tokenizer', help='tokenizer name or directory for --format tokens')
-    out.add_argument('--concat-tokens', type=int, default=2048,
-                     help='tokens per sample for --format tokens (default 2048)')
+                     '"tokens: ndarray:int32" like llm-foundry convert_dataset_hf (default '
+                     'tokens with --tokenizer or --concat-tokens, else text)')
+    out.add_argument('--tokenizer', help='tokenizer name or directory for --format tokens '
+                     '(implies it)')
+    out.add_argument('--concat-tokens', type=int,
+                     help='tokens per sample for --format tokens (implies it; default 2048)')
     out.add_argument('--bos-text', default='', help='text put before each document (tokens)')
     out.add_argument('--eos-text', default=None,
                      help="text put after each document (tokens; default the tokenizer's eos)")
+    out.add_argument('--replace', action='store_true',
+                     help='allow deleting parts of a dataset in --remote that was converted '
+                     'from other inputs (without it such a run stops and deletes nothing)')
     out.add_argument('--size-limit', default=str(1 << 26),
                      help='shard size limit before compression, bytes or e.g. 64mb '
                      '(default 67108864, streaming\'s own)')
@@ -138,7 +143,7 @@ def build_parser(prog: str = 'python -m data_prep.convert',
 
 
 MULTI_NODE_GONE = ('converting on several machines is `--engine spark` now (one Spark task '
-                   'per input file, retried and verified; README "More than one machine"); '
+                   'per input file, retried and verified; docs/converting.md); '
                    '{what} is no longer read')
 
 
@@ -160,16 +165,30 @@ def main(argv: list[str] | None = None, prog: str = 'python -m data_prep.convert
         return 2
     if bool(args.dataset) == bool(args.data_files):
         parser.error('give exactly one of --dataset or --data-files')
+    token_flags = [f for f, v in (('--tokenizer', args.tokenizer),
+                                  ('--concat-tokens', args.concat_tokens)) if v is not None]
+    if token_flags and args.format == 'text':
+        verb = 'is' if len(token_flags) == 1 else 'are'
+        print(f'error: {" and ".join(token_flags)} {verb} for --format tokens, and --format text '
+              f'was given: drop {"it" if verb == "is" else "them"} to write text, or use '
+              f'--format tokens', file=sys.stderr)
+        return 2
+    if args.format is None:
+        args.format = 'tokens' if token_flags else 'text'
+        if token_flags:  # one line, so that nobody gets text where they asked for tokens
+            print(f'note: {" and ".join(token_flags)} given: writing --format tokens',
+                  file=sys.stderr)
     size_limit: int | str = int(args.size_limit) if args.size_limit.isdigit() else args.size_limit
     cfg = ConvertConfig(
         remote=args.remote, data_files=args.data_files, dataset=args.dataset, subset=args.subset,
         split=args.split, out_split=args.out_split, compression=args.compression,
-        format=args.format, tokenizer=args.tokenizer, concat_tokens=args.concat_tokens,
+        format=args.format, tokenizer=args.tokenizer,
+        concat_tokens=2048 if args.concat_tokens is None else args.concat_tokens,
         bos_text=args.bos_text, eos_text=args.eos_text, workers=args.workers,
         upload_workers=args.upload_workers, max_docs=args.max_docs, size_limit=size_limit,
         hashes=[h for h in args.hashes.split(',') if h], on_bad_record=args.on_bad_record,
         engine=args.engine, spark_master=args.spark_master, tmp_dir=args.tmp_dir,
-        progress=not args.no_progress)
+        progress=not args.no_progress, replace=args.replace)
     logging.getLogger('streaming').setLevel(logging.ERROR)
     try:
         summary = convert(cfg)

@@ -5,7 +5,7 @@
         --data-files 'oci://in@ns/c4/en/c4-train.*.json.gz' --remote oci://out@ns/c4/zstd \
         --compression zstd --no-progress
 
-The same flags as `python -m data_prep.convert` (README "More than one machine").
+The same flags as `python -m data_prep.convert` (docs/converting.md, "More than one machine").
 """
 import os
 import sys

@@ -43,7 +43,7 @@ from scripts.bench_report import write_report  # noqa: E402
 VARIANTS = {'uncompressed': 'none', 'zstd': 'zstd'}
 LOCAL_TOKENIZER = 'build/tokenizer'  # what the CPU recipes name
 BUCKET = 'c4-bench'
-# A bucket in another region, as the local store's knobs (README: "Shaping"): ~40 ms per
+# A bucket in another region, as the local store's knobs (docs/oci.md, the local store): ~40 ms per
 # request is a cross-region round trip in North America, 25 MB/s one TCP stream across it.
 SHAPED = {'latency_ms': 40.0, 'bandwidth_mbps': 25.0}
 
@@ -119,7 +119,8 @@ def convert_variants(args, source: dict, remote: str, out: Path) -> dict:
         cache = Path(args.build) / 'bench' / f'convert-{variant}.json'
         summary = convert(ConvertConfig(remote=f'{remote}/{variant}', **source,
                                         compression=None if compression == 'none' else compression,
-                                        size_limit=shard_limit(args.sample_mb)))
+                                        size_limit=shard_limit(args.sample_mb),
+                                        replace=not args.remote))  # the local store: ours
         if summary['parts_converted'] == 0:
             previous = json.loads(cache.read_text()) if cache.exists() else {}
             if (previous.get('dataset'), previous.get('bytes')) == (

@@ -59,7 +59,7 @@ def ensure_tokens(remote: str, sample: Path, tokenizer: Path, size_limit: int) -
         out[variant] = convert(ConvertConfig(
             remote=dataset_url(remote, 'tokens', variant), format='tokens',
             data_files=str(sample / 'c4-train.*.json.gz'), tokenizer=str(tokenizer),
-            compression=compression, size_limit=size_limit))
+            compression=compression, size_limit=size_limit, replace=True))  # local store
     return out
 
 

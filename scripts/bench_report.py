@@ -278,7 +278,7 @@ def write_report(
 
 # ------------------------------------------------------------------------------ loader only
 
-# One BM.H100.8 (DESIGN.md): 112 cores, 8 GPUs, one 100 Gbps front-end link; the recipes run
+# One BM.H100.8 (docs/design.md): 112 cores, 8 GPUs, one 100 Gbps front-end link; the recipes run
 # 8 dataloader workers per GPU, so 64 loader cores (112 - 8 rank processes = 104 at most).
 NODE_GPUS, NODE_CORES, LOADER_CORES = 8, 112, 64
 LINK_MB_S = 12_500

@@ -43,7 +43,7 @@ sys.path.insert(0, str(ROOT))
 from scripts.proctree import in_child  # noqa: E402
 
 SHARD_LIMIT = 1 << 26  # streaming's default size_limit, 64 MiB, as the recipes' data is written
-# C4 `en` train (DESIGN.md): documents, and ~156 B tokens concatenated into 2048-token samples.
+# C4 `en` train (docs/design.md): documents, and ~156 B tokens concatenated into 2048-token samples.
 C4_EN = {'text': {'samples': 364_868_892, 'shards': 12_350},
          'tokens': {'samples': 76_000_000, 'seq': 2048}}
 NODE = {'ranks': 8, 'workers': 8}  # one BM.H100.8: 8 GPUs, the recipes' 8 workers per GPU

@@ -63,12 +63,11 @@ def pins() -> dict[str, str]:
 def convert_sample(work: Path, url: str) -> None:
     """A small conversion into `url`: the driver's path, then one part in this process as a
     Spark executor converts it. Used to measure, and to check the archive."""
-    from dataclasses import asdict
-
     from data_prep.pipeline.convert import ConvertConfig, convert
+    from data_prep.pipeline.identity import input_identity
     from data_prep.pipeline.part import convert_part, init_worker
-    from data_prep.pipeline.records import input_identity
     from data_prep.pipeline.sample import generate
+    from data_prep.pipeline.task import PartTask
     from data_prep.pipeline.verify import verify
     files = generate(str(work / 'sample'), size_mb=0.3, train_files=2, val_files=0, workers=1)
     cfg = ConvertConfig(remote=url, data_files=str(work / 'sample' / 'c4-train.*.json.gz'),
@@ -78,10 +77,10 @@ def convert_sample(work: Path, url: str) -> None:
     if not (summary['published'] and report['ok']):
         raise SystemExit(f'conversion failed: {report["problems"][:3]}')
     init_worker(None)
-    task = {'cfg': asdict(ConvertConfig(remote=url, compression='zstd')), 'part': 'part-00000',
-            'split': 'executor', 'url': files[0], 'limit': 50, 'digest': 'x',
-            'identity': input_identity(files[0]), 'tmp_root': str(work), 'upload_threads': 2}
-    convert_part(task)
+    convert_part(PartTask(ConvertConfig(remote=url, compression='zstd'), 'part-00000',
+                          'executor', files[0], limit=50, digest='x',
+                          identity=input_identity(files[0]), upload_threads=2,
+                          tmp_root=str(work)))
     print(f'converted {summary["samples"]:,} samples into {url}, verified', file=sys.stderr)
 
 

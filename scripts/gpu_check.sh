@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# The GPU check: FSDP fine-tuning steps with our callbacks on one GPU, in one call (README:
-# "GPU check").
+# The GPU check: FSDP fine-tuning steps with our callbacks on one GPU, in one call
+# (docs/gpu_check.md).
 #
 #   scripts/gpu_check.sh [--dry-run]      (make gpu-check; make gpu-pack first, here)
 #

@@ -5,6 +5,8 @@ measurements, built at small size with the same code."""
 import json
 import os
 
+import pytest
+
 from scripts import bench, bench_report, bench_start
 from tests.helpers import PY, ROOT, run
 
@@ -16,6 +18,8 @@ ROW_FROM_METRICS = {'samples_per_s': 'throughput_samples_per_s',
                     'cache_hit_rate': 'cache_hit_rate', 'bytes_downloaded': 'bytes_downloaded'}
 
 
+@pytest.mark.slow
+@pytest.mark.e2e
 def test_smallest_bench_rows_agree_with_each_runs_metrics(tmp_path):
     proc = run([PY, 'scripts/bench.py', '--sample-mb', '1', '--steps', '3', '--no-plain-pair',
                 '--bandwidths', '3', '--loader-formats', 'tokens',
@@ -107,6 +111,8 @@ def test_c4_shapes():
     assert samples == 76_000_000 and 9_200 < shards < 9_400  # 8,199 bytes per sample, 64 MiB
 
 
+@pytest.mark.slow
+@pytest.mark.e2e
 def test_c4_scale_index_small_with_the_same_code(tmp_path, tokenizer_dir):
     """The index, the per-node work, the real DataLoader path and the report, at 20,000
     samples in 400 shards: only the shards the first batches read land in the cache."""

@@ -9,6 +9,9 @@ import pytest
 
 from tests.helpers import PY, run, sample_texts
 
+# An end-to-end bench: left out of `make test-fast` (-m "not slow and not e2e").
+pytestmark = [pytest.mark.slow, pytest.mark.e2e]
+
 
 def test_smallest_bench_convert_rows_are_whole_and_consistent(sample_dir, tmp_path):
     out = tmp_path / 'bench.json'

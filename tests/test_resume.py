@@ -6,9 +6,13 @@ import signal
 import subprocess
 import time
 
+import pytest
 from streaming import MDSWriter
 
 from tests.helpers import COMPOSER, ROOT, run, sample_texts
+
+# Training runs through train.py: left out of `make test-fast` (-m "not slow and not e2e").
+pytestmark = [pytest.mark.slow, pytest.mark.e2e]
 
 SAMPLES, BATCH = 240, 16  # 15 steps per epoch
 

@@ -2,7 +2,12 @@
 import json
 import re
 
+import pytest
+
 from tests.helpers import COMPOSER, run
+
+# Training runs through train.py: left out of `make test-fast` (-m "not slow and not e2e").
+pytestmark = [pytest.mark.slow, pytest.mark.e2e]
 
 RECIPE = 'yamls/cpu/c4_zstd.yaml'
 

@@ -76,6 +76,7 @@ def start(args: list[str], capsys) -> tuple[int, str, str]:
 
 
 @pytest.mark.slow
+@pytest.mark.e2e
 def test_start_beside_a_live_run_and_after_a_crashed_one(mds_zstd, tokenizer_dir, tmp_path,
                                                          capsys, monkeypatch):
     monkeypatch.setenv('HF_HUB_OFFLINE', '1')

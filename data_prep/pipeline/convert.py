@@ -16,10 +16,13 @@ How it works:
   the first. A lease left by a killed run is taken over (its process gone, or no heartbeat).
 - Resumable: a part counts as done only when its manifest is there, was written for the same
   settings and the same input (path, and identity: size and gzip CRC32 for local files, the
-  store's ETag or hash for remote ones; records.input_identity), and every shard it names is
+  store's ETag or hash for remote ones; identity.py), and every shard it names is
   in the remote with its recorded size. A re-run skips such parts, deletes (before any task
   starts) and redoes all others, and removes the parts of input files that are gone; the
-  summary names the parts redone (and why) and removed. Pool workers die with their parent
+  summary names the parts redone (and why) and removed. But a part converted from none of
+  this run's inputs (neither by path nor by content: another dataset) is deleted only with
+  `replace` (--replace): without it the run stops, deleting nothing, and says how many parts
+  and samples it would delete (foreign_parts). Pool workers die with their parent
   (PR_SET_PDEATHSIG), so after a kill -9 no orphan keeps writing into a part being redone.
 - Nothing a published root index names is deleted while it is published: the root index is
   removed first (unpublished) whenever a part is to be redone or removed. A dataset of 0
@@ -44,9 +47,11 @@ import sys
 import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, replace
 from typing import Callable
 
+from data_prep.errors import first_line
+from data_prep.pipeline.identity import describe_change, input_identities
 from data_prep.pipeline.layout import (
     INDEX,
     MANIFEST,
@@ -58,46 +63,14 @@ from data_prep.pipeline.layout import (
     strays,
 )
 from data_prep.pipeline.lease import LOCK, Lease, LeaseError
-from data_prep.pipeline.records import (
-    REASONS,
-    InputFile,
-    describe_change,
-    input_identities,
-    resolve_inputs,
-)
+from data_prep.pipeline.records import REASONS, InputFile, resolve_inputs
+from data_prep.pipeline.task import ConvertConfig, PartResult, PartTask
 from data_prep.storage import Remote, RemoteError, list_checked, open_remote
 from data_prep.streaming_ext.compat import defer_package_inits
 
 
 class ConvertError(RuntimeError):
     """A problem the user can fix, said in one line (bad option, bucket, credentials...)."""
-
-
-@dataclass
-class ConvertConfig:
-    remote: str
-    data_files: str | list[str] | None = None
-    dataset: str | None = None
-    subset: str | None = None
-    split: str = 'train'
-    out_split: str | None = None          # folder under remote; default: split
-    compression: str | None = None        # None, 'zstd', 'zstd:7', any streaming compression
-    format: str = 'text'                  # 'text' or 'tokens'
-    tokenizer: str | None = None
-    concat_tokens: int = 2048
-    bos_text: str = ''
-    eos_text: str | None = None           # None: the tokenizer's eos token
-    workers: int = 0                      # 0: the cores
-    upload_workers: int = 32              # upload threads in all, shared by the workers
-    max_docs: int | None = None
-    size_limit: int | str = 1 << 26       # shard size before compression (streaming default)
-    hashes: list[str] = field(default_factory=lambda: ['xxh64'])
-    on_bad_record: str = 'error'          # or 'skip'
-    engine: str = 'pool'                  # 'pool' (one machine) or 'spark' (spark.py)
-    spark_master: str | None = None       # --engine spark: None = the active session, or
-                                          # spark-submit's, or local[*]
-    tmp_dir: str | None = None            # local staging of shards for bucket remotes
-    progress: bool = True
 
 
 # --------------------------------------------------------------------------- remote helpers
@@ -188,6 +161,9 @@ def _validate(cfg: ConvertConfig) -> None:
         raise ConvertError(f'--engine must be pool or spark, not {cfg.engine!r}')
     if cfg.max_docs is not None and cfg.max_docs < 0:
         raise ConvertError('--max-docs must be >= 0')
+    if cfg.format == 'text' and cfg.tokenizer:  # never silently text where tokens were meant
+        raise ConvertError(f'a tokenizer ({cfg.tokenizer}) is for --format tokens, and the '
+                           f'format is text: drop it to write text, or use --format tokens')
     if cfg.format == 'tokens':
         if not cfg.tokenizer:
             raise ConvertError('--format tokens needs --tokenizer')
@@ -200,8 +176,8 @@ def _check_tokenizer(cfg: ConvertConfig) -> None:
         from transformers import AutoTokenizer
         AutoTokenizer.from_pretrained(cfg.tokenizer)
     except Exception as exc:
-        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise ConvertError(f'cannot load tokenizer {cfg.tokenizer!r}: {first}') from None
+        raise ConvertError(f'cannot load tokenizer {cfg.tokenizer!r}: '
+                           f'{first_line(exc, with_type=False)}') from None
 
 
 def publish(remote: Remote, split: str, manifests: dict[str, dict],
@@ -243,11 +219,13 @@ def parts_in(listing: dict[str, int], split: str) -> set[str]:
 
 @dataclass
 class Plan:
-    parts: dict[str, dict]        # part -> {'input', 'limit', 'digest', 'identity'}
+    parts: dict[str, PartTask]    # every part of the dataset, as it is to be converted
     todo: list[str]               # the parts to (re)do now
     done: dict[str, dict]         # part -> manifest, complete from an earlier run
     redone: dict[str, str]        # part -> why its earlier content is not kept
     removed: list[str]            # parts in the remote that no input file has any more
+    foreign: dict[str, dict]      # part -> manifest of a part converted from none of the
+                                  # inputs of this run, that redoing or removing would delete
 
 
 def plan(cfg: ConvertConfig, remote: Remote, split: str, inputs: list[InputFile],
@@ -255,22 +233,47 @@ def plan(cfg: ConvertConfig, remote: Remote, split: str, inputs: list[InputFile]
     """What to do, from a listing taken while holding the lease."""
     identities = input_identities([inp.url for inp in inputs])
     limits = _limits(len(inputs), cfg.max_docs)
-    parts = {part_name(inp.index): {'input': inp, 'limit': limits[i],
-                                    'digest': _part_digest(cfg, inp, limits[i]),
-                                    'identity': identities[inp.url]}
+    parts = {part_name(inp.index): PartTask(cfg, part_name(inp.index), split, inp.url,
+                                            limits[i], _part_digest(cfg, inp, limits[i]),
+                                            identities[inp.url])
              for i, inp in enumerate(inputs)}
     present = parts_in(listing, split)
-    out = Plan(parts, [], {}, {}, sorted(present - set(parts)))
+    out = Plan(parts, [], {}, {}, sorted(present - set(parts)), {})
     for part in sorted(parts):
-        p = parts[part]
-        manifest, why = part_problem(remote, split, part, listing, p['digest'], p['identity'])
+        task = parts[part]
+        manifest, why = part_problem(remote, split, part, listing, task.digest, task.identity)
         if manifest is not None:
             out.done[part] = manifest
             continue
         out.todo.append(part)
         if part in present:
             out.redone[part] = why
+    out.foreign = foreign_parts(remote, split, listing, [*out.redone, *out.removed],
+                                list(parts.values()))
     return out
+
+
+def foreign_parts(remote: Remote, split: str, listing: dict[str, int], candidates: list[str],
+                  tasks: list[PartTask]) -> dict[str, dict]:
+    """The committed parts among `candidates` whose input is none of `tasks`' inputs, by path
+    or by content (identity): a dataset converted from other inputs, not an earlier run over
+    these (a changed input file keeps its path; a moved one, its content). part -> manifest."""
+    urls = {t.url for t in tasks}
+    identities = [t.identity for t in tasks]
+
+    def manifest(part: str) -> dict | None:
+        if f'{split}/{part}/{MANIFEST}' not in listing:
+            return None  # never committed: what a failed attempt left
+        try:
+            return json.loads(remote.read(f'{split}/{part}/{MANIFEST}'))
+        except Exception:
+            return None  # unreadable: no dataset to keep (redone, as before)
+
+    with ThreadPoolExecutor(max_workers=16) as pool:
+        found = dict(zip(candidates, pool.map(manifest, candidates)))
+    return {part: m for part, m in sorted(found.items())
+            if m is not None and m.get('input') not in urls
+            and m.get('input_identity') not in identities}
 
 
 def _staging(cfg: ConvertConfig, remote: Remote, split: str, run_id: str) -> str:
@@ -324,7 +327,7 @@ def convert(cfg: ConvertConfig) -> dict:
 class Engine:
     """How the parts are run: `run(tasks, workers, progress) -> results` and its slots."""
     name: str
-    run: Callable[[list[dict], int, bool], list[dict]]
+    run: Callable[[list[PartTask], int, bool], list[PartResult]]
     workers: int                  # parts converted at once (pool processes, Spark task slots)
     per_machine: int              # of those, on one machine (they share its upload threads)
     check: Callable[[Remote, str, Lease, str], None] = lambda remote, split, lease, inp: None
@@ -398,6 +401,8 @@ def _convert(cfg: ConvertConfig, remote: Remote, split: str, inputs: list[InputF
 
     listing = remote.list(f'{split}/')  # taken under the lease: no other run changes it now
     p = plan(cfg, remote, split, inputs, listing)
+    if p.foreign and not cfg.replace:
+        raise ConvertError(_refusal(remote, split, p.foreign, f'{split}/{INDEX}' in listing))
     if p.todo or p.removed:
         _unpublish(remote, split, listing, lease)
     # Whatever earlier runs left of the parts to redo (a manifest among it would stop this
@@ -409,11 +414,8 @@ def _convert(cfg: ConvertConfig, remote: Remote, split: str, inputs: list[InputF
     upload_threads = max(1, -(-cfg.upload_workers // min(engine.per_machine, workers)))
     staging = (_staging(cfg, remote, split, lease.run_id)
                if p.todo and remote.local_root is None and engine.name == 'pool' else None)
-    task_cfg = {k: v for k, v in asdict(cfg).items()}
-    tasks = [{'cfg': task_cfg, 'part': part, 'split': split,
-              'url': p.parts[part]['input'].url, 'limit': p.parts[part]['limit'],
-              'digest': p.parts[part]['digest'], 'identity': p.parts[part]['identity'],
-              'tmp_root': staging, 'upload_threads': upload_threads} for part in p.todo]
+    tasks = [replace(p.parts[part], tmp_root=staging, upload_threads=upload_threads)
+             for part in p.todo]
     try:
         results = engine.run(tasks, workers, cfg.progress)
     finally:
@@ -425,17 +427,14 @@ def _convert(cfg: ConvertConfig, remote: Remote, split: str, inputs: list[InputF
     lease.check()
     listing = remote.list(f'{split}/')
     manifests = {}
-    for part, info in p.parts.items():
-        manifest, why = part_problem(remote, split, part, listing, info['digest'],
-                                     info['identity'], deep=True)
+    for part, task in p.parts.items():
+        manifest, why = part_problem(remote, split, part, listing, task.digest, task.identity,
+                                     deep=True)
         if manifest is None:
             raise ConvertError(f'part {part} failed verification after conversion: {why}')
         manifests[part] = manifest
     stray = _sweep(remote, split, listing, manifests)
-    skipped = {r: 0 for r in REASONS}
-    for m in manifests.values():
-        for reason, n in m['skipped'].items():
-            skipped[reason] = skipped.get(reason, 0) + n
+    skipped = _skipped(manifests)
     if not sum(m['samples'] for m in manifests.values()):
         _unpublish(remote, split, listing, lease)  # (one an earlier version published)
         why = ', '.join(f'{k} {v}' for k, v in skipped.items() if v) or 'nothing skipped'
@@ -447,19 +446,48 @@ def _convert(cfg: ConvertConfig, remote: Remote, split: str, inputs: list[InputF
     index_url = publish(remote, split, manifests, existing=f'{split}/{INDEX}' in listing)
     listing = remote.list(f'{split}/')
     listing.pop(f'{split}/{LOCK}', None)  # the lease is not part of the dataset
+    return run_summary(cfg, remote, split, p, manifests, results, listing, engine=engine.name,
+                       workers=workers, upload_threads=upload_threads, stray=stray,
+                       index_url=index_url, lease=lease, t0=t0, t_work=t_work)
 
+
+def _refusal(remote: Remote, split: str, foreign: dict[str, dict], published: bool) -> str:
+    """The one line that refuses to delete a dataset converted from other inputs."""
+    samples = sum(m.get('samples', 0) for m in foreign.values())
+    first = foreign[min(foreign)].get('input', '?')
+    what = 'a published dataset' if published else 'parts'
+    return (f'{remote.join(split)} holds {what} converted from other inputs (e.g. {first}): '
+            f'this run would delete {len(foreign):,} of its parts ({samples:,} samples). '
+            f'Nothing was changed; to replace that dataset, run again with --replace')
+
+
+def _skipped(manifests: dict[str, dict]) -> dict[str, int]:
+    """Records skipped, per reason, over the parts."""
+    skipped = {r: 0 for r in REASONS}
+    for m in manifests.values():
+        for reason, n in m['skipped'].items():
+            skipped[reason] = skipped.get(reason, 0) + n
+    return skipped
+
+
+def run_summary(cfg: ConvertConfig, remote: Remote, split: str, p: Plan,
+                manifests: dict[str, dict], results: list[PartResult],
+                listing: dict[str, int], *, engine: str, workers: int, upload_threads: int,
+                stray: int, index_url: str, lease: Lease, t0: float, t_work: float) -> dict:
+    """The summary of a published run (data_prep.convert.format_summary prints it): the
+    dataset as it is now (`manifests`, `listing`) and what this run did (`results`)."""
     per_worker: dict[int, list[float]] = {}
     for r in results:
-        acc = per_worker.setdefault(r['pid'], [0.0, 0.0, 0.0])
-        acc[0] += r['input_bytes']
-        acc[1] += r['seconds']
-        acc[2] += r['cpu_seconds']
-    run_bytes = sum(r['input_bytes'] for r in results)
+        acc = per_worker.setdefault(r.pid, [0.0, 0.0, 0.0])
+        acc[0] += r.input_bytes
+        acc[1] += r.seconds
+        acc[2] += r.cpu_seconds
+    run_bytes = sum(r.input_bytes for r in results)
     end = time.perf_counter()
     seconds = end - t_work
     return {
         'remote': cfg.remote, 'split': split, 'dataset': remote.join(split),
-        'published': True, 'index': index_url, 'engine': engine.name,
+        'published': True, 'index': index_url, 'engine': engine,
         'format': cfg.format, 'compression': cfg.compression or 'none', 'workers': workers,
         'upload_threads_per_worker': upload_threads,
         'parts': len(p.parts), 'parts_converted': len(results),
@@ -472,12 +500,12 @@ def _convert(cfg: ConvertConfig, remote: Remote, split: str, inputs: list[InputF
         'documents': sum(m['documents'] for m in manifests.values()),
         'samples': sum(m['samples'] for m in manifests.values()),
         'input_bytes': sum(m['input_bytes'] for m in manifests.values()),
-        'skipped': skipped,
-        'run_documents': sum(r['documents'] for r in results),
-        'run_samples': sum(r['samples'] for r in results),
+        'skipped': _skipped(manifests),
+        'run_documents': sum(r.documents for r in results),
+        'run_samples': sum(r.samples for r in results),
         'run_input_bytes': run_bytes,
-        'run_bytes_written': sum(r['stored_bytes'] for r in results),
-        'run_objects_written': sum(r['objects'] for r in results),
+        'run_bytes_written': sum(r.stored_bytes for r in results),
+        'run_objects_written': sum(r.objects for r in results),
         'bytes': sum(listing.values()), 'objects': len(listing),
         'seconds': seconds, 'startup_seconds': t_work - t0, 'total_seconds': end - t0,
         'mb_per_s': run_bytes / 1e6 / seconds if seconds else 0.0,
@@ -487,7 +515,8 @@ def _convert(cfg: ConvertConfig, remote: Remote, split: str, inputs: list[InputF
         'worker_mb_per_cpu_s': sorted(b / 1e6 / c for b, _, c in per_worker.values() if c > 0),
         # time.monotonic() (one clock for all processes of the machine): when the first record
         # of this run was read, and when its last part was done (start-up and end costs)
-        'first_record_at': min((r['first_record_at'] for r in results
-                                if r['first_record_at'] is not None), default=None),
-        'parts_done_at': max((r['done_at'] for r in results), default=None),
+        'first_record_at': min((r.first_record_at for r in results
+                                if r.first_record_at is not None), default=None),
+        'parts_done_at': max((r.done_at for r in results if r.done_at is not None),
+                             default=None),
     }

@@ -22,6 +22,7 @@ import signal
 import time
 from typing import Any
 
+from data_prep.pipeline.identity import describe_change, input_identity, same_input
 from data_prep.pipeline.layout import INDEX, MANIFEST, new_attempt, sha256, shard_files
 from data_prep.pipeline.records import (
     UNREADABLE_FILE,
@@ -29,11 +30,9 @@ from data_prep.pipeline.records import (
     InputChanged,
     NeedsExactRead,
     ReadError,
-    describe_change,
-    input_identity,
     iter_records,
-    same_input,
 )
+from data_prep.pipeline.task import ConvertConfig, PartResult, PartTask
 from data_prep.storage import open_remote
 
 MANIFEST_VERSION = 3  # 2: the input's identity, its file's problems; 3: its attempt folder
@@ -43,17 +42,31 @@ READ_ATTEMPTS = 3  # reads of an input file that fails for a transient cause (ne
 _W: dict[str, Any] = {}
 
 
-def init_worker(counters) -> None:
+def init_worker(counters=None) -> None:
+    """Once per worker process. `counters`: (a shared int64 array, this worker's slot): the
+    documents and bytes it has read, at [2*slot] and [2*slot+1], for the parent's progress bar
+    (one writer per slot, so no lock)."""
     # Die with the parent: after a kill -9 of the command nothing keeps writing.
     try:
         ctypes.CDLL('libc.so.6', use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
     except Exception:
         pass
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent handles Ctrl-C
+    # SIGTERM kills at once, whatever handler the parent had: a process that imported Composer
+    # has a Python one (sys.exit), with which a worker stopping could block forever (pool.py).
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
     os.environ['TOKENIZERS_PARALLELISM'] = 'false'
     logging.getLogger('streaming').setLevel(logging.ERROR)
     import_writer()  # inherited from the parent when forked: nothing left to import
     _W['counters'] = counters
+
+
+def _count(docs: int, nbytes: int) -> None:
+    """Adds to this worker's progress counters (init_worker), if it has any."""
+    if _W.get('counters') and docs:
+        array, slot = _W['counters']
+        array[2 * slot] += docs
+        array[2 * slot + 1] += nbytes
 
 
 def import_writer() -> None:
@@ -66,17 +79,17 @@ def import_writer() -> None:
     install_transport()
 
 
-def _tokens_writer_samples(cfg: dict, texts):
+def _tokens_writer_samples(cfg: ConvertConfig, texts):
     """llm-foundry's ConcatTokensDataset, batched: {'tokens': int32 array of concat_tokens}."""
     import numpy as np
     tok = _W.get('tokenizer')
     if tok is None:
         from transformers import AutoTokenizer
-        tok = _W['tokenizer'] = AutoTokenizer.from_pretrained(cfg['tokenizer'])
-    eos_text = cfg['eos_text'] if cfg['eos_text'] is not None else (tok.eos_token or '')
-    bos = tok(cfg['bos_text'], add_special_tokens=False)['input_ids'] if cfg['bos_text'] else []
+        tok = _W['tokenizer'] = AutoTokenizer.from_pretrained(cfg.tokenizer)
+    eos_text = cfg.eos_text if cfg.eos_text is not None else (tok.eos_token or '')
+    bos = tok(cfg.bos_text, add_special_tokens=False)['input_ids'] if cfg.bos_text else []
     eos = tok(eos_text, add_special_tokens=False)['input_ids'] if eos_text else []
-    n = cfg['concat_tokens']
+    n = cfg.concat_tokens
     buf: list[int] = []
     batch: list[str] = []
 
@@ -113,7 +126,7 @@ def _text_writer_class():
     return TextMDSWriter
 
 
-def convert_part(task: dict) -> dict:
+def convert_part(task: PartTask) -> PartResult:
     """Converts one input file into REMOTE/SPLIT/PART/<attempt>/, verifies it and commits it
     by creating its manifest; returns the committed manifest (this attempt's or, if another
     attempt at the part committed first, that one's) and this attempt's figures.
@@ -164,36 +177,36 @@ def _discard(remote, writer, folder: str) -> None:
         pass  # the driver deletes it before publishing (layout.strays)
 
 
-def _convert_part(task: dict, t0: float, c0: float, exact: bool, discard: str | None) -> dict:
+def _convert_part(task: PartTask, t0: float, c0: float, exact: bool,
+                  discard: str | None) -> PartResult:
     from streaming.base.format.mds.writer import MDSWriter
-    cfg, part, split = task['cfg'], task['part'], task['split']
-    remote = open_remote(cfg['remote'])
+    cfg, part, split = task.cfg, task.part, task.split
+    remote = open_remote(cfg.remote)
     base = f'{split}/{part}'
-    attempt = new_attempt(task.get('attempt_number', 0))
+    attempt = new_attempt(task.attempt_number)
     folder = f'{base}/{attempt}'
     if remote.local_root is not None:
         out: Any = os.path.join(remote.local_root, split, part, attempt)
     else:
-        local = os.path.join(task['tmp_root'], f'{part}-{attempt}')
+        local = os.path.join(task.tmp_root, f'{part}-{attempt}')
         out = (local, remote.join(folder))
-    columns = {'tokens': 'ndarray:int32'} if cfg['format'] == 'tokens' else {'text': 'str'}
-    writer_class = MDSWriter if cfg['format'] == 'tokens' else _text_writer_class()
-    writer = writer_class(columns=columns, out=out, compression=cfg['compression'],
-                       hashes=sorted(cfg['hashes']), size_limit=cfg['size_limit'],
-                       max_workers=task['upload_threads'], exist_ok=True)
-    counters = _W.get('counters')
+    columns = {'tokens': 'ndarray:int32'} if cfg.format == 'tokens' else {'text': 'str'}
+    writer_class = MDSWriter if cfg.format == 'tokens' else _text_writer_class()
+    writer = writer_class(columns=columns, out=out, compression=cfg.compression,
+                          hashes=sorted(cfg.hashes), size_limit=cfg.size_limit,
+                          max_workers=task.upload_threads, exist_ok=True)
     skipped: dict[str, int] = {UNREADABLE_FILE: 1} if discard else {}
     problems: list[str] = [discard] if discard else []
     stats = {'documents': 0, 'input_bytes': 0, 'samples': 0}
-    limit = task['limit']
+    limit = task.limit
     pending_docs = pending_bytes = 0
-    fail = _injected_failure(part, task.get('attempt_number', 0))
+    fail = _injected_failure(part, task.attempt_number)
 
     def texts():
         nonlocal pending_docs, pending_bytes
         if limit == 0 or discard:
             return
-        for text, nbytes in iter_records(task['url'], cfg['on_bad_record'] == 'skip', skipped,
+        for text, nbytes in iter_records(task.url, cfg.on_bad_record == 'skip', skipped,
                                          exact=exact, problems=problems):
             stats['documents'] += 1
             stats['input_bytes'] += nbytes
@@ -201,17 +214,15 @@ def _convert_part(task: dict, t0: float, c0: float, exact: bool, discard: str | 
                 stats['first_record_at'] = time.monotonic()
             pending_docs += 1
             pending_bytes += nbytes
-            if pending_docs >= 256 and counters is not None:
-                with counters[0].get_lock():
-                    counters[0].value += pending_docs
-                    counters[1].value += pending_bytes
+            if pending_docs >= 256:
+                _count(pending_docs, pending_bytes)
                 pending_docs = pending_bytes = 0
             yield text
             if limit is not None and stats['documents'] >= limit:
                 return
 
     try:
-        if cfg['format'] == 'tokens':
+        if cfg.format == 'tokens':
             samples = _tokens_writer_samples(cfg, texts())
         else:
             samples = ({'text': t} for t in texts())
@@ -231,10 +242,7 @@ def _convert_part(task: dict, t0: float, c0: float, exact: bool, discard: str | 
     finally:
         if remote.local_root is None:
             shutil.rmtree(out[0], ignore_errors=True)
-    if counters is not None and pending_docs:
-        with counters[0].get_lock():
-            counters[0].value += pending_docs
-            counters[1].value += pending_bytes
+    _count(pending_docs, pending_bytes)
 
     try:
         return _commit(task, remote, base, attempt, stats, skipped, problems, t0, c0)
@@ -246,16 +254,16 @@ def _convert_part(task: dict, t0: float, c0: float, exact: bool, discard: str | 
         raise
 
 
-def _commit(task: dict, remote, base: str, attempt: str, stats: dict, skipped: dict,
-            problems: list, t0: float, c0: float) -> dict:
+def _commit(task: PartTask, remote, base: str, attempt: str, stats: dict, skipped: dict,
+            problems: list, t0: float, c0: float) -> PartResult:
     """Checks the attempt's part in the remote and commits it by creating the manifest."""
     folder = f'{base}/{attempt}'
     # The input must be what the driver planned with: a file changed under the run would
     # make a part that is neither the old input nor the new one.
-    identity = input_identity(task['url'])
-    if not same_input(task['identity'], identity):
-        raise InputChanged(f'{task["url"]} changed while it was being converted '
-                           f'({describe_change(task["identity"], identity)}); run the same '
+    identity = input_identity(task.url)
+    if not same_input(task.identity, identity):
+        raise InputChanged(f'{task.url} changed while it was being converted '
+                           f'({describe_change(task.identity, identity)}); run the same '
                            f'command again to convert it as it is now')
 
     # Confirm the part in the remote before declaring it complete.
@@ -273,9 +281,9 @@ def _commit(task: dict, remote, base: str, attempt: str, stats: dict, skipped: d
                            f'wrote {stats["samples"]}')
     seconds = time.perf_counter() - t0
     manifest = {
-        'version': MANIFEST_VERSION, 'part': task['part'], 'input': task['url'],
-        'digest': task['digest'], 'attempt': attempt,
-        'input_identity': task['identity'],  # as planned: the next run compares with it
+        'version': MANIFEST_VERSION, 'part': task.part, 'input': task.url,
+        'digest': task.digest, 'attempt': attempt,
+        'input_identity': task.identity,  # as planned: the next run compares with it
         'documents': stats['documents'], 'samples': stats['samples'],
         'input_bytes': stats['input_bytes'], 'skipped': skipped, 'problems': problems,
         'index_bytes': len(index_bytes), 'index_sha256': sha256(index_bytes), 'shards': shards,
@@ -285,7 +293,7 @@ def _commit(task: dict, remote, base: str, attempt: str, stats: dict, skipped: d
     if not committed:
         theirs = json.loads(remote.read(f'{base}/{MANIFEST}'))
         if theirs.get('attempt') != attempt:  # (equal: our own create, retried by the backend)
-            if theirs.get('digest') != task['digest']:
+            if theirs.get('digest') != task.digest:
                 raise RuntimeError(f'{remote.join(base, MANIFEST)} was committed by another '
                                    f'run (another input or settings) during this one')
             try:
@@ -293,9 +301,6 @@ def _commit(task: dict, remote, base: str, attempt: str, stats: dict, skipped: d
             except Exception:
                 pass  # the driver deletes it before publishing (layout.strays)
             manifest = theirs
-    return {**manifest, 'pid': os.getpid(), 'cpu_seconds': time.process_time() - c0,
-            'committed': manifest['attempt'] == attempt,
-            # first_record_at / done_at: time.monotonic(), one clock for every process of a machine
-            'first_record_at': stats.get('first_record_at'), 'done_at': time.monotonic(),
-            'stored_bytes': sum(manifest['shards'].values()) + manifest['index_bytes'],
-            'objects': len(manifest['shards']) + 2}
+    return PartResult(manifest, pid=os.getpid(), cpu_seconds=time.process_time() - c0,
+                      committed=manifest['attempt'] == attempt,
+                      first_record_at=stats.get('first_record_at'), done_at=time.monotonic())

@@ -50,6 +50,8 @@ from typing import Generator, Iterator
 
 import orjson
 
+from data_prep.errors import first_line
+
 METADATA_ATTEMPTS = 3  # tries of load_dataset_builder when the hub drops a request
 
 # Skip reasons, also the keys of the `skipped` counts in the summary.
@@ -112,11 +114,6 @@ def is_transient(exc: BaseException) -> bool:
         return False
 
 
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return f'{type(exc).__name__}: {text.splitlines()[0]}' if text else type(exc).__name__
-
-
 class InputError(RuntimeError):
     """The input cannot be found or reached (bad glob, unreachable dataset). One line."""
 
@@ -154,11 +151,10 @@ class _Damaged(Exception):
         self.truncated = isinstance(error, EOFError)  # the bytes before the cut are good
 
     def describe(self) -> str:
-        first = (str(self.error).strip().splitlines() or [''])[0]
         where = (f'after {self.offset:,} bytes of data' if self.offset
                  else 'before its first line')
         what = 'truncated' if self.truncated else 'damaged'
-        return f'{what} {where}: {type(self.error).__name__}: {first}'
+        return f'{what} {where}: {first_line(self.error)}'
 
 
 @dataclass
@@ -166,6 +162,10 @@ class InputFile:
     index: int  # position in the sorted list of all input files; names the part
     url: str    # local path or hf:// URL, as datasets opens it
     size: int   # bytes as stored (compressed), 0 if unknown
+
+
+def is_local(url: str) -> bool:
+    return '://' not in url or url.startswith('file://')
 
 
 def _quiet_datasets() -> None:
@@ -218,136 +218,15 @@ def resolve_inputs(dataset: str | None = None, subset: str | None = None, split:
                     and is_transient(exc)):
                 time.sleep(attempt)
                 continue
-            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             verb = 'cannot reach' if is_transient(exc) else 'cannot load'
             raise InputError(f'{verb} dataset {dataset!r} (subset {subset!r}) at '
-                             f'{datasets.config.HF_ENDPOINT}: {first}') from None
+                             f'{datasets.config.HF_ENDPOINT}: '
+                             f'{first_line(exc, with_type=False)}') from None
     files = (builder.config.data_files or {}).get(split)
     if not files:
         raise InputError(f'dataset {dataset!r} (subset {subset!r}) has no data files for split '
                          f'{split!r}')
     return [InputFile(i, str(u), 0) for i, u in enumerate(sorted(str(f) for f in files))]
-
-
-# ----------------------------------------------------------------------------- identity
-#
-# What a re-run compares to tell whether an input changed since its part was converted.
-# - Local gzip files (C4): the size and the gzip trailer, i.e. the CRC32 and the length
-#   (mod 2^32) of the uncompressed data, which gzip itself writes as the file's last 8 bytes.
-#   Cost: one stat and one 8-byte read, ~50 us per file here (0.05 s for C4's 1024 files),
-#   where hashing whole files (xxh3-64: ~0.8 s/GiB on one core here, from the page cache;
-#   sha256 ~2.5 s/GiB) would put ~4 min (C4: 305 GB) before any work of every resume, plus
-#   the disk reads. Any rewrite of the text changes the CRC32 (or the length) but with
-#   probability 2^-32; appending records (a new gzip member, or a recompressed file) changes
-#   the size and the trailer. It is the content's identity, not the file's: a copy
-#   (cp, a re-download) is not redone, so the modification time is left out.
-#   Not seen: an earlier member of a multi-member gzip rewritten to the same compressed size.
-# - Other local files (no trailer to read): the size and xxh3-64 of the whole file.
-# - Remote files (hf://, s3://, https://): fsspec's info(): the size and the store's content
-#   tags (ETag, the Hub's blob id and LFS sha256, MD5), or its modification time if it has
-#   no content tag.
-
-_CONTENT_TAGS = ('ETag', 'etag', 'blob_id', 'Content-MD5', 'md5Hash', 'md5', 'VersionId')
-_TIME_TAGS = ('LastModified', 'last_modified', 'mtime', 'updated', 'Last-Modified')
-
-
-def _is_local(url: str) -> bool:
-    return '://' not in url or url.startswith('file://')
-
-
-def _local_identity(path: str) -> dict:
-    size = os.path.getsize(path)
-    with open(path, 'rb') as f:
-        head = f.read(2)
-        if head == b'\x1f\x8b' and size >= 18:  # gzip: header (10 bytes) + trailer (8)
-            f.seek(-8, os.SEEK_END)
-            trailer = f.read(8)
-            return {'size': size, 'gzip_crc32': trailer[:4][::-1].hex(),
-                    'gzip_isize': int.from_bytes(trailer[4:], 'little')}
-        import xxhash
-        h = xxhash.xxh3_64(head)
-        for block in iter(lambda: f.read(1 << 22), b''):
-            h.update(block)
-        return {'size': size, 'xxh3_64': h.hexdigest()}
-
-
-def _remote_identity(info: dict) -> dict:
-    out: dict = {'size': info.get('size')}
-    for key in _CONTENT_TAGS:
-        if info.get(key):
-            out[key.lower()] = str(info[key]).strip('"')
-    lfs = info.get('lfs')
-    if isinstance(lfs, dict) and lfs.get('sha256'):
-        out['lfs_sha256'] = lfs['sha256']
-    if len(out) == 1:  # no content tag: the modification time is the best there is
-        for key in _TIME_TAGS:
-            if info.get(key):
-                out['modified'] = str(info[key])
-                break
-    return out
-
-
-def input_identity(url: str) -> dict:
-    """The identity of one input file (see above); InputError, one line, if it cannot be
-    looked at."""
-    try:
-        return _identity(url)
-    except Exception as exc:
-        first = (str(exc).strip().splitlines() or [''])[0]
-        raise InputError(f'cannot look at input {url}: {type(exc).__name__}: {first}') from None
-
-
-def _identity(url: str) -> dict:
-    if _is_local(url):
-        return _local_identity(url[len('file://'):] if url.startswith('file://') else url)
-    import fsspec
-    fs, path = fsspec.core.url_to_fs(url)
-    return _remote_identity(fs.info(path))
-
-
-def input_identities(urls: list[str]) -> dict[str, dict]:
-    """url -> identity for every input. Remote files are looked up with one listing per
-    folder where its entries carry sizes (a Hub dataset's 1024 files: one request, not 1024),
-    else one info() each."""
-    out: dict[str, dict] = {}
-    folders: dict[str, list[str]] = {}
-    for url in urls:
-        if _is_local(url):
-            out[url] = input_identity(url)
-        else:
-            folders.setdefault(url.rsplit('/', 1)[0], []).append(url)
-    for folder, members in folders.items():
-        listed = _listing(folder)
-        for url in members:
-            info = listed.get(url.rsplit('/', 1)[1])
-            out[url] = (_remote_identity(info) if info and info.get('size') is not None
-                        else input_identity(url))
-    return out
-
-
-def _listing(folder: str) -> dict[str, dict]:
-    """basename -> fsspec info of every entry of a remote folder; {} if it cannot be listed."""
-    try:
-        import fsspec
-        fs, path = fsspec.core.url_to_fs(folder)
-        return {i['name'].rstrip('/').rsplit('/', 1)[-1]: i for i in fs.ls(path, detail=True)}
-    except Exception:
-        return {}
-
-
-def same_input(planned: dict, now: dict) -> bool:
-    """Whether an identity taken now (one info() call) matches the one planned with (which
-    may come from a folder listing, with other fields): every field both have is equal."""
-    common = planned.keys() & now.keys()
-    return bool(common) and all(planned[k] == now[k] for k in common)
-
-
-def describe_change(old: dict | None, new: dict) -> str:
-    """'size 1234 -> 1300, gzip_crc32 ... -> ...': what differs between two identities."""
-    if not old:
-        return 'not recorded'
-    keys = [k for k in dict.fromkeys([*new, *old]) if old.get(k) != new.get(k)]
-    return ', '.join(f'{k} {old.get(k)} -> {new.get(k)}' for k in keys)
 
 
 # ----------------------------------------------------------------------------- lines
@@ -363,7 +242,7 @@ def _is_damage(url: str, exc: BaseException) -> bool:
         return True  # isal's gzip and zlib, zstandard
     if type(exc) is OSError and 'Invalid data stream' in str(exc):
         return True  # bz2
-    return _is_local(url) and isinstance(exc, OSError)
+    return is_local(url) and isinstance(exc, OSError)
 
 
 def _direct_lines(url: str, exact: bool, skip: int) -> Iterator[str | memoryview]:
@@ -390,7 +269,7 @@ def _direct_lines(url: str, exact: bool, skip: int) -> Iterator[str | memoryview
         raise NeedsExactRead(f'{url}: {exc}') from None
     except Exception as exc:
         if not _is_damage(url, exc):  # e.g. the network: may answer next time
-            raise ReadError(url, _first_line(exc), is_transient(exc)) from exc
+            raise ReadError(url, first_line(exc), is_transient(exc)) from exc
         raise _Damaged(n + 1, offset, exc) from None
 
 
@@ -439,7 +318,7 @@ def iter_lines(url: str, exact: bool = True) -> Iterator[str | memoryview]:
         raise NeedsExactRead(f'{url}: {exc}') from None
     except Exception as exc:
         if not _is_damage(url, exc):  # e.g. the network: may answer next time
-            raise ReadError(url, _first_line(exc), is_transient(exc)) from exc
+            raise ReadError(url, first_line(exc), is_transient(exc)) from exc
     yield from _direct_lines(url, exact, n)
 
 
@@ -472,7 +351,7 @@ def iter_records(url: str, skip_bad: bool, skipped: dict[str, int],
         return
     if lines:
         return
-    size = os.path.getsize(url) if _is_local(url) else None
+    size = os.path.getsize(url) if is_local(url) else None
     detail = f'{size} bytes, no line' if size is not None else 'no line'
     if not skip_bad:
         raise BadRecordError(name, 0, EMPTY_FILE, detail)

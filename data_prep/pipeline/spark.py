@@ -33,6 +33,10 @@ import tempfile
 import threading
 import time
 import uuid
+from dataclasses import replace
+
+from data_prep.errors import first_line
+from data_prep.pipeline.task import PartResult, PartTask
 
 SHIPPED_PREFIXES = ('OCI_', 'AWS_', 'HF_')
 SHIPPED_NAMES = ('S3_ENDPOINT_URL', 'C4_CONVERT_FAIL')
@@ -40,6 +44,7 @@ EXECUTOR_OWN = 'OCI_RESOURCE_PRINCIPAL_'  # node-local on Data Flow: the executo
 DATAFLOW_TOKEN_CONF = 'spark.hadoop.fs.oci.client.auth.delegationTokenPath'
 DAEMON = 'data_prep.pipeline.spark_daemon'  # workers forked with the imports done (spark_daemon)
 SETTLE_S = 60.0  # after the job: at most this long for killed (speculative) attempts to end
+CANCEL_WAIT_S = 30.0  # a cancelled job (bad input found) must end within this; else an error
 
 
 class SparkError(RuntimeError):
@@ -92,9 +97,8 @@ def session(master: str | None = None, tmp_dir: str | None = None):
         try:
             active = builder.getOrCreate()
         except Exception as exc:
-            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-            raise SparkError(f'cannot start Spark ({master or "spark-submit"}): {first}') \
-                from None
+            raise SparkError(f'cannot start Spark ({master or "spark-submit"}): '
+                             f'{first_line(exc, with_type=False)}') from None
     _dataflow_credentials(active)
     return active
 
@@ -178,7 +182,7 @@ def _failure_line(exc: BaseException, parts: list[str]) -> str:
     reason = re.search(r'most recent failure: Lost task [^:]*: ([^\n]+)', text)
     if reason:
         return where + reason.group(1).strip()
-    return where + ((text.strip().splitlines() or [type(exc).__name__])[0])
+    return where + first_line(exc, with_type=False)
 
 
 def _collect(spark, rdd, desc: str, parts: list[str], on_poll=None):
@@ -197,14 +201,19 @@ def _collect(spark, rdd, desc: str, parts: list[str], on_poll=None):
 
     thread = threading.Thread(target=run, name='spark-collect', daemon=True)
     thread.start()
+    cancelled = None
     try:
         while thread.is_alive():
             thread.join(0.5)
-            if on_poll is not None and on_poll(_stages(sc, group)):
+            if cancelled is None and on_poll is not None and on_poll(_stages(sc, group)):
                 sc.cancelJobGroup(group)
+                cancelled = time.monotonic()
+            if cancelled is not None and time.monotonic() - cancelled > CANCEL_WAIT_S:
+                raise SparkError(f'Spark did not stop the job {CANCEL_WAIT_S:.0f} s after '
+                                 f'it was cancelled (a bad input was found)')
     except BaseException:
         sc.cancelJobGroup(group)
-        thread.join(30)
+        thread.join(CANCEL_WAIT_S)  # bounded: the thread is a daemon, the error matters more
         raise
     stages = _stages(sc, group)
     if 'error' in out:
@@ -258,7 +267,7 @@ def check_executors(url: str, lock: str, run_id: str, first_input: str = '') -> 
         raise SparkError(f'Spark executors {found[0]}')
 
 
-def run_spark(tasks: list[dict], workers: int, progress: bool) -> list[dict]:
+def run_spark(tasks: list[PartTask], workers: int, progress: bool) -> list[PartResult]:
     """Runs `convert_part` on every task, one Spark task each, with a progress bar; returns
     the committed manifests with each attempt's figures. A bad record or input stops the job
     and is raised as the pool raises it; a part whose every attempt failed is a SparkError."""
@@ -267,10 +276,10 @@ def run_spark(tasks: list[dict], workers: int, progress: bool) -> list[dict]:
     spark = _active()
     sc = spark.sparkContext
     env = shipped_env()
-    parts = [t['part'] for t in tasks]
+    parts = [t.part for t in tasks]
     done = sc.accumulator([0, 0, 0], _Sum())  # parts, documents, input bytes (as tasks end)
     errors = sc.accumulator([], _Concat())    # (part, exception) of bad input
-    rdd = sc.parallelize([{**t, 'env': env} for t in tasks], numSlices=len(tasks))
+    rdd = sc.parallelize([(t, env) for t in tasks], numSlices=len(tasks))
     rdd = rdd.mapPartitions(lambda items: _run_tasks(items, done, errors))
     bar, t0 = None, time.perf_counter()
     if progress:
@@ -377,29 +386,27 @@ def _executor_check(item) -> str:
         return (f'find no lease {lock} in {url}: they see other storage than the driver (a '
                 f'local path not shared between machines?)')
     except Exception as exc:
-        return f'cannot use {url}: {type(exc).__name__}: {exc}'.splitlines()[0]
+        return f'cannot use {url}: {first_line(exc)}'
     if holder.get('run_id') != run_id:
         return f'find a lease {lock} in {url} that is not this run\'s'
     return ''
 
 
-def _committed(task: dict) -> dict | None:
+def _committed(task: PartTask) -> PartResult | None:
     """The part's manifest if an earlier attempt committed it for this very plan (it
     committed, then its success was lost with its executor): nothing to do again."""
     import json
 
     from data_prep.pipeline.layout import MANIFEST
     from data_prep.storage import open_remote
-    remote = open_remote(task['cfg']['remote'])
+    remote = open_remote(task.cfg.remote)
     try:
-        manifest = json.loads(remote.read(f'{task["split"]}/{task["part"]}/{MANIFEST}'))
+        manifest = json.loads(remote.read(f'{task.split}/{task.part}/{MANIFEST}'))
     except FileNotFoundError:
         return None
-    if manifest.get('digest') != task['digest'] or not manifest.get('attempt'):
+    if manifest.get('digest') != task.digest or not manifest.get('attempt'):
         return None
-    return {**manifest, 'pid': os.getpid(), 'cpu_seconds': 0.0, 'committed': False,
-            'stored_bytes': sum(manifest['shards'].values()) + manifest['index_bytes'],
-            'objects': len(manifest['shards']) + 2}
+    return PartResult(manifest, pid=os.getpid(), cpu_seconds=0.0, committed=False)
 
 
 def _run_tasks(items, done, errors):
@@ -408,21 +415,21 @@ def _run_tasks(items, done, errors):
     from data_prep.pipeline.part import convert_part
     from data_prep.pipeline.records import BadRecordError, InputError
     ctx = TaskContext.get()
-    for task in items:
-        _apply_env(task.pop('env'))
+    for task, env in items:
+        _apply_env(env)
         _init_executor()
-        task['attempt_number'] = ctx.attemptNumber() if ctx is not None else 0
-        base = task['cfg'].get('tmp_dir') or (os.environ.get('SPARK_LOCAL_DIRS') or '') \
+        task = replace(task, attempt_number=ctx.attemptNumber() if ctx is not None else 0)
+        base = task.cfg.tmp_dir or (os.environ.get('SPARK_LOCAL_DIRS') or '') \
             .split(',')[0] or None
-        staging = tempfile.mkdtemp(prefix=f'c4-convert-{task["part"]}-', dir=base)
+        staging = tempfile.mkdtemp(prefix=f'c4-convert-{task.part}-', dir=base)
         try:
-            result = _committed(task) if task['attempt_number'] else None
-            result = result or convert_part({**task, 'tmp_root': staging})
+            result = _committed(task) if task.attempt_number else None
+            result = result or convert_part(replace(task, tmp_root=staging))
         except (BadRecordError, InputError) as exc:  # the same on every attempt: no retry
-            errors.add([(task['part'], exc)])
-            yield {'part': task['part'], 'error': str(exc)}
+            errors.add([(task.part, exc)])
+            yield None  # the driver raises it (the errors accumulator) and returns nothing
             continue
         finally:
             shutil.rmtree(staging, ignore_errors=True)
-        done.add([1, result['documents'], result['input_bytes']])
+        done.add([1, result.documents, result.input_bytes])
         yield result

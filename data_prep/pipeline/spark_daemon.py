@@ -6,7 +6,7 @@ instead of importing streaming again (seconds each).
     --conf spark.python.daemon.module=data_prep.pipeline.spark_daemon
 
 The driver sets it for the local[N] sessions it starts; on a cluster, set it with the other
-Spark settings (README "More than one machine"). Only imports here: no threads, no I/O, and
+Spark settings (docs/converting.md). Only imports here: no threads, no I/O, and
 nothing on stdout, where the daemon reports its port to the executor.
 """
 if __name__ == '__main__':

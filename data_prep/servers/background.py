@@ -35,19 +35,34 @@ def record(data_dir, name: str, pid: int, port: int, endpoint: str) -> dict:
     return info
 
 
+def _gone(pid: int, seconds: float) -> bool:
+    """Whether `pid` ends within `seconds` (polled; it is not our child)."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        try:
+            os.kill(pid, 0)
+        except OSError:
+            return True
+        time.sleep(0.1)
+    return False
+
+
 def stop(data_dir, name: str, label: str) -> None:
-    """SIGTERM the recorded process, wait up to 10 s for it to go, forget its state."""
+    """SIGTERM the recorded process, wait up to 10 s for it to go, then SIGKILL it; forget its
+    state."""
     info = running(data_dir, name)
     if not info:
         print(f'{label}: not running')
     else:
-        os.kill(info['pid'], signal.SIGTERM)
-        for _ in range(100):
+        how = 'stopped'
+        for sig in (signal.SIGTERM, signal.SIGKILL):
             try:
-                os.kill(info['pid'], 0)
+                os.kill(info['pid'], sig)
             except OSError:
                 break
-            time.sleep(0.1)
-        print(f'{label}: stopped pid {info["pid"]}')
+            if _gone(info['pid'], 10.0):
+                break
+            how = 'killed (it did not stop on SIGTERM within 10 s)'
+        print(f'{label}: {how} pid {info["pid"]}')
     for suffix in ('.json', '.pid'):
         (run_dir(data_dir) / f'{name}{suffix}').unlink(missing_ok=True)

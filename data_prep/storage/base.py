@@ -18,6 +18,8 @@ from __future__ import annotations
 
 from typing import Optional
 
+from data_prep.errors import first_line
+
 
 class RemoteError(RuntimeError):
     """A remote that cannot be used: bad URL, missing bucket, missing credentials. One line."""
@@ -86,5 +88,4 @@ def list_checked(remote: Remote, prefix: str = '') -> dict[str, int]:
     except RemoteError:
         raise
     except Exception as exc:
-        first = (str(exc).strip().splitlines() or [''])[0]
-        raise RemoteError(f'cannot list {remote.url}: {type(exc).__name__}: {first}') from None
+        raise RemoteError(f'cannot list {remote.url}: {first_line(exc)}') from None

@@ -6,6 +6,7 @@ import os
 import time
 from urllib.parse import urlparse
 
+from data_prep.errors import first_line
 from data_prep.storage.base import Remote, RemoteError, TransientError
 
 
@@ -85,7 +86,7 @@ class S3Remote(Remote):
     def _translate(self, exc: Exception) -> Exception:
         """botocore's errors as one line that says what to fix."""
         name = type(exc).__name__
-        first = (str(exc).strip().splitlines() or [name])[0]
+        first = first_line(exc, with_type=False)
         resp = getattr(exc, 'response', None)
         code = resp.get('Error', {}).get('Code', '') if isinstance(resp, dict) else ''
         if name in ('NoCredentialsError', 'PartialCredentialsError') or code in (

@@ -23,6 +23,9 @@ import pytest
 
 from tests.helpers import COMPOSER, PY, ROOT, run
 
+# Training runs through train.py: left out of `make test-fast` (-m "not slow and not e2e").
+pytestmark = [pytest.mark.slow, pytest.mark.e2e]
+
 RECIPE = 'yamls/cpu/c4_zstd.yaml'
 BUCKET, PREFIX = 'c4-bench', 'c4_zstd'
 REMOTE = f'oci://{BUCKET}@local/{PREFIX}'

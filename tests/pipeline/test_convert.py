@@ -14,10 +14,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from data_prep.pipeline.convert import ConvertConfig, convert
+from data_prep.convert import main as convert_main
+from data_prep.pipeline.convert import ConvertConfig, ConvertError, convert
 from data_prep.pipeline.records import REASONS, BadRecordError
 from data_prep.pipeline.verify import iter_samples, sample_digest, verify
-from tests.helpers import PY, ROOT, run, sample_texts
+from tests.helpers import PY, ROOT, one_error_line, run, sample_texts
 
 SMALL = '64kb'  # shard size limit: several shards per part even on the small sample
 
@@ -220,13 +221,36 @@ def test_s3_raw_conversion_verified_and_missing_bucket(sample_dir, s3_server, re
     assert all(n.endswith(('.mds', 'index.json', 'manifest.json')) for n in names)
 
 
-def test_tokens_format_matches_llm_foundry_concatenation(sample_dir, tokenizer_dir, tmp_path):
+def test_tokens_format_matches_llm_foundry_concatenation(sample_dir, tokenizer_dir, tmp_path,
+                                                        capsys):
     from transformers import AutoTokenizer
     tok = AutoTokenizer.from_pretrained(str(tokenizer_dir))
     out = tmp_path / 'tok'
-    s = convert(_cfg(sample_dir, out, format='tokens', tokenizer=str(tokenizer_dir),
-                     concat_tokens=128, max_docs=40, compression='zstd'))
-    assert s['published'] and s['documents'] == 40 and s['samples'] > 10
+    files = str(sample_dir / 'c4-train.*.json.gz')
+    # --tokenizer or --concat-tokens with --format text: one line, nothing written (issue 23).
+    for flags, named in ((['--tokenizer', str(tokenizer_dir)], '--tokenizer is'),
+                         (['--concat-tokens', '128'], '--concat-tokens is'),
+                         (['--tokenizer', str(tokenizer_dir), '--concat-tokens', '128'],
+                          '--tokenizer and --concat-tokens are')):
+        assert convert_main(['--data-files', files, '--remote', str(out), '--format', 'text',
+                             *flags]) == 2
+        assert one_error_line(capsys.readouterr().err) == (
+            f'error: {named} for --format tokens, and --format text was given: drop '
+            f'{"them" if " and " in named else "it"} to write text, or use --format tokens')
+    with pytest.raises(ConvertError, match='is for --format tokens, and the format is text'):
+        convert(_cfg(sample_dir, out, tokenizer=str(tokenizer_dir)))
+    assert not out.exists()
+    # Without --format they imply tokens, and say so in one line.
+    assert convert_main(['--data-files', files, '--remote', str(out), '--json', '--no-progress',
+                         '--tokenizer', str(tokenizer_dir), '--concat-tokens', '128',
+                         '--max-docs', '40', '--compression', 'zstd', '--size-limit', SMALL,
+                         '--workers', '2']) == 0
+    captured = capsys.readouterr()
+    assert captured.err.strip().splitlines()[0] == \
+        'note: --tokenizer and --concat-tokens given: writing --format tokens'
+    s = json.loads(captured.out)
+    assert s['published'] and s['format'] == 'tokens' and s['documents'] == 40
+    assert s['samples'] > 10
     index = json.loads((out / 'train' / 'index.json').read_text())
     assert index['shards'][0]['column_names'] == ['tokens']
     assert index['shards'][0]['column_encodings'] == ['ndarray:int32']
@@ -250,6 +274,19 @@ def test_oci_zstd_conversion_through_our_transport(sample_dir, oci_store, refere
                            for t in _file_texts(sample_dir, i)[:50]]
     puts = [r for r in oci_store.requests() if r['method'] == 'PUT']
     assert sum(r['path'].endswith('/train/index.json') for r in puts) == 1  # root written once
+
+    # Other inputs (the validation file) into this published dataset: one ConvertError line,
+    # and the store is asked to delete nothing but the run's own lease (issue 23, item 4).
+    seen = len(oci_store.requests())
+    other = ConvertConfig(remote=url, data_files=str(sample_dir / 'c4-validation.*.json.gz'),
+                          progress=False, compression='zstd')
+    with pytest.raises(ConvertError, match=r'c4_zstd/train holds a published dataset converted '
+                       r'from other inputs .* would delete 4 of its parts \(200 samples\)\. '
+                       r'Nothing was changed; .* --replace$'):
+        convert(other)
+    deletes = [r['path'] for r in oci_store.requests()[seen:] if r['method'] == 'DELETE']
+    assert [p.rsplit('/', 1)[1] for p in deletes] == ['.lock.json']
+    assert verify(url)['ok'] and len(_texts(url)) == 200
 
 
 def _file_texts(sample_dir, i):

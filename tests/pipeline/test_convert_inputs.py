@@ -63,15 +63,67 @@ def test_changed_and_removed_inputs_are_redone_and_removed(tmp_path):
     s = convert(_cfg(data, out))
     assert s['parts_converted'] == 0 and s['published']
 
-    # An input file removed: its part leaves the remote, the rest is published and verifies.
+    # An input file removed: other inputs than the published dataset's. Without --replace
+    # the run refuses and deletes nothing (issue 23, item 4).
     (data / 'c4-train.00002-of-00003.json.gz').unlink()
-    s = convert(_cfg(data, out))
+    before = _tree(out)
+    with pytest.raises(ConvertError) as err:
+        convert(_cfg(data, out))
+    assert str(err.value).startswith(f'{out / "train"} holds a published dataset converted '
+                                     f'from other inputs (e.g. ')
+    assert 'would delete 1 of its parts (30 samples)' in str(err.value)
+    assert str(err.value).endswith('run again with --replace')
+    assert _tree(out) == before
+    # With --replace: its part leaves the remote, the rest is published and verifies.
+    s = convert(_cfg(data, out, replace=True))
     assert s['parts_removed'] == ['part-00002'] and s['parts_converted'] == 0
     assert 'part-00002: its input file is gone' in format_summary(s)
     assert not (out / 'train' / 'part-00002').exists()
     assert sample_digest(str(out), 'train') == expected_digest(texts[0] + texts[1])
     report = verify(str(out))
     assert report['ok'], report['problems']
+
+
+def _tree(root: Path) -> dict[str, tuple[int, int]]:
+    """Every file under root: its size and modification time (ns)."""
+    return {str(p.relative_to(root)): (p.stat().st_size, p.stat().st_mtime_ns)
+            for p in root.rglob('*') if p.is_file()}
+
+
+def test_other_inputs_into_a_published_dataset_refuse_in_one_line(tmp_path, capsys):
+    """Issue 23, item 4: converting other inputs into a remote that holds a dataset deletes
+    nothing without --replace; the same inputs from another folder (a copy) are no other
+    inputs."""
+    ours, theirs, out = tmp_path / 'ours', tmp_path / 'theirs', tmp_path / 'out'
+    for folder, tag in ((ours, 'ours'), (theirs, 'theirs')):
+        folder.mkdir()
+        for i in range(3 if tag == 'ours' else 2):
+            _write(folder / f'c4-train.{i:05d}-of-00003.json.gz', _docs(f'{tag}{i}', 20))
+    assert convert(_cfg(ours, out))['samples'] == 60
+    before = _tree(out)
+    argv = ['--data-files', str(theirs / '*.json.gz'), '--remote', str(out), '--workers', '1',
+            '--size-limit', '8kb', '--no-progress']
+    assert convert_main(argv) == 2
+    line = one_error_line(capsys.readouterr().err)
+    assert line == (f'error: {out / "train"} holds a published dataset converted from other '
+                    f'inputs (e.g. {ours / "c4-train.00000-of-00003.json.gz"}): this run would '
+                    f'delete 3 of its parts (60 samples). Nothing was changed; to replace that '
+                    f'dataset, run again with --replace')
+    assert _tree(out) == before  # not even the lease is left
+
+    # The same files copied elsewhere: the same inputs (by content), converted again as today.
+    copy = tmp_path / 'copy'
+    copy.mkdir()
+    for p in ours.iterdir():
+        (copy / p.name).write_bytes(p.read_bytes())
+    s = convert(_cfg(copy, out))
+    assert s['parts_converted'] == 3 and s['samples'] == 60
+
+    assert convert_main(argv + ['--replace']) == 0
+    assert 'parts removed      part-00002: its input file is gone' in capsys.readouterr().out
+    texts = [t for i in range(2) for t in _docs(f'theirs{i}', 20)]
+    assert sample_digest(str(out), 'train') == expected_digest(texts)
+    assert verify(str(out))['ok']
 
 
 def _damaged_inputs(data: Path) -> dict[str, tuple[str, list[str]]]:
@@ -206,7 +258,7 @@ def test_a_remote_input_is_known_by_its_size_and_etag(tmp_path):
     from functools import partial
     from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 
-    from data_prep.pipeline.records import input_identities, input_identity, same_input
+    from data_prep.pipeline.identity import input_identities, input_identity, same_input
 
     class WithETag(SimpleHTTPRequestHandler):
         def end_headers(self):

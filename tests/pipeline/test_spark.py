@@ -8,7 +8,7 @@ import os
 import shutil
 import sys
 import threading
-from dataclasses import asdict
+from dataclasses import replace
 
 import pytest
 
@@ -18,6 +18,7 @@ from data_prep.pipeline.convert import ConvertConfig, convert
 from data_prep.pipeline.layout import INDEX, MANIFEST, shard_files
 from data_prep.pipeline.part import FAIL_ENV, convert_part
 from data_prep.pipeline.records import BadRecordError
+from data_prep.pipeline.task import PartTask
 from data_prep.pipeline.verify import sample_digest, verify
 from tests.helpers import expected_digest, one_error_line, sample_texts
 
@@ -100,27 +101,27 @@ def test_two_attempts_at_a_part_commit_once_and_strays_are_swept(sample_dir, tmp
     out = tmp_path / 'out'
     convert(_cfg(sample_dir, out, workers=2))
     manifest = json.loads((out / 'train' / 'part-00002' / MANIFEST).read_text())
-    task = {'cfg': asdict(_cfg(sample_dir, out)), 'part': 'part-00002', 'split': 'train',
-            'url': manifest['input'], 'limit': None, 'digest': manifest['digest'],
-            'identity': manifest['input_identity'], 'tmp_root': str(tmp_path),
-            'upload_threads': 2}
+    task = PartTask(_cfg(sample_dir, out), 'part-00002', 'train', manifest['input'], limit=None,
+                    digest=manifest['digest'], identity=manifest['input_identity'],
+                    tmp_root=str(tmp_path), upload_threads=2)
     (out / 'train' / INDEX).unlink()
     shutil.rmtree(out / 'train' / 'part-00002')  # (as the driver does before a redo)
     results = [None, None]
 
     def attempt(i):
-        results[i] = convert_part({**task, 'attempt_number': i})
+        results[i] = convert_part(replace(task, attempt_number=i))
     threads = [threading.Thread(target=attempt, args=(i,)) for i in range(2)]
     for t in threads:
         t.start()
     for t in threads:
         t.join()
-    assert sorted(r['committed'] for r in results) == [False, True]
-    assert results[0]['attempt'] == results[1]['attempt']  # both report the committed one
+    assert sorted(r.committed for r in results) == [False, True]
+    # both report the committed one
+    assert results[0].manifest['attempt'] == results[1].manifest['attempt']
     folders = [d for d in (out / 'train' / 'part-00002').iterdir() if d.is_dir()]
-    assert [d.name for d in folders] == [results[0]['attempt']]
+    assert [d.name for d in folders] == [results[0].manifest['attempt']]
     assert set(shard_files(json.loads((folders[0] / INDEX).read_text()))) == \
-        set(results[0]['shards'])
+        set(results[0].manifest['shards'])
 
     # A lost attempt's leftovers (a machine that kept writing after its task was given up):
     # the next run deletes them and publishes the same samples.

@@ -61,7 +61,7 @@ def test_truncated_local_shard_is_named_not_read(tmp_path):
 
 
 def test_same_size_change_is_caught_by_validate_hash_xxh64(tmp_path):
-    """The README's full hash check for any remote: a shard changed in place, same size (no
+    """docs/failures.md's full hash check for any remote: a shard changed in place, same size (no
     size check can see it, a local path has no MD5), read with `validate_hash: xxh64`."""
     from streaming import MDSWriter
     src = tmp_path / 'ds'

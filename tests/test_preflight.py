@@ -1,0 +1,108 @@
+"""train.py refuses, in one line and before any training starts, a recipe that asks for a
+package this machine cannot import or a tokenizer it cannot get (issue 22, item 1; preflight.py).
+
+Three starts of `python train.py` as a user runs it (the stock install has no flash-attn):
+the 7B recipe's former `use_flash_attention_2: true`, the CPU recipe without `make tokenizer`
+(before: a 130-line traceback about huggingface.co), a hub tokenizer with the hub unreachable.
+The other settings of preflight's table go through train.main in this process, their packages
+hidden from it (sys.modules[name] = None makes `import name` fail as if not installed)."""
+import importlib.util
+import subprocess
+import sys
+
+import pytest
+
+import train
+from tests.helpers import PY, ROOT, free_port, one_error_line
+
+CPU = str(ROOT / 'yamls/cpu/c4_zstd.yaml')
+
+
+def start(args: list[str], cwd, env: dict | None = None) -> str:
+    import os
+    proc = subprocess.run([PY, str(ROOT / 'train.py'), *args], cwd=cwd, capture_output=True,
+                          text=True, timeout=300, env={**os.environ, **(env or {})})
+    assert proc.returncode == 2, proc.stderr[-3000:]
+    return one_error_line(proc.stderr)
+
+
+@pytest.mark.slow
+def test_missing_package_and_tokenizer_each_fail_in_one_line(tmp_path):
+    assert importlib.util.find_spec('flash_attn') is None, 'this venv is not a stock install'
+    data = f'variables.data_remote={tmp_path}/mds'
+
+    # The 7B recipe as it was, made to pass the GPU check on this CPU (no FSDP, cpu init).
+    line = start([str(ROOT / 'yamls/c4_zstd.yaml'), f'variables.bucket={tmp_path}',
+                  f'variables.data_local={tmp_path}/cache',
+                  'fsdp_config=null', 'model.init_device=cpu', 'model.use_flash_attention_2=true'],
+                 cwd=ROOT)
+    assert line.startswith('error: ') and 'c4_zstd.yaml: model.use_flash_attention_2: true ' \
+        'needs the package flash-attn (import flash_attn), which is not installed' in line, line
+    assert 'model.attn_implementation: sdpa' in line and \
+        '--no-build-isolation flash-attn==2.8.3' in line, line
+
+    # No `make tokenizer` (run elsewhere than the repository, so a built one is not found).
+    line = start([CPU, data], cwd=tmp_path)
+    assert line == (f"error: {CPU}: tokenizer.name 'build/tokenizer': no such folder: run "
+                    f"`make tokenizer` to build it")
+    assert not (tmp_path / 'build').exists() and not (tmp_path / 'results').exists()
+
+    # A hub name, not in the cache, the hub down.
+    hub = f'http://127.0.0.1:{free_port()}'
+    line = start([CPU, data, 'tokenizer.name=Qwen/Qwen2.5-7B'], cwd=tmp_path,
+                 env={'HF_ENDPOINT': hub, 'HF_HUB_CACHE': str(tmp_path / 'hf')})
+    assert f"tokenizer.name 'Qwen/Qwen2.5-7B' is not a folder here, not in the Hugging Face " \
+        f"cache, and the hub ({hub}) is unreachable: download it first " \
+        f"(`huggingface-cli download Qwen/Qwen2.5-7B`)" in line, line
+
+
+def _main(args: list[str], capsys) -> str:
+    capsys.readouterr()
+    assert train.main([CPU, *args]) == 2
+    return one_error_line(capsys.readouterr().err)
+
+
+@pytest.mark.parametrize('hidden, overrides, says', [
+    ('flash_attn', ['model.attn_config.attn_impl=flash'],
+     'model.attn_config.attn_impl: flash needs the package flash-attn'),
+    ('flash_attn', ['model.loss_fn=fused_crossentropy'],
+     'model.loss_fn: fused_crossentropy needs the package flash-attn'),
+    ('flash_attn', ['model.attn_config.rope=true'],
+     'model.attn_config.rope_impl: dail (with rope: true) needs the package flash-attn'),
+    ('wandb', ['loggers.wandb={}'], 'loggers.wandb needs the package wandb (import wandb), '
+     'which is not installed: `.venv/bin/pip install wandb`'),
+    ('mlflow', ['loggers.mlflow={}'], 'loggers.mlflow needs the package mlflow'),
+    ('tensorboard', ['loggers.tensorboard={}'], 'loggers.tensorboard needs the package '
+     'tensorboard'),
+    ('transformer_engine', ['precision=amp_fp8'], 'precision: amp_fp8 needs the package '
+     'transformer-engine'),
+    ('tiktoken', ['tokenizer.name=tiktoken'], 'tokenizer.name: tiktoken needs the package '
+     'tiktoken'),
+])
+def test_each_setting_that_needs_a_package_names_it(hidden, overrides, says, tmp_path, capsys,
+                                                    monkeypatch, tokenizer_dir):
+    monkeypatch.setitem(sys.modules, hidden, None)
+    line = _main([f'variables.data_remote={tmp_path}', f'tokenizer.name={tokenizer_dir}',
+                  *overrides], capsys)
+    assert line.startswith(f'error: {CPU}: ') and says in line, line
+
+
+def test_an_installed_package_that_does_not_import_is_named(tmp_path, capsys, monkeypatch,
+                                                            tokenizer_dir):
+    # flash-attn built for another torch: installed, and `import flash_attn` fails.
+    shim = tmp_path / 'site' / 'flash_attn'
+    shim.mkdir(parents=True)
+    (shim / '__init__.py').write_text("raise ImportError('flash_attn_2_cuda: undefined symbol')")
+    monkeypatch.syspath_prepend(str(tmp_path / 'site'))
+    line = _main([f'variables.data_remote={tmp_path}', f'tokenizer.name={tokenizer_dir}',
+                  'model.attn_config.attn_impl=flash'], capsys)
+    assert 'which is installed but does not import (ImportError: flash_attn_2_cuda: ' \
+        'undefined symbol)' in line, line
+
+
+def test_offline_hub_name_not_in_the_cache(tmp_path, capsys, monkeypatch):
+    from huggingface_hub import constants
+    monkeypatch.setattr(constants, 'HF_HUB_OFFLINE', True)  # what HF_HUB_OFFLINE=1 sets
+    line = _main([f'variables.data_remote={tmp_path}', 'tokenizer.name=Qwen/Qwen2.5-7B'], capsys)
+    assert "tokenizer.name 'Qwen/Qwen2.5-7B' is not a folder here, not in the Hugging Face " \
+        "cache, and HF_HUB_OFFLINE is set" in line, line
