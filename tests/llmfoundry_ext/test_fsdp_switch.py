@@ -54,6 +54,7 @@ PROGRAM = textwrap.dedent('''
 ''')
 
 
+@pytest.mark.slow  # llm-foundry's train() up to Composer's FSDP set-up, twice
 def test_switch_keeps_fsdp_config_up_to_composers_trainer(tmp_path, mds_zstd, tokenizer_dir):
     overrides = [f'variables.data_remote={mds_zstd}', f'variables.data_local={tmp_path}/cache',
                  f'tokenizer.name={tokenizer_dir}', 'max_duration=1ba', 'save_folder=null',
