@@ -25,7 +25,8 @@ setup(
     name='oci-c4-recipes',
     version='0.1.0',
     description=__doc__,
-    packages=find_packages(include=['callbacks', 'callbacks.*', 'data_prep', 'data_prep.*']),
+    packages=find_packages(include=['callbacks', 'callbacks.*', 'data_prep', 'data_prep.*',
+                                    'llmfoundry_ext', 'llmfoundry_ext.*']),
     python_requires='>=3.10',
     install_requires=STACK,
     extras_require={'dev': ['pytest>=8', 'pytest-timeout', 'pytest-xdist', 'moto[server]>=5',
@@ -47,6 +48,10 @@ setup(
             'run_report=callbacks.run_report:RunReport',
             # added by train.py to runs that save to oci:// (save_num_checkpoints_to_keep there)
             'bucket_keep=data_prep.composer_ext.keep:BucketKeep',
+        ],
+        # MPT's `attn_config: {attn_impl: sdpa}` (torch's fused attention; llmfoundry_ext)
+        'llmfoundry_attention_implementations': [
+            'sdpa=llmfoundry_ext.attention:sdpa_attention',
         ],
     },
 )

@@ -10,6 +10,7 @@ root index the remote's; clears streaming shared memory that a crashed run left 
 live process holds). A failure before training starts still writes the run's report
 (run_metrics.json, status failed). Overrides are llm-foundry's: `max_duration=10ba`,
 `variables.data_remote=oci://bucket@namespace/c4_zstd`, `run_name=try2`.
+FSDP_AT_WORLD_SIZE_1=1 keeps a recipe's FSDP on one GPU (llm-foundry reverts to DDP there).
 """
 from __future__ import annotations
 
@@ -261,6 +262,7 @@ def main(argv: list[str]) -> int:
         print(__doc__.strip())
         return 0 if argv else 2
     yaml_path, overrides = argv[0], argv[1:]
+    import llmfoundry_ext
     preflight.quiet_known_warnings()
     from data_prep.streaming_ext import compat, install
     try:
@@ -271,6 +273,11 @@ def main(argv: list[str]) -> int:
         preflight.check_packages(cfg, yaml_path)
         preflight.check_sources(cfg, yaml_path)
         install()
+        try:  # MPT's attn_impl sdpa; FSDP_AT_WORLD_SIZE_1=1 keeps FSDP on one GPU
+            for change in llmfoundry_ext.install():
+                print(f'train.py: {change}', flush=True)
+        except ValueError as err:
+            raise ConfigError(str(err)) from None
         check_cache_free(cfg, yaml_path)
         sync_cached_indexes(cfg, yaml_path)
     except (ConfigError, preflight.Missing) as err:

@@ -14,11 +14,13 @@ clocks taken at FIT_START and every BATCH_END.
 MFU = model FLOP/s per device / peak FLOP/s per device. Model FLOPs come from the model's
 ``flops_per_batch(batch)`` (llm-foundry's MPT has it), taken on this rank and multiplied by the
 world size (ranks get equal batches). A model without one (llm-foundry 0.22's ``hf_causal_lm``)
-gets the same formula from its Hugging Face config (``estimate_flops``: 3 x (2 x parameters x
-sequence + 4 x layers x d_model x sequence^2) per sample, parameters counted at INIT, before
-FSDP shards them); ``flops_source`` in the summary says which. The peak is ``peak_flops_per_device``
-if given, else Composer's table for the detected GPU and precision (H100 SXM bf16: 989.5
-TFLOP/s); on a CPU there is none and MFU is null.
+gets the same formula from its Hugging Face config (``estimate_flops``: 3 x (2 x matmul
+parameters x sequence + 4 x layers x d_model x sequence^2) per sample, parameters counted at
+INIT, before FSDP shards them); ``flops_source`` in the summary says which. Matmul parameters,
+PaLM's convention: all of them but an input embedding not tied to the output layer (a lookup
+does no matmul: ~0.55B of Qwen2.5-7B's 7.6B; a tied one is the LM head's matmul, as in MPT).
+The peak is ``peak_flops_per_device`` if given, else Composer's table for the detected GPU and
+precision (H100 and H200 SXM bf16: 989.5 TFLOP/s); on a CPU there is none and MFU is null.
 
 yaml::
 
@@ -83,7 +85,7 @@ class Throughput(Callback):
 
     def init(self, state: State, logger: Logger) -> None:
         # Counted before Composer wraps the model (FSDP would leave only this rank's shard).
-        self.n_params = sum(p.numel() for p in state.model.parameters())
+        self.n_params = matmul_params(state.model)
 
     def fit_start(self, state: State, logger: Logger) -> None:
         self.world_size = dist.get_world_size()
@@ -178,11 +180,30 @@ class Throughput(Callback):
         }
 
 
+def matmul_params(model: Any) -> int:
+    """Parameters that do matmul work, PaLM's convention: all but the input embedding of a
+    model whose embedding is not tied to its output layer (Hugging Face's
+    get_input_embeddings / get_output_embeddings, on the model or inside Composer's wrapper)."""
+    total = sum(p.numel() for p in model.parameters())
+    for candidate in (model, getattr(model, 'model', None)):
+        try:
+            emb, head = candidate.get_input_embeddings(), candidate.get_output_embeddings()
+        except (AttributeError, NotImplementedError):
+            continue
+        weight, head_weight = getattr(emb, 'weight', None), getattr(head, 'weight', None)
+        if weight is None or head_weight is None:
+            continue
+        # tied: the embedding is the output layer's matmul; untied: a lookup, no matmul
+        return total if head_weight is weight else total - weight.numel()
+    return total
+
+
 def estimate_flops(config: Any, n_params: Optional[int], batch: Any) -> Optional[float]:
     """Training FLOPs of one batch for a decoder-only model from its Hugging Face config: the
     formula of llm-foundry's MPT flops_per_batch (forward 2 x params per token plus attention
-    2 x 2 x d_model x seq^2 per layer, x3 for forward and backward). None when the config does
-    not say its layers and width, or the parameter count is unknown."""
+    2 x 2 x d_model x seq^2 per layer, x3 for forward and backward), `n_params` being the
+    parameters that do matmul work (`matmul_params`). None when the config does not say its
+    layers and width, or the parameter count is unknown."""
     layers = getattr(config, 'num_hidden_layers', None)
     width = getattr(config, 'hidden_size', None)
     ids = batch.get('input_ids') if hasattr(batch, 'get') else None

@@ -55,6 +55,16 @@ if [[ -d $site/pyarrow ]]; then
          -delete
 fi
 rm -f "$site"/PIL/_avif.*.so "$site"/pillow.libs/libavif-* "$site"/zstandard/_cffi.*.so
+# The oci SDK's 170+ service clients (240 of its 244 MB; `import oci` loads them lazily), each a
+# folder with models/: our client uses object_storage; `import oci` needs work_requests (its
+# waiter) and dns (its pagination); instance-principal sign-in calls identity.
+for models in "$site"/oci/*/models; do
+    [[ -d $models ]] || continue
+    case $(basename "$(dirname "$models")") in
+        object_storage|work_requests|dns|identity) ;;
+        *) rm -rf "$(dirname "$models")" ;;
+    esac
+done
 # Debug symbols: half of pyarrow's libarrow, most of zstd's and zstandard's modules (60 MB).
 if command -v strip >/dev/null; then
     find "$site" -type f \( -name '*.so' -o -name '*.so.*' \) -print0 \
