@@ -35,7 +35,8 @@ PEAK = 1e10              # FLOP/s per device given to the throughput callback: M
 
 @pytest.fixture(scope='module')
 def store(mds_zstd, tmp_path_factory):
-    """The local store (a real subprocess) holding the zstd MDS sample under c4_zstd/train."""
+    """The local store (a real subprocess) holding the zstd MDS sample under c4_zstd/train
+    and c4_zstd/validation."""
     from data_prep.servers.oci_store import start_store
     from data_prep.storage.oci.client import upload_file
     data = tmp_path_factory.mktemp('cb_store')
@@ -44,8 +45,8 @@ def store(mds_zstd, tmp_path_factory):
         with pytest.MonkeyPatch.context() as mp:
             for k, v in st.env().items():
                 mp.setenv(k, v)
-            for f in sorted((mds_zstd / 'train').iterdir()):
-                upload_file(str(f), BUCKET, 'local', f'{PREFIX}/train/{f.name}')
+            for f in sorted(mds_zstd.glob('*/*')):
+                upload_file(str(f), BUCKET, 'local', f'{PREFIX}/{f.parent.name}/{f.name}')
         yield st
     finally:
         st.stop()
