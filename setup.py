@@ -45,6 +45,8 @@ setup(
             'cache_stats=callbacks.cache_stats:CacheStats',
             'throughput=callbacks.throughput:Throughput',
             'run_report=callbacks.run_report:RunReport',
+            # added by train.py to runs that save to oci:// (save_num_checkpoints_to_keep there)
+            'bucket_keep=data_prep.composer_ext.keep:BucketKeep',
         ],
     },
 )

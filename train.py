@@ -174,12 +174,47 @@ def check_config(cfg: DictConfig, where: str) -> None:
     except Exception as err:  # llm-foundry raises several types; the message is what matters
         raise ConfigError(f'{where}: {err}') from None
     check_dataset_keys(cfg, where)
+    from data_prep import composer_ext
     from data_prep.storage import RemoteError, check_url
+    save = cfg.get('save_folder')
+    try:  # before any check: checkpoints in oci:// go through our client from here on
+        composer_ext.install(oci_urls(cfg))
+    except RemoteError as err:
+        raise ConfigError(f'{where}: {err}') from None
     for url in remotes(cfg):
         try:
-            check_url(url)
+            if url == save and url.startswith('oci://'):
+                # with the store Composer will save through
+                composer_ext.check_folder(url, str(cfg.get('run_name')))
+            else:
+                check_url(url)
         except RemoteError as err:
             raise ConfigError(f'{where}: {err}') from None
+
+
+def oci_urls(cfg: DictConfig) -> list[str]:
+    """Every oci:// URL anywhere in the config (save_folder, load_path, callbacks' folders)."""
+    found, todo = [], [om.to_container(cfg, resolve=True)]
+    while todo:
+        item = todo.pop()
+        if isinstance(item, dict):
+            todo.extend(item.values())
+        elif isinstance(item, list):
+            todo.extend(item)
+        elif isinstance(item, str) and item.startswith('oci://'):
+            found.append(item)
+    return found
+
+
+def keep_in_bucket(cfg: DictConfig) -> None:
+    """Checkpoints in oci://: our bucket_keep callback applies save_num_checkpoints_to_keep to
+    the bucket as well (data_prep/composer_ext/keep.py); Composer prunes local copies only."""
+    save = cfg.get('save_folder')
+    if isinstance(save, str) and save.startswith('oci://'):
+        if not cfg.get('callbacks'):
+            cfg.callbacks = {}
+        if 'bucket_keep' not in cfg.callbacks:
+            cfg.callbacks.bucket_keep = {}
 
 
 class _PreFitReport:
@@ -238,6 +273,13 @@ def main(argv: list[str]) -> int:
     # A crashed run's leftovers make the next one fail (FileExistsError); a live run's stay.
     compat.clean_stale_shared_memory()
 
+    keep_in_bucket(cfg)
+    if os.environ.get('LOCAL_RANK', '0') == '0':  # the latest checkpoint comes from the bucket
+        from data_prep import composer_ext
+        save = cfg.get('save_folder')
+        for path in composer_ext.forget_autoresume_copy(save, cfg.get('run_name')) if save else ():
+            print(f'train.py: removed {path} (an earlier autoresume download; the bucket has '
+                  f'the latest checkpoint)', flush=True)
     from llmfoundry.command_utils.train import train
     report = _PreFitReport(cfg)
     try:
@@ -252,6 +294,12 @@ def main(argv: list[str]) -> int:
               f'{cfg.get("max_duration")} (checkpoints in {cfg.get("save_folder")}); nothing to do')
     return 0
 
+
+if __name__ == '__mp_main__':
+    # A process Composer spawns to upload checkpoints imports this file under this name before
+    # it builds its object store: ours must be there too (the namespaces come in the env).
+    from data_prep import composer_ext
+    composer_ext.install()
 
 if __name__ == '__main__':
     sys.exit(main(sys.argv[1:]))

@@ -64,3 +64,33 @@ def store_for(url: str):
     """The object store Composer builds for `url` (ours for oci:// once installed)."""
     from composer.utils.file_helpers import maybe_create_object_store_from_uri
     return maybe_create_object_store_from_uri(url)
+
+
+def check_folder(url: str, run_name: str) -> None:
+    """Fails in one line (RemoteError) unless the store Composer builds for the save_folder
+    `url` can list that folder: the bucket exists, the credentials are accepted, the endpoint
+    answers."""
+    from composer.utils.file_helpers import format_name_with_dist, parse_uri
+    store_for(url).check(parse_uri(format_name_with_dist(url, run_name))[2])
+
+
+def forget_autoresume_copy(save_folder: str, run_name: str) -> list[str]:
+    """Delete the copy of the latest checkpoint that Composer's autoresume downloaded from a
+    bucket on an earlier start, and return what was deleted.
+
+    For a non-sharded checkpoint Composer downloads `latest-rank{rank}.pt` into the save_folder
+    URL read as a local path (./oci:/bucket@namespace/...), and on the next start it loads that
+    copy without asking the bucket: a run resumed once, then saved newer checkpoints, then
+    restarted, would go back to the old copy. Call on local rank 0 before the trainer starts."""
+    if '://' not in save_folder:
+        return []
+    from composer.utils.file_helpers import format_name_with_dist
+    folder = os.path.abspath(format_name_with_dist(save_folder, run_name))
+    if not os.path.isdir(folder):
+        return []
+    gone = []
+    for name in sorted(os.listdir(folder)):
+        if name.startswith('latest-rank') and name.endswith('.pt'):
+            os.remove(os.path.join(folder, name))
+            gone.append(os.path.join(folder, name))
+    return gone

@@ -107,11 +107,12 @@ class OCIStore(ObjectStore):
         with _translated(self):
             delete_object(self.bucket, self.namespace, self._name(object_name))
 
-    def check(self) -> None:
-        """One cheap listing: the bucket exists, the credentials are accepted, the endpoint
-        answers. Any failure is a RemoteError of one line."""
+    def check(self, folder: str = '') -> None:
+        """One cheap listing in `folder`: the bucket exists, the credentials are accepted, the
+        endpoint answers. Any failure is a RemoteError of one line."""
+        probe = '/'.join(p for p in (folder.strip('/'), '.probe-') if p)
         try:
-            list_objects(self.bucket, self.namespace, self.prefix + '.probe-')
+            list_objects(self.bucket, self.namespace, self._name(probe))
         except RemoteError:
             raise
         except Exception as e:

@@ -124,7 +124,7 @@ def start_store(data_dir, port: int = 0, knobs: Knobs | None = None, log_path=No
            '--latency-ms', str(knobs.latency_ms),
            '--bandwidth-mbps', str(knobs.bandwidth_mbps), '--fault-rate', str(knobs.fault_rate),
            '--fault-kinds', ','.join(knobs.fault_kinds), '--fault-match', knobs.fault_match,
-           '--idle-timeout-s', str(knobs.idle_timeout_s)]
+           '--idle-timeout-s', str(knobs.idle_timeout_s), '--shape-match', knobs.shape_match]
     if knobs.seed is not None:
         cmd += ['--seed', str(knobs.seed)]
     for b in buckets:
@@ -150,7 +150,7 @@ def start_store(data_dir, port: int = 0, knobs: Knobs | None = None, log_path=No
 
 def _serve(args) -> int:
     knobs = Knobs(args.latency_ms, args.bandwidth_mbps, args.fault_rate, args.fault_kinds,
-                  args.seed, args.fault_match, args.idle_timeout_s)
+                  args.seed, args.fault_match, args.idle_timeout_s, args.shape_match)
     try:
         server = StoreServer(args.data_dir, args.port, knobs, args.log)
     except OSError as e:
@@ -199,7 +199,7 @@ def _start(args) -> int:
     run = background.run_dir(args.data_dir)
     run.mkdir(parents=True, exist_ok=True)
     knobs = Knobs(args.latency_ms, args.bandwidth_mbps, args.fault_rate, args.fault_kinds,
-                  args.seed, args.fault_match, args.idle_timeout_s)
+                  args.seed, args.fault_match, args.idle_timeout_s, args.shape_match)
     store = start_store(args.data_dir, args.port, knobs, run / 'requests.jsonl',
                         args.bucket or DEFAULT_BUCKETS)
     info = background.record(args.data_dir, 'store', store.proc.pid, store.port, store.endpoint)
@@ -253,6 +253,10 @@ def main(argv=None) -> int:
     knob.add_argument('--fault-match', default=env.fault_match,
                       help='regex on "METHOD /path": only matching requests may fail, e.g. '
                            '"GET .*/o/" (env OCI_STORE_FAULT_MATCH, default all)')
+    knob.add_argument('--shape-match', default=env.shape_match,
+                      help='regex on "METHOD /path": only matching requests are held to '
+                           '--bandwidth-mbps, e.g. "PUT .*-ba12-" (env OCI_STORE_SHAPE_MATCH, '
+                           'default all)')
     knob.add_argument('--seed', type=int, default=env.seed,
                       help='seed for the fault sequence (env OCI_STORE_SEED)')
     knob.add_argument('--idle-timeout-s', type=float, default=env.idle_timeout_s,
@@ -272,7 +276,7 @@ def main(argv=None) -> int:
     try:
         if getattr(args, 'fault_rate', None) is not None:
             Knobs(args.latency_ms, args.bandwidth_mbps, args.fault_rate, args.fault_kinds,
-                  args.seed, args.fault_match, args.idle_timeout_s).check()
+                  args.seed, args.fault_match, args.idle_timeout_s, args.shape_match).check()
         return {'serve': _serve, 'start': _start, 'stop': _stop, 'status': _status}[args.cmd](args)
     except (ValueError, OSError, RuntimeError) as e:
         print(f'oci_store: {e}', file=sys.stderr)

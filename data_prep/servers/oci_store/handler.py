@@ -55,6 +55,7 @@ class Knobs:
     seed: int | None = None       # makes the fault sequence repeatable
     fault_match: str = ''         # regex on "METHOD /path": only matching requests may fail
     idle_timeout_s: float = 60.0  # a client silent this long is dropped (its temp file too)
+    shape_match: str = ''         # regex on "METHOD /path": only matching requests are shaped
 
     @classmethod
     def from_env(cls) -> 'Knobs':
@@ -64,7 +65,8 @@ class Knobs:
                    fault_kinds=env_value('OCI_STORE_FAULT_KINDS', FAULT_KINDS, _kinds),
                    seed=env_value('OCI_STORE_SEED', None, int),
                    fault_match=os.environ.get('OCI_STORE_FAULT_MATCH', ''),
-                   idle_timeout_s=env_value('OCI_STORE_IDLE_TIMEOUT_S', 60.0, float))
+                   idle_timeout_s=env_value('OCI_STORE_IDLE_TIMEOUT_S', 60.0, float),
+                   shape_match=os.environ.get('OCI_STORE_SHAPE_MATCH', ''))
 
     def check(self) -> 'Knobs':
         if self.latency_ms < 0 or self.bandwidth_mbps < 0:
@@ -74,10 +76,11 @@ class Knobs:
         if not 0 <= self.fault_rate <= 1:
             raise ValueError(f'fault rate must be between 0 and 1, got {self.fault_rate}')
         self.fault_kinds = _kinds(self.fault_kinds)
-        try:
-            re.compile(self.fault_match)
-        except re.error as e:
-            raise ValueError(f'fault match {self.fault_match!r} is not a regex: {e}')
+        for what, pattern in (('fault', self.fault_match), ('shape', self.shape_match)):
+            try:
+                re.compile(pattern)
+            except re.error as e:
+                raise ValueError(f'{what} match {pattern!r} is not a regex: {e}')
         return self
 
 
@@ -144,6 +147,7 @@ class Handler(BaseHTTPRequestHandler):
     def _dispatch(self):
         self.t0, self.sent, self.received, self.fault = time.monotonic(), 0, 0, None
         self.status, self.shaped, self.started = 0, 0, False
+        self.rate = self.server.knobs.bandwidth_mbps * 1e6  # bytes/s, 0 = unshaped
         self.body_started, self.body_done, self.want_sha256 = False, False, None
         server: StoreServer = self.server
         if self.path == SETTLE_PATH:  # not a store request: see RunningStore.requests
@@ -155,6 +159,9 @@ class Handler(BaseHTTPRequestHandler):
             split = urlsplit(self.path)
             self.query = {k: v[0] for k, v in parse_qs(split.query).items()}
             self.route = split.path
+            if server.knobs.shape_match and not re.search(
+                    server.knobs.shape_match, f'{self.command} {unquote(split.path)}'):
+                self.rate = 0
             if server.knobs.latency_ms:
                 time.sleep(server.knobs.latency_ms / 1000)
             self.want_sha256 = verify(self.command, self.path, self.headers, server.public_key,
@@ -248,7 +255,7 @@ class Handler(BaseHTTPRequestHandler):
 
     def _throttle(self, nbytes: int):
         """Sleep so this connection stays under the configured MB/s."""
-        rate = self.server.knobs.bandwidth_mbps * 1e6
+        rate = self.rate
         if rate:  # the clock starts with the body, so latency does not count as transfer
             if not self.shaped:
                 self.shape_t0 = time.monotonic()
@@ -259,7 +266,7 @@ class Handler(BaseHTTPRequestHandler):
 
     def _step(self) -> int:
         """Write size: about 10 ms of transfer when shaped, so sleeps stay coarse."""
-        rate = self.server.knobs.bandwidth_mbps * 1e6
+        rate = self.rate
         return CHUNK if not rate else int(min(max(rate / 100, 16 << 10), CHUNK))
 
     def _send_bytes(self, data: bytes):
@@ -273,7 +280,7 @@ class Handler(BaseHTTPRequestHandler):
         """`count` bytes from `offset` of an open file (the version whose size was sent)."""
         if self.fault == 'reset':  # half the body, then a reset: a truncated transfer
             count = count // 2
-        if not self.server.knobs.bandwidth_mbps:
+        if not self.rate:
             while count > 0:  # sendfile: the store must not be the bottleneck
                 n = self.connection.sendfile(f, offset, count)
                 if not n:
