@@ -45,8 +45,8 @@ Where else the figures go, at FIT_END (rank 0):
   was logged at FIT_END only when the run's length is not a multiple of its interval, so this
   callback prints them on the console itself (``Run <name>: <value>``);
 - next to the checkpoints: run_metrics.json and steps.jsonl are copied into the trainer's
-  ``save_folder`` (a local folder), or uploaded through Composer's logger (``oci://``,
-  ``s3://``: the object store Composer uses for the checkpoints), so they outlive the node.
+  ``save_folder`` (a local folder), or uploaded by Composer's checkpoint uploader (``oci://``,
+  ``s3://``: the object store it saves the checkpoints through), so they outlive the node.
 
 yaml::
 
@@ -60,6 +60,7 @@ import datetime
 import json
 import logging
 import os
+import pathlib
 import shutil
 import sys
 from typing import Any, Optional
@@ -67,7 +68,7 @@ from typing import Any, Optional
 from composer.callbacks import CheckpointSaver
 from composer.core import Callback, State
 from composer.loggers import ConsoleLogger, Logger
-from composer.utils import dist, format_name_with_dist, parse_uri
+from composer.utils import dist, format_name_with_dist
 
 from callbacks._common import (
     DEFAULT_FOLDER,
@@ -238,7 +239,7 @@ class RunReport(Callback):
         report = self._report(state, status, parts, partial=False)
         write_json(self.metrics_path, report)
         self._log_run_level(state, logger, report)
-        self._copy_to_save_folder(state, logger)
+        self._copy_to_save_folder(state)
         log.info('run_report: %s %s', self.metrics_path, json.dumps(
             {k: report.get(k) for k in ('status', 'steps', 'wall_s', 'throughput_samples_per_s',
                                         'data_wait_fraction', 'cache_hit_rate', 'eval_loss')}))
@@ -255,19 +256,23 @@ class RunReport(Callback):
                     dest.logged_metrics.pop(key, None)
                 dest.log_to_console(metrics, state, prefix='Run ')
 
-    def _copy_to_save_folder(self, state: State, logger: Logger) -> None:
-        """The two files beside the checkpoints: copied into a local save_folder, uploaded
-        through Composer's logger (its uploader for the save_folder's bucket) for a URI."""
+    def _copy_to_save_folder(self, state: State) -> None:
+        """The two files beside the checkpoints: copied into a local save_folder; for a URI,
+        uploaded by the checkpoint saver's own uploader (the object store Composer saves the
+        checkpoints through; its FIT_END, after this one, waits for the uploads)."""
         saver = find_callback(state, CheckpointSaver)
         if saver is None or not saver.folder:
             return
-        folder = format_name_with_dist(saver.folder, state.run_name)
-        backend, _, path = parse_uri(folder)
+        # For a URI save_folder, saver.folder is a local temporary folder; the uploader holds
+        # the save_folder's path in its bucket (checkpoint names are bucket-relative too).
+        uploader = saver.remote_uploader
+        folder = format_name_with_dist(uploader.path if uploader else saver.folder,
+                                       state.run_name)
         for name in (METRICS_FILE, STEPS_FILE):
             src = os.path.join(self.folder, name)
-            if backend:
-                logger.upload_file(remote_file_name=os.path.join(path, name), file_path=src,
-                                   overwrite=True)
+            if uploader is not None:
+                uploader.upload_file_async(remote_file_name=os.path.join(folder, name),
+                                           file_path=pathlib.Path(src), overwrite=True)
             else:
                 os.makedirs(folder, exist_ok=True)
                 shutil.copyfile(src, os.path.join(folder, name))
