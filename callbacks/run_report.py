@@ -35,7 +35,9 @@ Evaluations (an ``eval_loader`` in the yaml): every EVAL_END adds ``{"step", "la
 "loss", "perplexity"}`` to ``evals`` in run_metrics.json (loss = the evaluator's
 ``LanguageCrossEntropy``, perplexity its ``LanguagePerplexity``); ``eval_loss`` and
 ``eval_perplexity`` are the last evaluation's, ``eval_s`` the time spent evaluating and
-``eval_fraction`` its share of the wall time.
+``eval_fraction`` its share of the wall time. Composer runs the last evaluation of a run whose
+length is not a multiple of ``eval_interval`` after FIT_END: the report (file, loggers, the
+copy in save_folder) is then updated with it.
 
 Where else the figures go, at FIT_END (rank 0):
 
@@ -173,6 +175,8 @@ class RunReport(Callback):
         self._losses: list[Optional[float]] = []
         self.evals: list[dict[str, Any]] = []
         self._eval_start: Optional[float] = None
+        self._final: Optional[dict[str, Any]] = None  # rank 0's report written at FIT_END
+        self._post_fit_s = 0.0
 
     # ------------------------------------------------------------------ paths
     @property
@@ -191,7 +195,7 @@ class RunReport(Callback):
         self._fit_start, self._started_at = now(), _iso()
         self._max_duration = state.max_duration
         self._written_steps, self._finished = 0, False
-        self._losses, self.evals = [], []
+        self._losses, self.evals, self._final, self._post_fit_s = [], [], None, 0.0
         if is_rank_zero():
             os.makedirs(self.folder, exist_ok=True)
             write_jsonl(self.steps_path, [])
@@ -215,6 +219,17 @@ class RunReport(Callback):
             if name in metrics:  # computed by the trainer before EVAL_END: cached, no collective
                 row[key] = float(metrics[name].compute())
         self.evals.append(row)
+        if self._finished and self._final is not None and is_rank_zero():
+            # Composer runs a run's last evaluation after the callbacks' FIT_END when the run's
+            # length is not a multiple of eval_interval: add it to the report written then.
+            self._post_fit_s += row['s'] or 0.0
+            wall = (self._final['wall_s'] or 0.0) + self._post_fit_s
+            report = {**self._final, **self._eval_fields(wall)}
+            self._final = report
+            write_json(self.metrics_path, report)
+            logger.log_metrics({k: v for k, v in run_level_metrics(report).items()
+                                if k.startswith('eval/')})
+            self._copy_to_save_folder(state)
 
     def fit_end(self, state: State, logger: Logger) -> None:
         # Collectives first, on every rank and in the same order, then rank 0 writes.
@@ -238,6 +253,7 @@ class RunReport(Callback):
         self._written_steps = len(rows)
         report = self._report(state, status, parts, partial=False)
         write_json(self.metrics_path, report)
+        self._final = report
         self._log_run_level(state, logger, report)
         self._copy_to_save_folder(state)
         log.info('run_report: %s %s', self.metrics_path, json.dumps(
@@ -329,13 +345,8 @@ class RunReport(Callback):
             **_device(),
         }
         eval_s = sum(e['s'] or 0.0 for e in self.evals)
-        last = self.evals[-1] if self.evals else {}
-        report.update({
-            'train_loss': next((x for x in reversed(self._losses) if x is not None), None),
-            'eval_loss': last.get('loss'), 'eval_perplexity': last.get('perplexity'),
-            'eval_step': last.get('step'), 'eval_s': r(eval_s) if self.evals else None,
-            'eval_fraction': r(eval_s / wall) if self.evals and wall else None,
-            'evals': self.evals})
+        report['train_loss'] = next((x for x in reversed(self._losses) if x is not None), None)
+        report.update(self._eval_fields(wall))
         keys = ['time_to_first_batch_s',
                 'throughput_samples_per_s', 'throughput_tokens_per_s',
                 'throughput_samples_per_s_per_device', 'throughput_tokens_per_s_per_device',
@@ -357,6 +368,14 @@ class RunReport(Callback):
         if report['data_wait_s'] is not None and train_wall:
             report['data_wait_fraction'] = r(report['data_wait_s'] / train_wall)
         return report
+
+    def _eval_fields(self, wall: Optional[float]) -> dict[str, Any]:
+        eval_s = sum(e['s'] or 0.0 for e in self.evals)
+        last = self.evals[-1] if self.evals else {}
+        return {'eval_loss': last.get('loss'), 'eval_perplexity': last.get('perplexity'),
+                'eval_step': last.get('step'), 'eval_s': r(eval_s) if self.evals else None,
+                'eval_fraction': r(eval_s / wall) if self.evals and wall else None,
+                'evals': list(self.evals)}
 
     def _step_rows(self, state: State, wait_per_rank: Optional[list[list[float]]] = None,
                    start: int = 0) -> list[dict]:
