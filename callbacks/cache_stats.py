@@ -115,8 +115,9 @@ class CacheStats(Callback):
     +--------------------------------+---------------------------------------------------------+
     | ``cache/bytes_downloaded``     | BATCH_END: their bytes so far                           |
     +--------------------------------+---------------------------------------------------------+
-    | ``cache/run/<key>``            | FIT_END, all ranks summed: cache_hits, cache_misses,    |
-    |                                | cache_hit_rate, bytes_downloaded, cache_evictions,      |
+    | ``cache/run/<key>``            | FIT_END, by ``run_report``, all ranks summed:           |
+    |                                | cache_hits, cache_misses, cache_hit_rate,               |
+    |                                | bytes_downloaded, cache_evictions,                      |
     |                                | cache_shards_at_start/_at_end, cache_bytes_at_end       |
     +--------------------------------+---------------------------------------------------------+
     """
@@ -148,11 +149,6 @@ class CacheStats(Callback):
         self._sample_touched()
         logger.log_metrics({'cache/downloads': int(self.counters[_DOWNLOADS]),
                             'cache/bytes_downloaded': int(self.counters[_BYTES])})
-
-    def fit_end(self, state: State, logger: Logger) -> None:
-        s = self.summary(state)
-        logger.log_metrics({f'cache/run/{k}': v for k, v in s.items()
-                            if isinstance(v, (int, float)) and not isinstance(v, bool)})
 
     def _counting(self, downloader):
         if isinstance(downloader, _CountingDownloader):

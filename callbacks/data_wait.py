@@ -76,8 +76,8 @@ class DataWait(Callback):
     | ``data_wait/fraction``         | BATCH_END: that time / the step's wall time             |
     |                                | (BEFORE_DATALOADER to BATCH_END)                        |
     +--------------------------------+---------------------------------------------------------+
-    | ``data_wait/run/<key>``        | FIT_END: every number of ``summary()`` (data_wait_s,    |
-    |                                | data_wait_fraction, p50/p95/max ms, time to first batch)|
+    | ``data_wait/run/<key>``        | FIT_END, by ``run_report``: the numbers of ``summary()``|
+    |                                | (data_wait_s, fraction, p50/p95/max ms, first batch)    |
     +--------------------------------+---------------------------------------------------------+
     """
 
@@ -131,9 +131,6 @@ class DataWait(Callback):
         if self._timed is not None and state.dataloader is self._timed:
             state.set_dataloader(self._timed.loader, state.dataloader_label or 'train',
                                  state.dataloader_len if state.dataloader_len is not None else -1)
-        summary = self.summary(state)
-        logger.log_metrics({f'data_wait/run/{k}': v for k, v in summary.items()
-                            if isinstance(v, (int, float)) and v is not None})
 
     # ------------------------------------------------------------------ results
     def local_summary(self) -> dict[str, Any]:

@@ -25,8 +25,30 @@ FIT_END with every rank's data wait::
      "data_wait_ms": 2950.1, "data_wait_ms_max": 2950.1, "data_wait_ms_per_rank": [2950.1],
      "data_wait_fraction": 0.919}
 
-``t_s`` is seconds since FIT_START at the step's end, ``step_s`` the step's wall time (rank 0),
-``data_wait_ms`` the mean over ranks and ``data_wait_fraction`` = data_wait_ms / step_s.
+``t_s`` is training seconds since FIT_START at the step's end (evaluations left out),
+``step_s`` the step's wall time (rank 0), ``loss`` the step's training loss (Composer's
+``loss/train/total``, the mean over ranks, unrounded: runs over the same samples in the same order
+give the same losses), ``data_wait_ms`` the mean over ranks and ``data_wait_fraction`` =
+data_wait_ms / step_s.
+
+Evaluations (an ``eval_loader`` in the yaml): every EVAL_END adds ``{"step", "label", "s",
+"loss", "perplexity"}`` to ``evals`` in run_metrics.json (loss = the evaluator's
+``LanguageCrossEntropy``, perplexity its ``LanguagePerplexity``); ``eval_loss`` and
+``eval_perplexity`` are the last evaluation's, ``eval_s`` the time spent evaluating and
+``eval_fraction`` its share of the wall time. Composer runs the last evaluation of a run whose
+length is not a multiple of ``eval_interval`` after FIT_END: the report (file, loggers, the
+copy in save_folder) is then updated with it.
+
+Where else the figures go, at FIT_END (rank 0):
+
+- every logger the yaml configures (MLflow, W&B, TensorBoard, the console): each number of
+  run_metrics.json as ``<group>/run/<key>`` through Composer's ``logger.log_metrics`` (groups:
+  throughput, data_wait, cache, eval, loss, time, memory). Composer's console logger prints what
+  was logged at FIT_END only when the run's length is not a multiple of its interval, so this
+  callback prints them on the console itself (``Run <name>: <value>``);
+- next to the checkpoints: run_metrics.json and steps.jsonl are copied into the trainer's
+  ``save_folder`` (a local folder), or uploaded by Composer's checkpoint uploader (``oci://``,
+  ``s3://``: the object store it saves the checkpoints through), so they outlive the node.
 
 yaml::
 
@@ -40,12 +62,15 @@ import datetime
 import json
 import logging
 import os
+import pathlib
+import shutil
 import sys
 from typing import Any, Optional
 
+from composer.callbacks import CheckpointSaver
 from composer.core import Callback, State
-from composer.loggers import Logger
-from composer.utils import dist
+from composer.loggers import ConsoleLogger, Logger
+from composer.utils import dist, format_name_with_dist
 
 from callbacks._common import (
     DEFAULT_FOLDER,
@@ -65,6 +90,13 @@ log = logging.getLogger(__name__)
 
 METRICS_FILE = 'run_metrics.json'
 STEPS_FILE = 'steps.jsonl'
+# llm-foundry's causal LM eval metrics (MPT, hf_causal_lm), as run_metrics.json names them
+EVAL_METRICS = {'LanguageCrossEntropy': 'loss', 'LanguagePerplexity': 'perplexity'}
+# Logger name groups of run_metrics.json's numbers: `<group>/run/<key>`, first prefix that fits
+GROUPS = (('throughput_', 'throughput'), ('mfu', 'throughput'), ('data_wait_', 'data_wait'),
+          ('time_to_first_batch_s', 'data_wait'), ('cache_', 'cache'),
+          ('bytes_downloaded', 'cache'), ('eval_', 'eval'), ('train_loss', 'loss'),
+          ('wall_s', 'time'), ('peak_gpu_memory_gib', 'memory'))
 
 
 _fit_started = False  # set by any RunReport of this process at FIT_START
@@ -99,6 +131,18 @@ def write_failed_before_fit(folder: str, run_name: Optional[str], err: BaseExcep
     return path
 
 
+def run_level_metrics(report: dict[str, Any]) -> dict[str, float]:
+    """The numbers of a report as logger metrics, ``<group>/run/<key>`` (see GROUPS)."""
+    out = {}
+    for key, value in report.items():
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            continue
+        group = next((g for prefix, g in GROUPS if key.startswith(prefix)), None)
+        if group:
+            out[f'{group}/run/{key}'] = value
+    return out
+
+
 def _iso() -> str:
     return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec='seconds')
 
@@ -128,6 +172,11 @@ class RunReport(Callback):
         self._max_duration = None
         self._written_steps = 0
         self._finished = False
+        self._losses: list[Optional[float]] = []
+        self.evals: list[dict[str, Any]] = []
+        self._eval_start: Optional[float] = None
+        self._final: Optional[dict[str, Any]] = None  # rank 0's report written at FIT_END
+        self._post_fit_s = 0.0
 
     # ------------------------------------------------------------------ paths
     @property
@@ -146,14 +195,41 @@ class RunReport(Callback):
         self._fit_start, self._started_at = now(), _iso()
         self._max_duration = state.max_duration
         self._written_steps, self._finished = 0, False
+        self._losses, self.evals, self._final, self._post_fit_s = [], [], None, 0.0
         if is_rank_zero():
             os.makedirs(self.folder, exist_ok=True)
             write_jsonl(self.steps_path, [])
             write_json(self.metrics_path, self._report(state, 'running', {}, partial=True))
 
     def batch_end(self, state: State, logger: Logger) -> None:
+        self._losses.append((state.total_loss_dict or {}).get('loss/train/total'))
         if is_rank_zero():
             self._append_steps(state)
+
+    def eval_start(self, state: State, logger: Logger) -> None:
+        self._eval_start = now()
+
+    def eval_end(self, state: State, logger: Logger) -> None:
+        spent = now() - self._eval_start if self._eval_start is not None else None
+        self._eval_start = None
+        label = state.dataloader_label
+        row: dict[str, Any] = {'step': int(state.timestamp.batch), 'label': label, 's': r(spent)}
+        metrics = state.eval_metrics.get(label, {}) if label else {}
+        for name, key in EVAL_METRICS.items():
+            if name in metrics:  # computed by the trainer before EVAL_END: cached, no collective
+                row[key] = float(metrics[name].compute())
+        self.evals.append(row)
+        if self._finished and self._final is not None and is_rank_zero():
+            # Composer runs a run's last evaluation after the callbacks' FIT_END when the run's
+            # length is not a multiple of eval_interval: add it to the report written then.
+            self._post_fit_s += row['s'] or 0.0
+            wall = (self._final['wall_s'] or 0.0) + self._post_fit_s
+            report = {**self._final, **self._eval_fields(wall)}
+            self._final = report
+            write_json(self.metrics_path, report)
+            logger.log_metrics({k: v for k, v in run_level_metrics(report).items()
+                                if k.startswith('eval/')})
+            self._copy_to_save_folder(state)
 
     def fit_end(self, state: State, logger: Logger) -> None:
         # Collectives first, on every rank and in the same order, then rank 0 writes.
@@ -177,9 +253,45 @@ class RunReport(Callback):
         self._written_steps = len(rows)
         report = self._report(state, status, parts, partial=False)
         write_json(self.metrics_path, report)
+        self._final = report
+        self._log_run_level(state, logger, report)
+        self._copy_to_save_folder(state)
         log.info('run_report: %s %s', self.metrics_path, json.dumps(
             {k: report.get(k) for k in ('status', 'steps', 'wall_s', 'throughput_samples_per_s',
-                                        'data_wait_fraction', 'cache_hit_rate')}))
+                                        'data_wait_fraction', 'cache_hit_rate', 'eval_loss')}))
+
+    @staticmethod
+    def _log_run_level(state: State, logger: Logger, report: dict[str, Any]) -> None:
+        metrics = run_level_metrics(report)
+        logger.log_metrics(metrics)
+        # Composer runs loggers after callbacks; its console logger then prints what was logged
+        # at FIT_END only if the last step was not just printed. Print them here, once.
+        for dest in logger.destinations:
+            if isinstance(dest, ConsoleLogger):
+                for key in metrics:
+                    dest.logged_metrics.pop(key, None)
+                dest.log_to_console(metrics, state, prefix='Run ')
+
+    def _copy_to_save_folder(self, state: State) -> None:
+        """The two files beside the checkpoints: copied into a local save_folder; for a URI,
+        uploaded by the checkpoint saver's own uploader (the object store Composer saves the
+        checkpoints through; its FIT_END, after this one, waits for the uploads)."""
+        saver = find_callback(state, CheckpointSaver)
+        if saver is None or not saver.folder:
+            return
+        # For a URI save_folder, saver.folder is a local temporary folder; the uploader holds
+        # the save_folder's path in its bucket (checkpoint names are bucket-relative too).
+        uploader = saver.remote_uploader
+        folder = format_name_with_dist(uploader.path if uploader else saver.folder,
+                                       state.run_name)
+        for name in (METRICS_FILE, STEPS_FILE):
+            src = os.path.join(self.folder, name)
+            if uploader is not None:
+                uploader.upload_file_async(remote_file_name=os.path.join(folder, name),
+                                           file_path=pathlib.Path(src), overwrite=True)
+            else:
+                os.makedirs(folder, exist_ok=True)
+                shutil.copyfile(src, os.path.join(folder, name))
 
     def close(self, state: State, logger: Logger) -> None:
         if self._finished or self.folder is None or not is_rank_zero():
@@ -232,6 +344,9 @@ class RunReport(Callback):
             'wall_s': r(wall),
             **_device(),
         }
+        eval_s = sum(e['s'] or 0.0 for e in self.evals)
+        report['train_loss'] = next((x for x in reversed(self._losses) if x is not None), None)
+        report.update(self._eval_fields(wall))
         keys = ['time_to_first_batch_s',
                 'throughput_samples_per_s', 'throughput_tokens_per_s',
                 'throughput_samples_per_s_per_device', 'throughput_tokens_per_s_per_device',
@@ -247,10 +362,20 @@ class RunReport(Callback):
                 'data_wait_per_rank']
         for k in keys:
             report[k] = parts.get(k)
-        # The run's wall time is rank 0's FIT_START..now; data_wait's own wall matches it.
-        if report['data_wait_s'] is not None and wall:
-            report['data_wait_fraction'] = r(report['data_wait_s'] / wall)
+        # The run's wall time is rank 0's FIT_START..now less its evaluations (between steps,
+        # no loader wait in them); data_wait's own wall matches FIT_START..now.
+        train_wall = wall - eval_s if wall else None
+        if report['data_wait_s'] is not None and train_wall:
+            report['data_wait_fraction'] = r(report['data_wait_s'] / train_wall)
         return report
+
+    def _eval_fields(self, wall: Optional[float]) -> dict[str, Any]:
+        eval_s = sum(e['s'] or 0.0 for e in self.evals)
+        last = self.evals[-1] if self.evals else {}
+        return {'eval_loss': last.get('loss'), 'eval_perplexity': last.get('perplexity'),
+                'eval_step': last.get('step'), 'eval_s': r(eval_s) if self.evals else None,
+                'eval_fraction': r(eval_s / wall) if self.evals and wall else None,
+                'evals': list(self.evals)}
 
     def _step_rows(self, state: State, wait_per_rank: Optional[list[list[float]]] = None,
                    start: int = 0) -> list[dict]:
@@ -270,6 +395,8 @@ class RunReport(Callback):
             t = tsteps[i] if i < len(tsteps) else None
             d = dsteps[i] if i < len(dsteps) else None
             row: dict[str, Any] = {'step': (t or d)['step']}
+            if i < len(self._losses):
+                row['loss'] = self._losses[i]
             if t:
                 row.update({'t_s': r(t['t']), 'step_s': r(t['step_s']), 'samples': t['samples'],
                             'tokens': t['tokens'], 'samples_per_s': r(t['samples_per_s'], 3),

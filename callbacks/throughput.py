@@ -9,7 +9,9 @@ clocks taken at FIT_START and every BATCH_END.
 - per run (``summary()``): *overall* = everything from FIT_START to the last BATCH_END
   (worker start-up and first shard downloads included); *steady* = from the end of batch
   ``warmup_batches`` to the last batch. The headline ``throughput_*_per_s`` numbers are the
-  steady ones (overall when the run is too short to have a steady part).
+  steady ones (overall when the run is too short to have a steady part). Time spent in
+  evaluation (EVAL_START..EVAL_END, between two steps) counts in neither: these are training
+  rates (``run_report`` gives the evaluations' own time, ``eval_s``).
 
 MFU = model FLOP/s per device / peak FLOP/s per device. Model FLOPs come from the model's
 ``flops_per_batch(batch)`` (llm-foundry's MPT has it), taken on this rank and multiplied by the
@@ -82,6 +84,7 @@ class Throughput(Callback):
         self.world_size = 1
         self.n_params: Optional[int] = None
         self.flops_source: Optional[str] = None
+        self._eval_start: Optional[float] = None
 
     def init(self, state: State, logger: Logger) -> None:
         # Counted before Composer wraps the model (FSDP would leave only this rank's shard).
@@ -98,6 +101,20 @@ class Throughput(Callback):
         if self._peak is None:
             from composer.callbacks.speed_monitor import get_gpu_flops_available
             self._peak = get_gpu_flops_available(state) or None  # 0 on CPU: unknown
+
+    def eval_start(self, state: State, logger: Logger) -> None:
+        self._eval_start = now()
+
+    def eval_end(self, state: State, logger: Logger) -> None:
+        # An evaluation runs between two steps: move the clock marks past it, so neither the
+        # next step's time nor the run's span holds it.
+        if self._eval_start is None or self._prev is None:
+            return
+        spent = now() - self._eval_start
+        self._fit_start += spent
+        t, samples, tokens = self._prev
+        self._prev = (t + spent, samples, tokens)
+        self._eval_start = None
 
     def _flops(self, state: State) -> Optional[float]:
         model = state.model

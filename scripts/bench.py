@@ -1,11 +1,15 @@
 """`make bench`: the seed walkthrough's six tests end to end, then a one-page report.
 
 1-2. convert allenai/c4 `en` (the C4 sample, served by a local hub: the seed's hub -> bucket)
-     to MDS, uncompressed and zstd, into the bucket (skipped when the dataset is already there
-     and verified: the conversion itself is resumable; --no-hub reads the sample's files);
+     to MDS, uncompressed and zstd, into the bucket, train and validation splits (skipped when
+     the dataset is already there and verified: the conversion itself is resumable; --no-hub
+     reads the sample's files);
 3-4. bucket bytes, object count and listing time of each variant;
 5-6. stream each variant into the CPU recipe's fine-tune: cold cache, then warm, over a
-     store shaped like a bucket in another region; then a cold pair with no shaping;
+     store shaped like a bucket in another region; then a cold pair with no shaping. Every run
+     reads the same samples in the same order (same shard boundaries, seed and shuffle), so the
+     training losses, step for step, and the held-out losses must be equal across runs: the
+     proof that compression changes nothing the model sees (checked; exit 1 if not);
 7-8. loader only, no model (scripts/bench_loader.py): what one loader core delivers with the
      GPU recipes' dataloader settings, text and pre-tokenized, cold and warm, and the same
      cold passes over the store shaped at several per-connection bandwidths.
@@ -98,7 +102,7 @@ def conversion_input(args) -> dict:
     from data_prep.pipeline.sample import generate
     sample = Path(args.build) / 'c4_sample'
     if args.no_hub:
-        return {'data_files': str(sample / 'c4-train.*.json.gz')}
+        return {'data_files': str(sample / 'c4-{split}.*.json.gz')}
     from data_prep.servers.hf_hub import start_hub
     generate(str(sample), size_mb=args.sample_mb)  # as prepare_inputs does; kept if there
     hub = start_hub(Path(args.build) / 'bench-hub', sample=sample)
@@ -117,10 +121,18 @@ def convert_variants(args, source: dict, remote: str, out: Path) -> dict:
     for n, (variant, compression) in enumerate(VARIANTS.items(), start=1):
         stage(n, f'convert the sample to MDS, {variant}, into {remote}/{variant}')
         cache = Path(args.build) / 'bench' / f'convert-{variant}.json'
-        summary = convert(ConvertConfig(remote=f'{remote}/{variant}', **source,
-                                        compression=None if compression == 'none' else compression,
-                                        size_limit=shard_limit(args.sample_mb),
-                                        replace=not args.remote))  # the local store: ours
+
+        def split_of(split: str) -> ConvertConfig:
+            inputs = ({'data_files': source['data_files'].format(split=split)}
+                      if 'data_files' in source else {**source, 'split': split})
+            return ConvertConfig(remote=f'{remote}/{variant}', **inputs,
+                                 compression=None if compression == 'none' else compression,
+                                 size_limit=shard_limit(args.sample_mb), out_split=split,
+                                 replace=not args.remote)  # the local store: ours
+        # the held-out split the recipes evaluate on (small: the sample's validation file)
+        held_out = convert(split_of('validation'))
+        print(f'  validation: {held_out["samples"]:,} samples, {held_out["index"]}')
+        summary = convert(split_of('train'))
         if summary['parts_converted'] == 0:
             previous = json.loads(cache.read_text()) if cache.exists() else {}
             if (previous.get('dataset'), previous.get('bytes')) == (
@@ -174,6 +186,11 @@ def train_run(args, recipe: Path, remote: str, env: dict, name: str, cache: Path
         'autoresume=false',
         *args.override,
     ]
+    if 'hf_checkpointer' in (OmegaConf.load(recipe).get('callbacks') or {}):
+        # (it follows save_folder, null here) the model each run exports at its end, beside
+        # the shard caches: data, not results
+        cmd.append(f'callbacks.hf_checkpointer.save_folder={Path(args.build) / "bench-models"}'
+                   f'/{name}')
     if (
         OmegaConf.load(recipe).tokenizer.name == LOCAL_TOKENIZER
     ):  # CPU recipes: ours, wherever built
@@ -337,6 +354,8 @@ def main(argv: list[str] | None = None) -> int:
         for s in stores.values():
             s.stop()
 
+    for r in runs:  # the per-step training losses, for the check that they agree
+        r['losses'] = [json.loads(line).get('loss') for line in open(r['steps_file'])]
     report = write_report(out, conversions=conversions, buckets=buckets, runs=runs,
                           shaping=SHAPED if stores else None, remote=remote,
                           recipes=str(args.recipes), seconds=time.time() - started,
@@ -348,6 +367,10 @@ def main(argv: list[str] | None = None) -> int:
     print('\n' + report)
     print(f'\nreport: {out / "report.md"} (also {latest}/), {len(runs)} runs, '
           f'{time.time() - started:.0f} s')
+    same = json.loads((out / 'results.json').read_text())['losses']
+    if not same['equal']:
+        print(f'error: the runs\' losses differ: {same["first_difference"]}', file=sys.stderr)
+        return 1
     return 0
 
 

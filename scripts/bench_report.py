@@ -68,6 +68,10 @@ def rows(conversions: dict, buckets: dict, runs: list[dict]) -> list[dict]:
                 'steps': m['steps'],
                 'wall_s': m['wall_s'],
                 'status': m.get('status'),
+                'train_loss': m.get('train_loss'),
+                'eval_loss': m.get('eval_loss'),
+                'eval_perplexity': m.get('eval_perplexity'),
+                'eval_fraction': m.get('eval_fraction'),
             }
         )
     return out
@@ -83,7 +87,8 @@ def _pct(x) -> str:
 
 def table(rows: list[dict]) -> str:
     head = ('| run | bucket MB | objects | ratio | convert MB/s | samples/s | tokens/s | data wait '
-            '| steady data wait | first batch s | cache hits | MB downloaded |\n|' + '---|' * 12)
+            '| steady data wait | first batch s | cache hits | MB downloaded | train loss '
+            '| eval loss | eval perplexity |\n|' + '---|' * 15)
     lines = [head]
     for r in rows:
         mark = '' if r['convert_source'] == 'this run' or r['convert_mb_per_s'] is None else '*'
@@ -95,7 +100,8 @@ def table(rows: list[dict]) -> str:
             f'| {_fmt(r["samples_per_s"], ".1f")} | {_fmt(r["tokens_per_s"], ",.0f")} '
             f'| {_pct(r["data_wait_fraction"])} | {_pct(r["data_wait_steady_fraction"])} '
             f'| {_fmt(r["time_to_first_batch_s"], ".2f")} | {_fmt(r["cache_hit_rate"], ".0%")} '
-            f'| {r["bytes_downloaded"] / 1e6:.2f} |'
+            f'| {r["bytes_downloaded"] / 1e6:.2f} | {_fmt(r["train_loss"], ".4f")} '
+            f'| {_fmt(r["eval_loss"], ".4f")} | {_fmt(r["eval_perplexity"], ",.1f")} |'
         )
     return '\n'.join(lines)
 
@@ -109,6 +115,41 @@ def convert_sentence(raw: dict, z: dict) -> str:
              f' (figures from {src}: they were not converted in this run)')
     return (f'it converted at {z["convert_mb_per_s"]:.1f} MB/s of input JSON against '
             f'{raw["convert_mb_per_s"]:.1f}{where}.')
+
+
+def same_losses(runs: list[dict]) -> dict:
+    """Whether every run trained with the same losses, step for step, and evaluated to the
+    same held-out losses: they read the same samples in the same order whatever the
+    compression, cache or store. Exact equality: the same float32 arithmetic on the same
+    inputs gives the same bits."""
+    first = runs[0]
+    ref_evals = [(e['step'], e.get('loss')) for e in first['metrics'].get('evals') or []]
+    out = {'equal': True, 'first_difference': None, 'reference': first['name'],
+           'runs': len(runs), 'steps': len(first['losses']), 'evals': ref_evals}
+    for run in runs[1:]:
+        evals = [(e['step'], e.get('loss')) for e in run['metrics'].get('evals') or []]
+        if run['losses'] != first['losses']:
+            step = next((i + 1 for i, (a, b) in enumerate(zip(first['losses'], run['losses']))
+                         if a != b), min(len(first['losses']), len(run['losses'])) + 1)
+            out.update(equal=False, first_difference=f'{run["name"]}: training loss at step '
+                       f'{step} differs from {first["name"]}\'s')
+            break
+        if evals != ref_evals:
+            out.update(equal=False, first_difference=f'{run["name"]}: held-out losses {evals} '
+                       f'differ from {first["name"]}\'s {ref_evals}')
+            break
+    return out
+
+
+def losses_sentence(same: dict) -> str:
+    if not same['equal']:
+        return f'Losses: NOT equal across the runs ({same["first_difference"]}).'
+    evals = ', '.join(f'{loss:.4f} at step {step}' for step, loss in same['evals']
+                      if loss is not None)
+    return (f'Losses: all {same["runs"]} runs (uncompressed and zstd, cold and warm) trained with '
+            f'the same loss at every one of their {same["steps"]} steps and evaluated to the same '
+            f'held-out loss ({evals or "no evaluation"}), bit for bit: they read the same '
+            'samples in the same order, and compression changes nothing the model sees.')
 
 
 def _pick(rows, **want):
@@ -222,6 +263,7 @@ def write_report(
         'conversions': conversions,
         'rows': table_rows,
         'runs': [{k: r[k] for k in ('name', 'variant', 'cache', 'store', 'metrics')} for r in runs],
+        'losses': same_losses(runs),
     }
     if loader:
         results['loader'] = loader
@@ -242,12 +284,15 @@ def write_report(
     parts = [
         f'# Bench: C4 sample → MDS (uncompressed, zstd) → {remote} → fine-tune ({recipes})', '',
         table(table_rows), '', sentences(table_rows, shaping), '',
+        losses_sentence(results['losses']), '',
         f'{shaped} Data wait = share of wall time in the loader; steady = the same after the first '
         'batch (start-up is the first-batch column); ratio = uncompressed bytes / variant bytes; '
         '* = a conversion speed not measured in this run (see the sentence). Objects per variant '
         f'({", ".join(f"{v} {n}" for v, n in shards.items())}) include each part\'s index and '
         'manifest: the shards are small on purpose, so a pass crosses shard boundaries and '
-        'downloads ahead as it does at C4 size.']
+        'downloads ahead as it does at C4 size. Train loss = the last step\'s; eval loss and '
+        'perplexity = the last evaluation on the validation split (the recipe\'s '
+        'eval_subset_num_batches).']
     if loader:
         png = bandwidth_plot(out, loader)
         pngs += [png] if png else []

@@ -26,13 +26,15 @@ def tokenizer_dir(sample_dir, tmp_path_factory) -> Path:
 
 @pytest.fixture(scope='session')
 def mds_zstd(sample_dir, tmp_path_factory) -> Path:
-    """A zstd MDS dataset of the sample's train split at <root>/train (the recipes' layout)."""
+    """A zstd MDS dataset of the sample's train and validation splits at <root>/train and
+    <root>/validation (the recipes' layout: they train on one and evaluate on the other)."""
     from streaming import MDSWriter
     root = tmp_path_factory.mktemp('mds_zstd')
-    with MDSWriter(out=str(root / 'train'), columns={'text': 'str'}, compression='zstd',
-                   size_limit=1 << 19) as writer:
-        for text in sample_texts(sample_dir):
-            writer.write({'text': text})
+    for split in ('train', 'validation'):
+        with MDSWriter(out=str(root / split), columns={'text': 'str'}, compression='zstd',
+                       size_limit=1 << 19) as writer:
+            for text in sample_texts(sample_dir, split):
+                writer.write({'text': text})
     return root
 
 

@@ -44,6 +44,23 @@ def test_smallest_bench_rows_agree_with_each_runs_metrics(tmp_path):
         assert (row['bucket_bytes'], row['objects']) == (bucket['bytes'], bucket['objects'])
         assert row['convert_source'] == 'this run' and row['convert_mb_per_s'] > 0
     assert rows['uncompressed', 'cold']['cache_hit_rate'] == 0
+    # Held-out loss per run (the validation split, converted beside train), and the same
+    # losses in every run: the same samples in the same order whatever the compression.
+    assert next((tmp_path / 'store').rglob('zstd/validation/index.json'))
+    same = results['losses']
+    assert same['equal'] and same['steps'] == 3 and same['runs'] == 4, same
+    for row in results['rows']:
+        metrics = json.loads((out / 'runs' / row['run'] / 'run_metrics.json').read_text())
+        assert row['eval_loss'] == metrics['eval_loss'] == metrics['evals'][-1]['loss']
+        assert row['eval_perplexity'] == metrics['eval_perplexity'] > 1
+        assert row['train_loss'] == metrics['train_loss']
+    assert len({(r['train_loss'], r['eval_loss']) for r in results['rows']}) == 1
+    runs = [{**r, 'losses': [json.loads(line)['loss']
+                             for line in (out / 'runs' / r['name'] / 'steps.jsonl').open()]}
+            for r in results['runs']]
+    runs[-1]['losses'][1] += 1e-6  # one step off: named
+    assert bench_report.same_losses(runs)['first_difference'] == (
+        f'{runs[-1]["name"]}: training loss at step 2 differs from {runs[0]["name"]}\'s')
     # Warm: every shard the cold pass left in the cache is read from it. (Not a hit rate of
     # 1 in 3 steps: with its shards local, the warm pass's read-ahead runs past where the
     # cold pass's had got to, and those downloads are misses; make bench's longer runs: 100%.)
@@ -85,6 +102,9 @@ def test_smallest_bench_rows_agree_with_each_runs_metrics(tmp_path):
         assert f'{h["tokens_per_core"]:,.0f}' in report
         assert f'{h["headroom_MPT-1B"]:,.1f}x' in report
     assert 'Conclusion: pre-tokenized zstd data' in report
+    assert 'Losses: all 4 runs (uncompressed and zstd, cold and warm) trained with the same ' \
+        'loss at every one of their 3 steps' in report
+    assert f'| {rows["zstd", "warm"]["eval_loss"]:.4f} |' in report
     assert 'Conclusion: zstd downloads' in report
     assert 'run `make bench-start`' in report
     for png in ('throughput.png', 'data_wait.png', 'bucket.png', 'bandwidth.png'):

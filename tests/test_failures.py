@@ -317,6 +317,7 @@ def test_store_down_at_start_and_mid_run_then_autoresume(sample_dir, tokenizer_d
             f'variables.data_local={cache}', f'tokenizer.name={tokenizer_dir}',
             f'save_folder={ckpt}', f'save_interval={SAVE_AT}ba', 'save_num_checkpoints_to_keep=-1',
             'autoresume=true', f'max_duration={STEPS}ba', 'variables.run_name=outage',
+            'eval_loader=null',  # a train split only: no held-out evaluation
             f'train_loader.dataset.cache_limit={cache_limit}',
             'train_loader.dataset.download_timeout=3', 'train_loader.dataset.download_retry=1',
             f'code_paths=[{ROOT}/tests/programs/sample_log.py]', f'callbacks.sample_log.path={log}',

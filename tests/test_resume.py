@@ -31,6 +31,7 @@ def test_killed_run_resumes_and_sees_each_sample_once(sample_dir, tokenizer_dir,
            f'variables.data_local={tmp_path}/cache', f'tokenizer.name={tokenizer_dir}',
            f'save_folder={ckpt}', 'save_interval=4ba', 'save_num_checkpoints_to_keep=-1',
            'autoresume=true', 'max_duration=1ep', 'variables.run_name=resume',
+           'eval_loader=null',  # a train split only: no held-out evaluation
            f'code_paths=[{ROOT}/tests/programs/sample_log.py]',
            f'callbacks.sample_log.path={log}', 'callbacks.sample_log.delay_s=0.3']
 

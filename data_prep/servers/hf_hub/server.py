@@ -63,6 +63,8 @@ class HubHandler(Handler):
     def _dispatch(self):
         self.t0, self.sent, self.received, self.fault = time.monotonic(), 0, 0, None
         self.status, self.shaped, self.repo_commit = 0, 0, None
+        # the store handler's body pacing reads the request's rate (its _dispatch sets it)
+        self.rate = self.server.knobs.bandwidth_mbps * 1e6  # bytes/s, 0 = unshaped
         server: HubServer = self.server
         if self.path == SETTLE_PATH:  # not a hub request: see RunningHub.requests
             server.settle()

@@ -1,0 +1,168 @@
+"""Held-out evaluation, the exported model and where a run's figures go (issue 23, items 1-3),
+on two short real runs of the CPU recipes: one over uncompressed MDS, one over zstd MDS of the
+same sample with the same shard boundaries.
+
+- the two runs train with the same loss at every step and evaluate to the same held-out loss,
+  bit for bit (same samples, same order: compression changes nothing the model sees);
+- the zstd run logs to MLflow (a local `file:` store): MLflow's own client reads back every
+  run-level figure of run_metrics.json, equal; the console shows them too (the run's length is
+  a multiple of the console interval: Composer's console logger alone would drop them), with
+  the windowed tokens/s and the time remaining;
+- its save_folder is a bucket (the local OCI store, through our client: data_prep.composer_ext):
+  run_metrics.json and steps.jsonl are there beside the checkpoints;
+- the Hugging Face model exported there at the end, downloaded with our client as a user would,
+  loads with `transformers` (MPT: its code travels in the folder, trust_remote_code, offline)
+  and gives the loss the trained model (the final Composer checkpoint from the bucket, rebuilt
+  through llm-foundry) gives on a fixed batch of held-out text.
+"""
+import json
+import math
+import re
+
+import pytest
+
+from tests.helpers import COMPOSER, run, sample_texts
+
+STEPS, EVAL_EVERY = 6, 3
+SIZE_LIMIT = 1 << 16  # the same for both variants: the same shards, so the same sample order
+LOSS_TOLERANCE = 1e-5  # exported vs trained model, fp32 on the CPU (measured: equal)
+
+
+@pytest.fixture(scope='module')
+def variants(sample_dir, tmp_path_factory):
+    """The sample's train and validation splits as MDS, uncompressed and zstd."""
+    from streaming import MDSWriter
+    root = tmp_path_factory.mktemp('eval_mds')
+    for variant, compression in (('uncompressed', None), ('zstd', 'zstd')):
+        for split in ('train', 'validation'):
+            with MDSWriter(out=str(root / variant / split), columns={'text': 'str'},
+                           compression=compression, size_limit=SIZE_LIMIT) as writer:
+                for text in sample_texts(sample_dir, split):
+                    writer.write({'text': text})
+    return root
+
+
+def train(variant: str, root, tokenizer_dir, tmp, save_folder: str, extra=()):
+    name = f'eval-{variant}'
+    proc = run([COMPOSER, 'train.py', f'yamls/cpu/c4_{variant}.yaml',
+                f'variables.data_remote={root / variant}',
+                f'variables.data_local={tmp}/cache-{name}',
+                f'tokenizer.name={tokenizer_dir}', f'variables.run_name={name}',
+                f'save_folder={save_folder}', f'callbacks.run_report.folder={tmp}/runs/{name}',
+                f'max_duration={STEPS}ba', f'eval_interval={EVAL_EVERY}ba',
+                f'console_log_interval={EVAL_EVERY}ba', 'autoresume=false', *extra], timeout=600)
+    folder = tmp / 'runs' / name
+    report = json.loads((folder / 'run_metrics.json').read_text())
+    steps = [json.loads(line) for line in (folder / 'steps.jsonl').read_text().splitlines()]
+    return report, steps, proc.stdout + proc.stderr
+
+
+def fixed_batch(sample_dir, tokenizer, seq: int = 128, rows: int = 4):
+    """`rows` held-out documents, their first `seq` tokens (documents at least that long)."""
+    import torch
+    ids = [tokenizer(t)['input_ids'][:seq] for t in sample_texts(sample_dir, 'validation')]
+    ids = [x for x in ids if len(x) == seq][:rows]
+    assert len(ids) == rows
+    return torch.tensor(ids)
+
+
+def download(remote, prefix: str, to):
+    """Every object under `prefix` into the folder `to`, with our client."""
+    to.mkdir(parents=True, exist_ok=True)
+    names = sorted(remote.list(prefix))
+    for name in names:
+        (to / name[len(prefix):]).write_bytes(remote.read(name))
+    return [name[len(prefix):] for name in names]
+
+
+def trained_model_loss(checkpoint, tokenizer, input_ids) -> float:
+    """The loss of the model as training left it: the final Composer checkpoint loaded into
+    the recipe's model, built by llm-foundry as train.py builds it."""
+    import torch
+    from llmfoundry.utils.builders import build_composer_model
+    from omegaconf import OmegaConf
+
+    import train as train_py
+    cfg = train_py.load_config('yamls/cpu/c4_zstd.yaml', [])
+    model_cfg = {k: v for k, v in OmegaConf.to_container(cfg.model, resolve=True).items()
+                 if k != 'name'}
+    model = build_composer_model(name=cfg.model.name, cfg=model_cfg, tokenizer=tokenizer)
+    state = torch.load(checkpoint, map_location='cpu', weights_only=False)
+    model.load_state_dict(state['state']['model'])
+    model.eval()
+    batch = {'input_ids': input_ids, 'attention_mask': torch.ones_like(input_ids),
+             'labels': input_ids.clone()}
+    with torch.no_grad():
+        return float(model.loss(model(batch), batch))
+
+
+@pytest.mark.slow
+def test_raw_and_zstd_runs_evaluate_alike_export_a_model_and_log_to_mlflow(
+        variants, sample_dir, tokenizer_dir, tmp_path, oci_store):
+    mlruns, bucket = tmp_path / 'mlruns', 'oci://c4-bench@local/checkpoints/eval-zstd'
+    z, z_steps, z_out = train('zstd', variants, tokenizer_dir, tmp_path, bucket, extra=(
+        f'loggers.mlflow.tracking_uri=file:{mlruns}', 'loggers.mlflow.experiment_name=evalx',
+        'callbacks.speed_monitor.window_size=2'))  # (a window that fits in 6 steps)
+    u, u_steps, _ = train('uncompressed', variants, tokenizer_dir, tmp_path,
+                          f'{tmp_path}/ckpt-eval-uncompressed')
+
+    # 1. Held-out loss per run, and the same losses whatever the compression.
+    assert z['compression'] == 'zstd' and u['compression'] == 'none'
+    assert [s['step'] for s in z_steps] == list(range(1, STEPS + 1))
+    assert [s['loss'] for s in z_steps] == [s['loss'] for s in u_steps]
+    assert all(isinstance(s['loss'], float) for s in z_steps)
+    assert [e['step'] for e in z['evals']] == [EVAL_EVERY, STEPS]
+    assert [(e['step'], e['loss']) for e in z['evals']] == [(e['step'], e['loss'])
+                                                            for e in u['evals']]
+    assert z['eval_loss'] == z['evals'][-1]['loss'] and z['eval_step'] == STEPS
+    assert math.isclose(z['eval_perplexity'], math.exp(z['eval_loss']), rel_tol=1e-4)
+    assert z['train_loss'] == z_steps[-1]['loss']
+    assert 0 < z['eval_s'] and 0 < z['eval_fraction'] < 1
+
+    # 2. The run-level figures on the console, once each, with Composer's windowed tokens/s
+    # and time remaining.
+    for key in ('eval/run/eval_loss', 'throughput/run/throughput_tokens_per_s',
+                'data_wait/run/data_wait_fraction', 'cache/run/cache_hit_rate'):
+        assert len(re.findall(rf'Run {key}: ', z_out)) == 1, key
+    assert 'throughput/tokens_per_sec' in z_out and 'time/remaining_estimate' in z_out
+
+    # 3. MLflow's client reads back every run-level figure, as run_metrics.json has it.
+    from mlflow.tracking import MlflowClient
+
+    from callbacks.run_report import run_level_metrics
+    client = MlflowClient(tracking_uri=f'file:{mlruns}')
+    (mlrun,) = client.search_runs([client.get_experiment_by_name('evalx').experiment_id])
+    expected = run_level_metrics(z)
+    assert {'throughput/run/throughput_tokens_per_s', 'data_wait/run/data_wait_fraction',
+            'cache/run/cache_hits', 'eval/run/eval_loss'} <= set(expected)
+    for key, value in expected.items():
+        assert mlrun.data.metrics[key] == pytest.approx(value, rel=1e-6), key
+    history = client.get_metric_history(mlrun.info.run_id, 'metrics/eval/LanguageCrossEntropy')
+    assert [h.step for h in history] == [EVAL_EVERY, STEPS]
+
+    # 4. The report beside the checkpoints, in the bucket.
+    from data_prep.storage import open_remote
+    remote = open_remote(bucket)
+    objects = remote.list('')
+    assert f'ep0-ba{STEPS}-rank0.pt' in objects, sorted(objects)
+    for name in ('run_metrics.json', 'steps.jsonl'):
+        assert remote.read(name) == (tmp_path / 'runs' / 'eval-zstd' / name).read_bytes()
+
+    # 5. The exported model, downloaded and loaded as a user would, reproduces the trained
+    # model's loss.
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    export = tmp_path / 'downloaded'
+    files = download(remote, f'huggingface/ba{STEPS}/', export)
+    assert {'config.json', 'model.safetensors', 'modeling_mpt.py', 'tokenizer.json'} <= set(files)
+    checkpoint = tmp_path / 'final.pt'
+    checkpoint.write_bytes(remote.read(f'ep0-ba{STEPS}-rank0.pt'))
+    tokenizer = AutoTokenizer.from_pretrained(export)
+    model = AutoModelForCausalLM.from_pretrained(export, trust_remote_code=True)
+    model.eval()
+    input_ids = fixed_batch(sample_dir, tokenizer)
+    with torch.no_grad():
+        exported = float(model(input_ids=input_ids, labels=input_ids).loss)
+    trained = trained_model_loss(checkpoint, tokenizer, input_ids)
+    assert abs(exported - trained) <= LOSS_TOLERANCE, (exported, trained)
+    assert 4 < exported < 10  # a real loss: near ln(4096) = 8.3 after 6 steps
