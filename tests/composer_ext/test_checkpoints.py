@@ -60,9 +60,11 @@ def pointer(store, name: str):
 
 
 def listing(store, name: str) -> list[str]:
-    """The store's own listing of the run's checkpoint folder."""
+    """The checkpoints in the store's own listing of the run's checkpoint folder (not the run
+    report or the Hugging Face export that the recipe also writes there)."""
     found = Storage(store.data_dir).list_objects(BUCKET, f'ckpt/{name}/')
-    return [o['name'].split('/')[-1] for o in found['objects']]
+    names = [o['name'][len(f'ckpt/{name}/'):] for o in found['objects']]
+    return [n for n in names if '/' not in n and re.search(r'\.pt(\.symlink)?$', n)]
 
 
 def receiving(store) -> bool:
