@@ -92,3 +92,37 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(('127.0.0.1', 0))
         return s.getsockname()[1]
+
+
+def other_key_config(tmp_path: Path, like: Path, same_fingerprint: bool = True) -> Path:
+    """An OCI config like `like` (the local store's) but with a key the store did not make:
+    claiming the store's fingerprint (only the signature can tell), or with its own."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    from data_prep.servers.oci_store.auth import fingerprint
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    pem = tmp_path / f'other-{same_fingerprint}.pem'
+    pem.write_bytes(key.private_bytes(serialization.Encoding.PEM,
+                                      serialization.PrivateFormat.PKCS8,
+                                      serialization.NoEncryption()))
+    lines = []
+    for line in like.read_text().splitlines():
+        if line.startswith('key_file='):
+            line = f'key_file={pem}'
+        if line.startswith('fingerprint=') and not same_fingerprint:
+            line = f'fingerprint={fingerprint(key.public_key())}'
+        lines.append(line)
+    out = tmp_path / f'config-{same_fingerprint}'
+    out.write_text('\n'.join(lines) + '\n')
+    return out
+
+
+def session_token_config(tmp_path: Path, like: Path) -> Path:
+    """An OCI config like `like` with a session token file (OCI_CLI_AUTH=security_token): the
+    store checks the signature, not the token."""
+    token = tmp_path / 'token'
+    token.write_text('eyJhbGciOiJub25lIn0.e30.')
+    session = tmp_path / 'session_config'
+    session.write_text(like.read_text() + f'security_token_file={token}\n')
+    return session

@@ -20,7 +20,7 @@ import pytest
 
 from data_prep.servers.oci_store import Knobs, start_store
 from data_prep.servers.oci_store.storage import Storage
-from tests.helpers import COMPOSER, ROOT, free_port
+from tests.helpers import COMPOSER, ROOT, free_port, other_key_config
 
 RECIPE = 'yamls/cpu/c4_zstd.yaml'
 BUCKET, STEPS, EVERY = 'c4-bench', 12, 4
@@ -188,7 +188,6 @@ def _train_main(args: list[str]) -> tuple[int, list[str]]:
 def test_preflight_fails_in_one_line_with_the_store_that_saves(oci_store, mds_zstd,
                                                                tokenizer_dir, tmp_path,
                                                                monkeypatch):
-    from tests.storage.test_oci import other_key
     args = [RECIPE, f'variables.data_remote={mds_zstd}', f'variables.data_local={tmp_path}/c',
             f'tokenizer.name={tokenizer_dir}',
             'variables.run_name=pre', 'save_folder=oci://c4-bench@local/ckpt/{run_name}']
@@ -206,15 +205,11 @@ def test_preflight_fails_in_one_line_with_the_store_that_saves(oci_store, mds_zs
     assert [(r['method'], r['path'], r['query'].get('prefix')) for r in oci_store.requests()] \
         == [('GET', '/n/local/b/c4-bnech/o', 'ckpt/pre/.probe-')]
 
-    cfg = Path(oci_store.env()['OCI_CONFIG_FILE'])
-    key = next(line.split('=', 1)[1] for line in cfg.read_text().splitlines()
-               if line.startswith('key_file'))
-    wrong = tmp_path / 'wrong_config'
-    wrong.write_text(cfg.read_text().replace(key, str(other_key(tmp_path))))
+    wrong = other_key_config(tmp_path, Path(oci_store.env()['OCI_CONFIG_FILE']))
     monkeypatch.setenv('OCI_CONFIG_FILE', str(wrong))
     line = fails()
     assert '401 NotAuthenticated' in line and str(wrong) in line
-    monkeypatch.setenv('OCI_CONFIG_FILE', str(cfg))
+    monkeypatch.setenv('OCI_CONFIG_FILE', oci_store.env()['OCI_CONFIG_FILE'])
 
     port = free_port()
     monkeypatch.setenv('OCI_OBJECT_STORAGE_ENDPOINT', f'http://127.0.0.1:{port}')

@@ -13,6 +13,7 @@ from data_prep import composer_ext
 from data_prep.composer_ext.object_store import NAMESPACES_ENV, OCIStore
 from data_prep.servers.oci_store import Knobs, start_store
 from data_prep.storage.base import RemoteError
+from tests.helpers import session_token_config
 
 
 @pytest.fixture(autouse=True)
@@ -103,11 +104,7 @@ def test_namespace_from_the_url_reaches_every_request(oci_store, tmp_path):
 
 def test_security_token_auth_for_checkpoints(oci_store, tmp_path, monkeypatch):
     """Auth kinds are the client's (data_prep.storage.oci.auth): a session token signs too."""
-    cfg = Path(oci_store.env()['OCI_CONFIG_FILE'])
-    token = tmp_path / 'token'
-    token.write_text('eyJhbGciOiJub25lIn0.e30.')
-    session = tmp_path / 'session_config'
-    session.write_text(cfg.read_text() + f'security_token_file={token}\n')
+    session = session_token_config(tmp_path, Path(oci_store.env()['OCI_CONFIG_FILE']))
     monkeypatch.setenv('OCI_CLI_AUTH', 'security_token')
     monkeypatch.setenv('OCI_CONFIG_FILE', str(session))
     composer_ext.install(['oci://c4-bench@local/tok'])

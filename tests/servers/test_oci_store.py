@@ -19,7 +19,7 @@ import pytest
 
 from data_prep.servers.oci_store import NAMESPACE, Knobs, start_store
 from data_prep.servers.oci_store.auth import sign
-from tests.helpers import ROOT
+from tests.helpers import ROOT, other_key_config
 
 NS = NAMESPACE
 
@@ -380,30 +380,6 @@ def test_client_config_is_private_and_idle_clients_are_dropped(tmp_path):
     cfg.chmod(0o644)  # as an older store left it
     with start_store(tmp_path / 'd') as store:
         assert stat.S_IMODE(cfg.stat().st_mode) == 0o600
-
-
-def other_key_config(tmp_path, like: Path, same_fingerprint: bool) -> Path:
-    """A config like `like` but with a key the store did not make (with its own fingerprint,
-    or claiming the store's)."""
-    from cryptography.hazmat.primitives import serialization
-    from cryptography.hazmat.primitives.asymmetric import rsa
-
-    from data_prep.servers.oci_store.auth import fingerprint
-    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    pem = tmp_path / f'other-{same_fingerprint}.pem'
-    pem.write_bytes(key.private_bytes(serialization.Encoding.PEM,
-                                      serialization.PrivateFormat.PKCS8,
-                                      serialization.NoEncryption()))
-    lines = []
-    for line in like.read_text().splitlines():
-        if line.startswith('key_file='):
-            line = f'key_file={pem}'
-        if line.startswith('fingerprint=') and not same_fingerprint:
-            line = f'fingerprint={fingerprint(key.public_key())}'
-        lines.append(line)
-    out = tmp_path / f'config-{same_fingerprint}'
-    out.write_text('\n'.join(lines) + '\n')
-    return out
 
 
 def test_requests_must_be_signed_with_the_store_key(oci_store, tmp_path):

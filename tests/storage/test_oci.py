@@ -17,7 +17,7 @@ from data_prep.storage.oci.remote import OCIRemote
 from data_prep.streaming_ext import install
 from data_prep.streaming_ext.compat import clean_stale_shared_memory
 from data_prep.streaming_ext.stream import ShardUnavailable
-from tests.helpers import read_ids, write_mds
+from tests.helpers import other_key_config, read_ids, session_token_config, write_mds
 
 
 def shard_gets(log: list[dict]) -> Counter:
@@ -216,33 +216,15 @@ def test_credentials_errors_are_one_clear_line(oci_store, tmp_path, monkeypatch)
                                                    OCI_CONFIG_FILE=str(cfg))
 
 
-def other_key(tmp_path) -> Path:
-    from cryptography.hazmat.primitives import serialization
-    from cryptography.hazmat.primitives.asymmetric import rsa
-    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    path = tmp_path / 'other.pem'
-    path.write_bytes(key.private_bytes(serialization.Encoding.PEM,
-                                       serialization.PrivateFormat.PKCS8,
-                                       serialization.NoEncryption()))
-    return path
-
-
 def test_security_token_auth_signs_requests(oci_store, tmp_path, monkeypatch):
     """The store verifies every signature with its key pair (the token itself is not
     inspected): signed with that key the session works; with another key it is refused."""
-    cfg = Path(oci_store.env()['OCI_CONFIG_FILE'])
-    token = tmp_path / 'token'
-    token.write_text('eyJhbGciOiJub25lIn0.e30.')
-    session = tmp_path / 'session_config'
-    session.write_text(cfg.read_text() + f'security_token_file={token}\n')
+    session = session_token_config(tmp_path, Path(oci_store.env()['OCI_CONFIG_FILE']))
     monkeypatch.setenv('OCI_CLI_AUTH', 'security_token')
     monkeypatch.setenv('OCI_CONFIG_FILE', str(session))
     OCIRemote('oci://c4-bench/tok').write('a', b'signed')
     assert OCIRemote('oci://c4-bench/tok').read('a') == b'signed'
-    key = next(line.split('=', 1)[1] for line in cfg.read_text().splitlines()
-               if line.startswith('key_file'))
-    forged = tmp_path / 'forged_session_config'  # a new path: signers are cached per config
-    forged.write_text(session.read_text().replace(key, str(other_key(tmp_path))))
+    forged = other_key_config(tmp_path, session)  # a new path: signers are cached per config
     monkeypatch.setenv('OCI_CONFIG_FILE', str(forged))
     with pytest.raises(CredentialsError, match='401 NotAuthenticated'):
         OCIRemote('oci://c4-bench/tok').list()
@@ -255,11 +237,7 @@ def test_security_token_auth_signs_requests(oci_store, tmp_path, monkeypatch):
 def test_a_key_the_store_did_not_make_is_refused(oci_store, tmp_path, monkeypatch):
     """api_key auth with another key (the config's fingerprint left as it was, so only the
     signature can tell): one line from a listing, and 401 for every request."""
-    cfg = Path(oci_store.env()['OCI_CONFIG_FILE'])
-    key = next(line.split('=', 1)[1] for line in cfg.read_text().splitlines()
-               if line.startswith('key_file'))
-    wrong = tmp_path / 'wrong_config'
-    wrong.write_text(cfg.read_text().replace(key, str(other_key(tmp_path))))
+    wrong = other_key_config(tmp_path, Path(oci_store.env()['OCI_CONFIG_FILE']))
     monkeypatch.setenv('OCI_CONFIG_FILE', str(wrong))
     with pytest.raises(CredentialsError, match='401 NotAuthenticated') as e:
         OCIRemote('oci://c4-bench/x').list()
