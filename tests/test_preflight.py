@@ -18,6 +18,12 @@ from tests.helpers import PY, ROOT, free_port, one_error_line
 CPU = str(ROOT / 'yamls/cpu/c4_zstd.yaml')
 
 
+def local(tmp_path) -> list[str]:
+    """The CPU recipe's data and checkpoints in local folders: its save_folder is the local
+    store's bucket, whose credentials would be checked (and missing) before these."""
+    return [f'variables.data_remote={tmp_path}/mds', f'save_folder={tmp_path}/ckpt']
+
+
 def start(args: list[str], cwd, env: dict | None = None) -> str:
     import os
     proc = subprocess.run([PY, str(ROOT / 'train.py'), *args], cwd=cwd, capture_output=True,
@@ -29,7 +35,7 @@ def start(args: list[str], cwd, env: dict | None = None) -> str:
 @pytest.mark.slow
 def test_missing_package_and_tokenizer_each_fail_in_one_line(tmp_path):
     assert importlib.util.find_spec('flash_attn') is None, 'this venv is not a stock install'
-    data = f'variables.data_remote={tmp_path}/mds'
+    data = local(tmp_path)
 
     # The 7B recipe as it was, made to pass the GPU check on this CPU (no FSDP, cpu init).
     line = start([str(ROOT / 'yamls/c4_zstd.yaml'), f'variables.bucket={tmp_path}',
@@ -42,14 +48,14 @@ def test_missing_package_and_tokenizer_each_fail_in_one_line(tmp_path):
         '--no-build-isolation flash-attn==2.8.3' in line, line
 
     # No `make tokenizer` (run elsewhere than the repository, so a built one is not found).
-    line = start([CPU, data], cwd=tmp_path)
+    line = start([CPU, *data], cwd=tmp_path)
     assert line == (f"error: {CPU}: tokenizer.name 'build/tokenizer': no such folder: run "
                     f"`make tokenizer` to build it")
     assert not (tmp_path / 'build').exists() and not (tmp_path / 'results').exists()
 
     # A hub name, not in the cache, the hub down.
     hub = f'http://127.0.0.1:{free_port()}'
-    line = start([CPU, data, 'tokenizer.name=Qwen/Qwen2.5-7B'], cwd=tmp_path,
+    line = start([CPU, *data, 'tokenizer.name=Qwen/Qwen2.5-7B'], cwd=tmp_path,
                  env={'HF_ENDPOINT': hub, 'HF_HUB_CACHE': str(tmp_path / 'hf')})
     assert f"tokenizer.name 'Qwen/Qwen2.5-7B' is not a folder here, not in the Hugging Face " \
         f"cache, and the hub ({hub}) is unreachable: download it first " \
@@ -82,7 +88,7 @@ def _main(args: list[str], capsys) -> str:
 def test_each_setting_that_needs_a_package_names_it(hidden, overrides, says, tmp_path, capsys,
                                                     monkeypatch, tokenizer_dir):
     monkeypatch.setitem(sys.modules, hidden, None)
-    line = _main([f'variables.data_remote={tmp_path}', f'tokenizer.name={tokenizer_dir}',
+    line = _main([*local(tmp_path), f'tokenizer.name={tokenizer_dir}',
                   *overrides], capsys)
     assert line.startswith(f'error: {CPU}: ') and says in line, line
 
@@ -94,7 +100,7 @@ def test_an_installed_package_that_does_not_import_is_named(tmp_path, capsys, mo
     shim.mkdir(parents=True)
     (shim / '__init__.py').write_text("raise ImportError('flash_attn_2_cuda: undefined symbol')")
     monkeypatch.syspath_prepend(str(tmp_path / 'site'))
-    line = _main([f'variables.data_remote={tmp_path}', f'tokenizer.name={tokenizer_dir}',
+    line = _main([*local(tmp_path), f'tokenizer.name={tokenizer_dir}',
                   'model.attn_config.attn_impl=flash'], capsys)
     assert 'which is installed but does not import (ImportError: flash_attn_2_cuda: ' \
         'undefined symbol)' in line, line
@@ -103,6 +109,6 @@ def test_an_installed_package_that_does_not_import_is_named(tmp_path, capsys, mo
 def test_offline_hub_name_not_in_the_cache(tmp_path, capsys, monkeypatch):
     from huggingface_hub import constants
     monkeypatch.setattr(constants, 'HF_HUB_OFFLINE', True)  # what HF_HUB_OFFLINE=1 sets
-    line = _main([f'variables.data_remote={tmp_path}', 'tokenizer.name=Qwen/Qwen2.5-7B'], capsys)
+    line = _main([*local(tmp_path), 'tokenizer.name=Qwen/Qwen2.5-7B'], capsys)
     assert "tokenizer.name 'Qwen/Qwen2.5-7B' is not a folder here, not in the Hugging Face " \
         "cache, and HF_HUB_OFFLINE is set" in line, line
