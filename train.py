@@ -179,6 +179,7 @@ def check_config(cfg: DictConfig, where: str) -> None:
     except Exception as err:  # llm-foundry raises several types; the message is what matters
         raise ConfigError(f'{where}: {err}') from None
     check_dataset_keys(cfg, where)
+    check_export_folder(cfg, where)
     from data_prep import composer_ext
     from data_prep.storage import RemoteError, check_url
     save = cfg.get('save_folder')
@@ -195,6 +196,16 @@ def check_config(cfg: DictConfig, where: str) -> None:
                 check_url(url)
         except RemoteError as err:
             raise ConfigError(f'{where}: {err}') from None
+
+
+def check_export_folder(cfg: DictConfig, where: str) -> None:
+    """The recipes' hf_checkpointer exports into ${save_folder}; with save_folder=null it would
+    fail inside llm-foundry with an AttributeError once the trainer is being built."""
+    export = (cfg.get('callbacks') or {}).get('hf_checkpointer')
+    if export is not None and not export.get('save_folder'):
+        raise ConfigError(f'{where}: callbacks.hf_checkpointer.save_folder is empty (the '
+                          f'recipes export the model into save_folder): set save_folder, or '
+                          f'callbacks.hf_checkpointer.save_folder=PATH for the exported model')
 
 
 def oci_urls(cfg: DictConfig) -> list[str]:

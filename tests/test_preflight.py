@@ -112,3 +112,11 @@ def test_offline_hub_name_not_in_the_cache(tmp_path, capsys, monkeypatch):
     line = _main([*local(tmp_path), 'tokenizer.name=Qwen/Qwen2.5-7B'], capsys)
     assert "tokenizer.name 'Qwen/Qwen2.5-7B' is not a folder here, not in the Hugging Face " \
         "cache, and HF_HUB_OFFLINE is set" in line, line
+
+
+def test_no_save_folder_names_the_export_folder(tmp_path, capsys, tokenizer_dir):
+    line = _main([*local(tmp_path), f'tokenizer.name={tokenizer_dir}', 'save_folder=null'],
+                 capsys)
+    assert line == (f'error: {CPU}: callbacks.hf_checkpointer.save_folder is empty (the '
+                    f'recipes export the model into save_folder): set save_folder, or '
+                    f'callbacks.hf_checkpointer.save_folder=PATH for the exported model')

@@ -65,6 +65,8 @@ def test_two_launcher_nodes_read_disjoint_halves_and_report_together(oci_store, 
     same = [f'variables.data_remote={remote}', f'tokenizer.name={tokenizer_dir}',
             f'train_loader.dataset.num_canonical_nodes={NCN}', 'max_duration=1ep',
             'variables.run_name=two-nodes', 'save_folder=null', 'autoresume=false',
+            'eval_loader=null',  # the train split only: this test is about its samples
+            f'callbacks.hf_checkpointer.save_folder={tmp_path}/hf',
             f'global_train_batch_size={BATCH}', f'callbacks.run_report.folder={report}',
             f'code_paths=[{ROOT}/tests/programs/sample_log.py]',
             f'callbacks.sample_log.path={log}']
