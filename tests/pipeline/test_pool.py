@@ -11,8 +11,7 @@ import subprocess
 
 import pytest
 
-from data_prep.servers.oci_store import start_store
-from data_prep.servers.oci_store.handler import Knobs
+from data_prep.servers.oci_store import Knobs, start_store
 from tests.helpers import PY, ROOT, sample_texts
 
 pytestmark = pytest.mark.slow

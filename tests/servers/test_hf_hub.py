@@ -172,3 +172,34 @@ def test_endpoint_set_after_huggingface_hub_import_is_one_line(hub):
     assert proc.stdout.strip() == (f'HF_ENDPOINT was set after huggingface_hub was imported (it '
                                    f'uses https://huggingface.co, datasets {hub.endpoint}): set '
                                    f'it before either is imported'), proc.stderr
+
+
+def test_hub_cli_start_status_stop(sample_dir, tmp_path):
+    """The command line `make hub` uses: start (idempotent, laying out allenai/c4 from the
+    sample), status, stop; a bad knob is one line and exit 2."""
+    def cli(*args):
+        return subprocess.run([PY, '-m', 'data_prep.servers.hf_hub', *args,
+                               '--data-dir', str(tmp_path / 'data')],
+                              cwd=ROOT, capture_output=True, text=True, timeout=60)
+    first = cli('start', '--port', '0', '--sample', str(sample_dir))
+    assert first.returncode == 0, first.stderr
+    assert 'datasets: allenai/c4' in first.stdout
+    endpoint = next(line.split('=', 1)[1] for line in first.stdout.splitlines()
+                    if line.startswith('export HF_ENDPOINT='))
+    pid = json.loads((tmp_path / 'data' / 'run' / 'hub.json').read_text())['pid']
+    try:
+        info = requests.get(f'{endpoint}/api/datasets/allenai/c4', timeout=30)
+        assert info.status_code == 200 and info.headers['X-Repo-Commit'] == info.json()['sha']
+        again = cli('start', '--port', '0')
+        assert 'already running' in again.stdout and f'pid {pid}' in again.stdout
+        status = cli('status')
+        assert status.returncode == 0 and f'HF_ENDPOINT={endpoint}' in status.stdout
+    finally:
+        assert f'stopped pid {pid}' in cli('stop').stdout
+    gone = cli('status')
+    assert gone.returncode == 1 and gone.stdout.strip() == 'local Hugging Face Hub: not running'
+    bad = cli('start', '--fault-kinds', 'reset', '--fault-match', '(')
+    assert bad.returncode == 2 and bad.stderr.startswith('hf_hub: fault match')
+    assert len(bad.stderr.strip().splitlines()) == 1
+    with pytest.raises(OSError):
+        os.kill(pid, 0)

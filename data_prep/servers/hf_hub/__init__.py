@@ -16,7 +16,8 @@ caching mirror of the real hub, FastAPI) needs huggingface_hub >= 1.27, against 
 to mirror; it has no latency, bandwidth or fault knobs. hf-local-hub 3.0.0 is a CLI around
 a Go server that its wheel does not ship. huggingface_hub and datasets test against a
 staging hub online. The subset used here is small (five endpoints), and the shaping, fault
-injection, Range handling and request log are reused from data_prep.servers.oci_store.
+injection, Range handling and request log are shared with the local OCI store
+(data_prep.servers.shaped_http).
 
     python -m data_prep.servers.hf_hub {serve,start,stop,status} --help     (make hub)
     from data_prep.servers.hf_hub import start_hub                         (tests, bench)
@@ -30,4 +31,4 @@ Layout of the data folder:
 """
 from data_prep.servers.hf_hub.cli import RunningHub, hub_env, start_hub  # noqa: F401
 from data_prep.servers.hf_hub.repos import c4_name, make_c4_repo  # noqa: F401
-from data_prep.servers.oci_store.handler import Knobs  # noqa: F401
+from data_prep.servers.shaped_http import Knobs  # noqa: F401

@@ -2,19 +2,13 @@
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import signal
-import subprocess
-import sys
-import threading
 from pathlib import Path
 
 from data_prep.servers import background
 from data_prep.servers.hf_hub.repos import make_c4_repo
 from data_prep.servers.hf_hub.server import DEFAULT_PAGE_SIZE, HubServer
-from data_prep.servers.oci_store.cli import RunningStore
-from data_prep.servers.oci_store.handler import FAULT_KINDS, Knobs, _kinds_arg
+from data_prep.servers.shaped_http import FAULT_KINDS, Knobs, fault_kinds_arg
 
 DEFAULT_PORT = 9400
 DEFAULT_DATA_DIR = '.hub/data'
@@ -33,7 +27,7 @@ def hub_env(endpoint: str, data_dir) -> dict[str, str]:
 
 # ----------------------------------------------------------------------------- Python API
 
-class RunningHub(RunningStore):
+class RunningHub(background.RunningServer):
     """A hub running as a subprocess (see `start_hub`): .endpoint, .env(), .requests() (the
     request log: method, path, query, status, bytes, fault, ms), .clear_log(), .stop()."""
 
@@ -49,30 +43,10 @@ def start_hub(data_dir, port: int = 0, knobs: Knobs | None = None, log_path=None
     if sample is not None:
         make_c4_repo(data_dir, sample)
     knobs = (knobs or Knobs()).check()
-    log_path = Path(log_path or data_dir / 'run' / 'requests.jsonl').resolve()
-    log_path.parent.mkdir(parents=True, exist_ok=True)
-    log_path.touch()
-    cmd = [sys.executable, '-m', 'data_prep.servers.hf_hub', 'serve', '--data-dir', str(data_dir),
-           '--port', str(port), '--log', str(log_path), '--page-size', str(page_size),
-           '--latency-ms', str(knobs.latency_ms), '--bandwidth-mbps', str(knobs.bandwidth_mbps),
-           '--fault-rate', str(knobs.fault_rate), '--fault-kinds', ','.join(knobs.fault_kinds),
-           '--fault-match', knobs.fault_match]
-    if knobs.seed is not None:
-        cmd += ['--seed', str(knobs.seed)]
-    root = Path(__file__).resolve().parents[3]
-    env = {**os.environ, 'PYTHONPATH': os.pathsep.join(
-        [str(root), *filter(None, [os.environ.get('PYTHONPATH')])])}
-    (data_dir / 'run').mkdir(parents=True, exist_ok=True)
-    errors = open(data_dir / 'run' / 'hub.log', 'a+')
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=errors, env=env, text=True,
-                            cwd=root, start_new_session=True)
-    line = proc.stdout.readline()  # serve prints one JSON line once it is listening
-    if not line:
-        proc.wait()
-        errors.seek(0)
-        last = (errors.read().strip().splitlines() or [f'exit code {proc.returncode}'])[-1]
-        raise RuntimeError(f'did not start: {last.removeprefix("hf_hub: ")}')
-    return RunningHub(proc, data_dir, json.loads(line)['port'], log_path)
+    argv = ['--port', str(port), '--page-size', str(page_size), *knobs.argv()]
+    proc, port, log_path = background.launch('data_prep.servers.hf_hub', data_dir, argv,
+                                             log_path, 'hub.log', 'hf_hub')
+    return RunningHub(proc, data_dir, port, log_path)
 
 
 # ----------------------------------------------------------------------------- CLI
@@ -91,21 +65,9 @@ def _serve(args) -> int:
         raise OSError(f'cannot listen on 127.0.0.1:{args.port} ({e.strerror}): another hub? '
                       f'`make hub-stop`, or pick --port') from None
     port = server.server_address[1]
-    print(json.dumps({'port': port, 'pid': os.getpid(),
-                      'data_dir': str(Path(args.data_dir).resolve()),
-                      'endpoint': f'http://127.0.0.1:{port}'}), flush=True)
-    signal.signal(signal.SIGTERM, lambda *_: threading.Thread(target=server.shutdown).start())
-    try:
-        server.serve_forever(poll_interval=0.2)
-    except KeyboardInterrupt:
-        pass
-    server.server_close()
-    return 0
-
-
-def _running(data_dir) -> dict | None:
-    """The state of the `start`ed hub for this data dir, if its process is alive."""
-    return background.running(data_dir, 'hub')
+    return background.serve(server, {'port': port, 'pid': os.getpid(),
+                                     'data_dir': str(Path(args.data_dir).resolve()),
+                                     'endpoint': f'http://127.0.0.1:{port}'})
 
 
 def _print_exports(info: dict, data_dir) -> None:
@@ -120,34 +82,9 @@ def _print_exports(info: dict, data_dir) -> None:
         print(f'export {k}={v}')
 
 
-def _start(args) -> int:
-    info = _running(args.data_dir)
-    if info:
-        if args.sample:
-            make_c4_repo(args.data_dir, args.sample)  # picked up by the running hub
-        print('already running')
-        _print_exports(info, args.data_dir)
-        return 0
-    run = background.run_dir(args.data_dir)
-    hub = start_hub(args.data_dir, args.port, _knobs(args), run / 'requests.jsonl',
-                    args.sample, args.page_size)
-    info = background.record(args.data_dir, 'hub', hub.proc.pid, hub.port, hub.endpoint)
-    _print_exports(info, args.data_dir)
-    return 0
-
-
-def _stop(args) -> int:
-    background.stop(args.data_dir, 'hub', 'local Hugging Face Hub')
-    return 0
-
-
-def _status(args) -> int:
-    info = _running(args.data_dir)
-    if not info:
-        print('local Hugging Face Hub: not running')
-        return 1
-    _print_exports(info, args.data_dir)
-    return 0
+def _add_sample(args) -> None:
+    if args.sample:
+        make_c4_repo(args.data_dir, args.sample)  # picked up by the running hub
 
 
 def main(argv=None) -> int:
@@ -174,24 +111,19 @@ def main(argv=None) -> int:
                       help='MB/s per connection, 0 = unlimited')
     knob.add_argument('--fault-rate', type=float, default=0.0,
                       help='fraction of requests that fail, 0..1')
-    knob.add_argument('--fault-kinds', type=_kinds_arg, default=FAULT_KINDS,
+    knob.add_argument('--fault-kinds', type=fault_kinds_arg, default=FAULT_KINDS,
                       help=f'comma list of {",".join(FAULT_KINDS)}: how they fail; reset cuts '
                            f'a file body half-way (default all)')
     knob.add_argument('--fault-match', default='',
                       help='regex on "METHOD /path": only matching requests may fail, e.g. '
                            '"GET /_lfs/.*c4-train.00001" (default all)')
     knob.add_argument('--seed', type=int, default=None, help='seed for the fault sequence')
-    p = sub.add_parser('serve', parents=[common, knob], help='run in the foreground')
-    p.add_argument('--log', help='append one JSON line per request to this file')
-    sub.add_parser('start', parents=[common, knob],
-                   help='run in the background (idempotent) and print the exports to use it')
-    sub.add_parser('stop', parents=[common], help='stop the hub started by `start`')
-    sub.add_parser('status', parents=[common], help='say whether it runs, and the exports')
+    background.add_commands(sub, common, knob, 'hub',
+                            'append one JSON line per request to this file')
     args = parser.parse_args(argv)
-    try:
-        if hasattr(args, 'fault_rate'):
-            _knobs(args)
-        return {'serve': _serve, 'start': _start, 'stop': _stop, 'status': _status}[args.cmd](args)
-    except (ValueError, OSError, RuntimeError) as e:
-        print(f'hf_hub: {e}', file=sys.stderr)
-        return 2
+    return background.run_command(
+        args, 'hf_hub', 'hub', 'local Hugging Face Hub',
+        check=lambda a: hasattr(a, 'fault_rate') and _knobs(a),
+        serve=_serve, print_exports=_print_exports, already=_add_sample,
+        launch_it=lambda a, log: start_hub(a.data_dir, a.port, _knobs(a), log, a.sample,
+                                           a.page_size))

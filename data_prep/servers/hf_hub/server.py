@@ -13,39 +13,31 @@
 Every answer about a repository carries X-Repo-Commit; errors carry X-Error-Code
 (RepoNotFound, RevisionNotFound, EntryNotFound), which is how huggingface_hub tells them
 apart. The shaping (latency, bandwidth per connection, faults), the Range parser, the
-sendfile/throttled body writer and the JSON request log are the local OCI store's
-(data_prep.servers.oci_store.handler), reused by subclassing.
+sendfile/throttled body writer and the JSON request log are shared with the local OCI store
+(data_prep.servers.shaped_http).
 """
 from __future__ import annotations
 
-import random
-import threading
-import time
-import uuid
 from email.utils import formatdate
-from http.server import ThreadingHTTPServer
 from pathlib import Path
-from urllib.parse import parse_qs, quote, unquote, urlsplit
+from urllib.parse import parse_qs, quote, unquote
 
 from data_prep.servers.hf_hub.repos import Entry, Repos, Snapshot
-from data_prep.servers.oci_store.handler import (
-    SETTLE_PATH,
-    Handler,
+from data_prep.servers.shaped_http import (
+    Buffer,
     Knobs,
-    StoreServer,
-    _Buffer,
-    _parse_range,
-    _Reset,
+    RequestError,
+    Reset,
+    ShapedHandler,
+    ShapedServer,
+    iso_time,
 )
-from data_prep.servers.oci_store.storage import StoreError, _iso
 
 DEFAULT_PAGE_SIZE = 1000  # the hub's page for tree listings without expand
 
 
-class HubError(Exception):
-    def __init__(self, status: int, code: str | None, message: str):
-        super().__init__(message)
-        self.status, self.code, self.message = status, code, message
+class HubError(RequestError):
+    """An error the hub answers; `code` goes out as X-Error-Code (None: none)."""
 
 
 def _repo_not_found(repo_id: str) -> HubError:
@@ -57,67 +49,32 @@ def _flag(value: str | None) -> bool:
     return str(value).lower() in ('1', 'true', 'yes')
 
 
-class HubHandler(Handler):
+class HubHandler(ShapedHandler):
     server_version = 'local-hf-hub'
 
-    def _dispatch(self):
-        self.t0, self.sent, self.received, self.fault = time.monotonic(), 0, 0, None
-        self.status, self.shaped, self.repo_commit = 0, 0, None
-        # the store handler's body pacing reads the request's rate (its _dispatch sets it)
-        self.rate = self.server.knobs.bandwidth_mbps * 1e6  # bytes/s, 0 = unshaped
-        server: HubServer = self.server
-        if self.path == SETTLE_PATH:  # not a hub request: see RunningHub.requests
-            server.settle()
-            return self._empty(204)
-        with server.busy:
-            server.inflight += 1
-        try:
-            split = urlsplit(self.path)
-            self.query = {k: v[0] for k, v in parse_qs(split.query).items()}
-            self.route = split.path
-            if server.knobs.latency_ms:
-                time.sleep(server.knobs.latency_ms / 1000)
-            self.fault = server.draw_fault(f'{self.command} {unquote(split.path)}')
-            if self.fault in ('503', '500', '429'):
-                self.close_connection = True
-                raise HubError(int(self.fault), None, f'injected fault {self.fault}')
-            if self.fault == 'reset' and not (self.command == 'GET' and (
-                    split.path.startswith('/_lfs/') or '/resolve/' in split.path)):
-                raise _Reset()  # no file body to cut half-way: drop the connection now
-            self._route(split.path)
-        except StoreError as e:  # from the reused Range parser
-            self._error(HubError(e.status, None, e.message))
-        except HubError as e:
+    def _begin(self):
+        self.repo_commit = None
+
+    def _answer_headers(self) -> dict:
+        return {'X-Repo-Commit': self.repo_commit}
+
+    def _cuts_body(self) -> bool:  # a file body (a resolve in git, or an LFS object)
+        return self.command == 'GET' and (self.route.startswith('/_lfs/') or
+                                          '/resolve/' in self.route)
+
+    def _injected(self, status: int) -> Exception:
+        self.close_connection = True
+        return HubError(status, None, f'injected fault {status}')
+
+    def _answer_error(self, e: Exception):
+        if isinstance(e, HubError):
             self._error(e)
-        except _Reset:
-            self._reset()
-        except (ConnectionError, BrokenPipeError, TimeoutError):
-            self.close_connection = True
-            self.status = self.status or 499
-        except Exception as e:  # a bug here must not look like a network fault
+        elif isinstance(e, RequestError):  # from the Range parser
+            self._error(HubError(e.status, None, e.message))
+        else:  # a bug here must not look like a network fault
             self._error(HubError(500, None, repr(e)))
-        finally:
-            server.log_request_line(self)
-            with server.busy:
-                server.inflight -= 1
-                server.busy.notify_all()
 
-    do_GET = do_HEAD = do_POST = _dispatch
-
-    # responses ------------------------------------------------------------
-    def _start(self, status: int, headers: dict, length: int):
-        self.status = status
-        self.send_response(status)
-        self.send_header('X-Request-Id', uuid.uuid4().hex)
-        if self.repo_commit:
-            self.send_header('X-Repo-Commit', self.repo_commit)
-        for k, v in headers.items():
-            if v is not None:
-                self.send_header(k, str(v))
-        self.send_header('Content-Length', str(length))
-        if self.close_connection:
-            self.send_header('Connection', 'close')
-        self.end_headers()
+    do_GET = do_HEAD = do_POST = ShapedHandler._dispatch
 
     def _error(self, e: HubError):
         self._json(e.status, {'error': e.message},
@@ -147,7 +104,7 @@ class HubHandler(Handler):
                 self._revision(snap, rest[1])
                 return self._json(200, [{'id': snap.sha, 'title': 'Local stand-in',
                                          'message': '', 'authors': [],
-                                         'date': _iso(snap.modified)}])
+                                         'date': iso_time(snap.modified)}])
         elif len(seg) >= 6 and seg[0] == 'datasets' and seg[3] == 'resolve' and m in ('GET',
                                                                                        'HEAD'):
             snap = self._repo(f'{seg[1]}/{seg[2]}')
@@ -180,8 +137,8 @@ class HubHandler(Handler):
     @staticmethod
     def _info(repo_id: str, snap: Snapshot) -> dict:
         return {'_id': snap.sha[:24], 'id': repo_id, 'author': repo_id.split('/')[0],
-                'sha': snap.sha, 'lastModified': _iso(snap.modified),
-                'createdAt': _iso(snap.modified), 'private': False, 'gated': False,
+                'sha': snap.sha, 'lastModified': iso_time(snap.modified),
+                'createdAt': iso_time(snap.modified), 'private': False, 'gated': False,
                 'disabled': False, 'downloads': 0, 'likes': 0, 'tags': [],
                 'siblings': [{'rfilename': p} for p in sorted(snap.entries)],
                 'usedStorage': sum(e.size for e in snap.entries.values())}
@@ -198,7 +155,7 @@ class HubHandler(Handler):
                                'pointerSize': e.pointer_size}
         if expand:
             item['lastCommit'] = {'id': snap.sha, 'title': 'Local stand-in',
-                                  'date': _iso(snap.modified)}
+                                  'date': iso_time(snap.modified)}
         return item
 
     def _tree(self, raw: str, snap: Snapshot, path: str):
@@ -221,8 +178,8 @@ class HubHandler(Handler):
                           headers)
 
     def _paths_info(self, snap: Snapshot):
-        buf = _Buffer()
-        self._receive(buf, check=False)  # the hub's requests are not signed
+        buf = Buffer()
+        self._read_body(buf)
         form = parse_qs(buf.data.decode())
         expand = _flag((form.get('expand') or ['false'])[0])
         found = [p.strip('/') for p in form.get('paths', [])]
@@ -237,7 +194,7 @@ class HubHandler(Handler):
             return self._body(e, {'ETag': f'"{e.oid}"'})
         # LFS: a redirect to the content store (the CDN), which the clients follow.
         if self.fault == 'reset':
-            raise _Reset()
+            raise Reset()
         repo_id = '/'.join(quote(p, safe='') for p in self.route.split('/')[2:4])
         location = (f'http://{self.headers.get("Host")}/_lfs/{repo_id}/{e.lfs_sha256}/'
                     f'{quote(e.path)}')
@@ -249,31 +206,18 @@ class HubHandler(Handler):
         headers = {**headers, 'Content-Type': 'application/octet-stream',
                    'Accept-Ranges': 'bytes',
                    'Last-Modified': formatdate(e.file.stat().st_mtime, usegmt=True)}
-        start, end, status = 0, size - 1, 200
-        rng = self.headers.get('Range')
-        if rng and size:
-            start, end = _parse_range(rng, size)
-            status = 206
-            headers['Content-Range'] = f'bytes {start}-{end}/{size}'
-        length = max(end - start + 1, 0)
+        start, length, status = self._byte_range(size, headers) if size else (0, 0, 200)
         self._start(status, headers, length)
         if self.command == 'GET' and length:
             with open(e.file, 'rb') as f:
                 self._send_file(f, start, length)
 
 
-class HubServer(StoreServer):
-    """The store's server machinery (shaping, faults, log, settle) over dataset repositories."""
+class HubServer(ShapedServer):
+    """The shared server machinery (shaping, faults, log, settle) over dataset repositories."""
 
     def __init__(self, data_dir, port: int, knobs: Knobs, log_path=None,
                  page_size: int = DEFAULT_PAGE_SIZE):
-        # Not StoreServer.__init__: that one sets up bucket storage, which the hub has none of.
-        ThreadingHTTPServer.__init__(self, ('127.0.0.1', port), HubHandler)  # loopback only
+        super().__init__(port, HubHandler, knobs, log_path)
         self.repos = Repos(Path(data_dir))
         self.page_size = max(1, int(page_size))
-        self.knobs = knobs.check()
-        self.rng = random.Random(knobs.seed)
-        self.rng_lock = threading.Lock()
-        self.log_file = open(log_path, 'a', buffering=1) if log_path else None
-        self.log_lock = threading.Lock()
-        self.busy, self.inflight = threading.Condition(), 0

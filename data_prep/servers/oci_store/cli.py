@@ -22,26 +22,16 @@ an idle timeout after which a silent client is dropped.
 from __future__ import annotations
 
 import argparse
-import http.client
-import json
 import os
-import signal
-import subprocess
 import sys
-import threading
 from pathlib import Path
 
 from data_prep.env import env_value
 from data_prep.servers import background
 from data_prep.servers.oci_store.auth import client_config
-from data_prep.servers.oci_store.handler import (
-    FAULT_KINDS,
-    SETTLE_PATH,
-    Knobs,
-    StoreServer,
-    _kinds_arg,
-)
+from data_prep.servers.oci_store.handler import StoreServer
 from data_prep.servers.oci_store.storage import NAMESPACE, Storage, StoreError
+from data_prep.servers.shaped_http import FAULT_KINDS, Knobs, fault_kinds, fault_kinds_arg
 from data_prep.storage.oci.auth import ENDPOINT_ENV
 
 DEFAULT_PORT = 9300
@@ -61,54 +51,14 @@ def client_env(data_dir, endpoint: str) -> dict[str, str]:
 
 # ----------------------------------------------------------------------------- Python API
 
-class RunningStore:
+class RunningStore(background.RunningServer):
     """A store running as a subprocess (see `start_store`)."""
-
-    def __init__(self, proc, data_dir: Path, port: int, log_path: Path):
-        self.proc, self.data_dir, self.port, self.log_path = proc, data_dir, port, log_path
-        self.endpoint = f'http://127.0.0.1:{port}'
 
     def env(self) -> dict[str, str]:
         return client_env(self.data_dir, self.endpoint)
 
-    def requests(self) -> list[dict]:
-        """The request log so far: dicts with method, path, query, status, bytes, in, fault, ms."""
-        self._settle()
-        if not self.log_path.exists():
-            return []
-        with open(self.log_path) as f:
-            return [json.loads(line) for line in f if line.strip()]
-
-    def _settle(self) -> None:
-        if self.proc.poll() is None:  # a response can reach the client before its log line
-            conn = http.client.HTTPConnection('127.0.0.1', self.port, timeout=15)
-            conn.request('GET', SETTLE_PATH)
-            conn.getresponse().read()
-            conn.close()
-
-    def clear_log(self) -> None:
-        # Truncate in place: the server appends to the same open file (O_APPEND).
-        self._settle()
-        with open(self.log_path, 'r+') as f:
-            f.truncate(0)
-
     def create_bucket(self, name: str) -> None:
         Storage(self.data_dir).create_bucket(name)
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.stop()
 
 
 def start_store(data_dir, port: int = 0, knobs: Knobs | None = None, log_path=None,
@@ -116,43 +66,37 @@ def start_store(data_dir, port: int = 0, knobs: Knobs | None = None, log_path=No
     """Start `serve` as a real subprocess (port 0 = a free one) and wait until it listens."""
     data_dir = Path(data_dir).resolve()
     knobs = (knobs or Knobs()).check()
-    log_path = Path(log_path or data_dir / 'run' / 'requests.jsonl').resolve()
-    log_path.parent.mkdir(parents=True, exist_ok=True)
-    log_path.touch()
-    cmd = [sys.executable, '-m', 'data_prep.servers.oci_store', 'serve',
-           '--data-dir', str(data_dir), '--port', str(port), '--log', str(log_path),
-           '--latency-ms', str(knobs.latency_ms),
-           '--bandwidth-mbps', str(knobs.bandwidth_mbps), '--fault-rate', str(knobs.fault_rate),
-           '--fault-kinds', ','.join(knobs.fault_kinds), '--fault-match', knobs.fault_match,
-           '--idle-timeout-s', str(knobs.idle_timeout_s), '--shape-match', knobs.shape_match]
-    if knobs.seed is not None:
-        cmd += ['--seed', str(knobs.seed)]
+    argv = ['--port', str(port), *knobs.argv(), '--idle-timeout-s', str(knobs.idle_timeout_s),
+            '--shape-match', knobs.shape_match]
     for b in buckets:
-        cmd += ['--bucket', b]
-    root = Path(__file__).resolve().parents[3]
-    env = {**os.environ, 'PYTHONPATH': os.pathsep.join(
-        [str(root), *filter(None, [os.environ.get('PYTHONPATH')])])}
-    (data_dir / 'run').mkdir(parents=True, exist_ok=True)
-    errors = open(data_dir / 'run' / 'store.log', 'a+')
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=errors, env=env, text=True,
-                            cwd=root, start_new_session=True)
-    line = proc.stdout.readline()  # serve prints one JSON line once it is listening
-    if not line:
-        proc.wait()
-        errors.seek(0)
-        last = (errors.read().strip().splitlines() or [f'exit code {proc.returncode}'])[-1]
-        raise RuntimeError(f'did not start: {last.removeprefix("oci_store: ")}')
-    info = json.loads(line)
-    return RunningStore(proc, data_dir, info['port'], log_path)
+        argv += ['--bucket', b]
+    proc, port, log_path = background.launch('data_prep.servers.oci_store', data_dir, argv,
+                                             log_path, 'store.log', 'oci_store')
+    return RunningStore(proc, data_dir, port, log_path)
 
 
 # ----------------------------------------------------------------------------- CLI
 
+def _knobs(args) -> Knobs:
+    return Knobs(args.latency_ms, args.bandwidth_mbps, args.fault_rate, args.fault_kinds,
+                 args.seed, args.fault_match, args.idle_timeout_s, args.shape_match).check()
+
+
+def _env_knobs() -> Knobs:
+    """The knobs' defaults from the OCI_STORE_* environment."""
+    return Knobs(latency_ms=env_value('OCI_STORE_LATENCY_MS', 0.0, float),
+                 bandwidth_mbps=env_value('OCI_STORE_BANDWIDTH_MBPS', 0.0, float),
+                 fault_rate=env_value('OCI_STORE_FAULT_RATE', 0.0, float),
+                 fault_kinds=env_value('OCI_STORE_FAULT_KINDS', FAULT_KINDS, fault_kinds),
+                 seed=env_value('OCI_STORE_SEED', None, int),
+                 fault_match=os.environ.get('OCI_STORE_FAULT_MATCH', ''),
+                 idle_timeout_s=env_value('OCI_STORE_IDLE_TIMEOUT_S', 60.0, float),
+                 shape_match=os.environ.get('OCI_STORE_SHAPE_MATCH', ''))
+
+
 def _serve(args) -> int:
-    knobs = Knobs(args.latency_ms, args.bandwidth_mbps, args.fault_rate, args.fault_kinds,
-                  args.seed, args.fault_match, args.idle_timeout_s, args.shape_match)
     try:
-        server = StoreServer(args.data_dir, args.port, knobs, args.log)
+        server = StoreServer(args.data_dir, args.port, _knobs(args), args.log)
     except OSError as e:
         raise OSError(f'cannot listen on 127.0.0.1:{args.port} ({e.strerror}): another store? '
                       f'`make store-stop`, or pick --port') from None
@@ -162,22 +106,10 @@ def _serve(args) -> int:
         except StoreError:
             pass  # already there: buckets persist with the data dir
     port = server.server_address[1]
-    print(json.dumps({'port': port, 'pid': os.getpid(),
-                      'data_dir': str(Path(args.data_dir).resolve()),
-                      'endpoint': f'http://127.0.0.1:{port}', 'namespace': NAMESPACE}),
-          flush=True)
-    signal.signal(signal.SIGTERM, lambda *_: threading.Thread(target=server.shutdown).start())
-    try:
-        server.serve_forever(poll_interval=0.2)
-    except KeyboardInterrupt:
-        pass
-    server.server_close()
-    return 0
-
-
-def _running(data_dir) -> dict | None:
-    """The state of the `start`ed store for this data dir, if its process is alive."""
-    return background.running(data_dir, 'store')
+    return background.serve(server, {'port': port, 'pid': os.getpid(),
+                                     'data_dir': str(Path(args.data_dir).resolve()),
+                                     'endpoint': f'http://127.0.0.1:{port}',
+                                     'namespace': NAMESPACE})
 
 
 def _print_exports(info: dict, data_dir) -> None:
@@ -190,40 +122,9 @@ def _print_exports(info: dict, data_dir) -> None:
         print(f'export {k}={v}')
 
 
-def _start(args) -> int:
-    info = _running(args.data_dir)
-    if info:
-        print('already running')
-        _print_exports(info, args.data_dir)
-        return 0
-    run = background.run_dir(args.data_dir)
-    run.mkdir(parents=True, exist_ok=True)
-    knobs = Knobs(args.latency_ms, args.bandwidth_mbps, args.fault_rate, args.fault_kinds,
-                  args.seed, args.fault_match, args.idle_timeout_s, args.shape_match)
-    store = start_store(args.data_dir, args.port, knobs, run / 'requests.jsonl',
-                        args.bucket or DEFAULT_BUCKETS)
-    info = background.record(args.data_dir, 'store', store.proc.pid, store.port, store.endpoint)
-    _print_exports(info, args.data_dir)
-    return 0
-
-
-def _stop(args) -> int:
-    background.stop(args.data_dir, 'store', 'local OCI store')
-    return 0
-
-
-def _status(args) -> int:
-    info = _running(args.data_dir)
-    if not info:
-        print('local OCI store: not running')
-        return 1
-    _print_exports(info, args.data_dir)
-    return 0
-
-
 def main(argv=None) -> int:
     try:
-        env = Knobs.from_env()
+        env = _env_knobs()
     except ValueError as e:
         print(f'oci_store: bad OCI_STORE_* environment: {e}', file=sys.stderr)
         return 2
@@ -247,7 +148,7 @@ def main(argv=None) -> int:
                       help='MB/s per connection, 0 = unlimited (env OCI_STORE_BANDWIDTH_MBPS)')
     knob.add_argument('--fault-rate', type=float, default=env.fault_rate,
                       help='fraction of requests that fail, 0..1 (env OCI_STORE_FAULT_RATE)')
-    knob.add_argument('--fault-kinds', type=_kinds_arg, default=env.fault_kinds,
+    knob.add_argument('--fault-kinds', type=fault_kinds_arg, default=env.fault_kinds,
                       help=f'comma list of {",".join(FAULT_KINDS)}: how they fail; reset cuts '
                            f'a GET body half-way (env OCI_STORE_FAULT_KINDS, default all)')
     knob.add_argument('--fault-match', default=env.fault_match,
@@ -265,22 +166,15 @@ def main(argv=None) -> int:
     knob.add_argument('--bucket', action='append',
                       help=f'create this bucket if missing, repeatable (start default: '
                            f'{",".join(DEFAULT_BUCKETS)})')
-    p = sub.add_parser('serve', parents=[common, knob], help='run in the foreground')
-    p.add_argument('--log', help='append one JSON line per request to this file '
-                                 '(env OCI_STORE_LOG)', default=os.environ.get('OCI_STORE_LOG'))
-    sub.add_parser('start', parents=[common, knob],
-                   help='run in the background (idempotent) and print the exports to use it')
-    sub.add_parser('stop', parents=[common], help='stop the store started by `start`')
-    sub.add_parser('status', parents=[common], help='say whether it runs, and the exports')
+    background.add_commands(sub, common, knob, 'store', 'append one JSON line per request to '
+                            'this file (env OCI_STORE_LOG)', os.environ.get('OCI_STORE_LOG'))
     args = parser.parse_args(argv)
-    try:
-        if getattr(args, 'fault_rate', None) is not None:
-            Knobs(args.latency_ms, args.bandwidth_mbps, args.fault_rate, args.fault_kinds,
-                  args.seed, args.fault_match, args.idle_timeout_s, args.shape_match).check()
-        return {'serve': _serve, 'start': _start, 'stop': _stop, 'status': _status}[args.cmd](args)
-    except (ValueError, OSError, RuntimeError) as e:
-        print(f'oci_store: {e}', file=sys.stderr)
-        return 2
+    return background.run_command(
+        args, 'oci_store', 'store', 'local OCI store',
+        check=lambda a: getattr(a, 'fault_rate', None) is not None and _knobs(a),
+        serve=_serve, print_exports=_print_exports,
+        launch_it=lambda a, log: start_store(a.data_dir, a.port, _knobs(a), log,
+                                             a.bucket or DEFAULT_BUCKETS))
 
 
 if __name__ == '__main__':

@@ -28,8 +28,9 @@ import time
 import uuid
 from pathlib import Path
 
+from data_prep.servers.shaped_http import CHUNK, RequestError, iso_time
+
 NAMESPACE = 'local'
-CHUNK = 1 << 20
 MAX_NAME_BYTES = 1024          # OCI's limit on an object name
 MAX_USER_METADATA_BYTES = 2000  # OCI's limit on opc-meta-* keys and values together
 LIST_FIELDS = ('name', 'size', 'etag', 'md5', 'timeCreated', 'timeModified', 'storageTier',
@@ -40,10 +41,8 @@ CONTENT_HEADERS = {'contentType': 'Content-Type', 'contentEncoding': 'Content-En
                    'contentDisposition': 'Content-Disposition', 'cacheControl': 'Cache-Control'}
 
 
-class StoreError(Exception):
-    def __init__(self, status: int, code: str, message: str):
-        super().__init__(message)
-        self.status, self.code, self.message = status, code, message
+class StoreError(RequestError):
+    """An error of the store, answered with OCI's status and code."""
 
 
 def _check_name(kind: str, name: str, segment_max: int = 255) -> None:
@@ -153,7 +152,7 @@ class Storage:
         cfile = self.root / 'meta' / name / '.compartment'
         return {'namespace': NAMESPACE, 'name': name,
                 'compartmentId': cfile.read_text() if cfile.exists() else 'local',
-                'createdBy': 'local', 'timeCreated': _iso(st.st_ctime),
+                'createdBy': 'local', 'timeCreated': iso_time(st.st_ctime),
                 'etag': f'{int(st.st_ctime * 1e6):x}', 'storageTier': 'Standard',
                 'publicAccessType': 'NoPublicAccess', 'metadata': {}}
 
@@ -320,7 +319,7 @@ class Storage:
                     meta = self.head_object(bucket, name)
                 except StoreError:  # deleted since the walk
                     continue
-                when = _iso(meta['timeModified'])
+                when = iso_time(meta['timeModified'])
                 every = {'size': meta['size'], 'md5': meta.get('md5'), 'etag': meta['etag'],
                          'timeCreated': when, 'timeModified': when, 'storageTier': 'Standard',
                          'archivalState': None}
@@ -350,7 +349,7 @@ class Storage:
         (path / 'meta.json').write_text(json.dumps(meta or {}))
         (path / 'object').write_text(name)
         return {'namespace': NAMESPACE, 'bucket': bucket, 'object': name,
-                'uploadId': upload_id, 'timeCreated': _iso(time.time()),
+                'uploadId': upload_id, 'timeCreated': iso_time(time.time()),
                 'storageTier': 'Standard'}
 
     def list_uploads(self, bucket: str) -> list[dict]:
@@ -363,9 +362,22 @@ class Storage:
             except FileNotFoundError:  # being created or aborted
                 continue
             out.append({'namespace': NAMESPACE, 'bucket': bucket, 'object': name,
-                        'uploadId': path.name, 'timeCreated': _iso(path.stat().st_ctime),
+                        'uploadId': path.name, 'timeCreated': iso_time(path.stat().st_ctime),
                         'storageTier': 'Standard'})
         return out
+
+    def put_part(self, bucket: str, name: str, upload_id: str, num: int, tmp: Path,
+                 md5: str) -> str:
+        """Make a fully received temp file part `num` of an upload (replacing one sent
+        before); its new ETag."""
+        path = self.upload_dir(bucket, upload_id, name)
+        etag = uuid.uuid4().hex
+        size = tmp.stat().st_size
+        os.replace(tmp, path / f'{num}.part')
+        (path / f'{num}.tmp').write_text(json.dumps(
+            {'part': num, 'etag': etag, 'md5': md5, 'size': size}))
+        os.replace(path / f'{num}.tmp', path / f'{num}.json')  # listings see it whole
+        return etag
 
     def list_parts(self, bucket: str, name: str, upload_id: str) -> list[dict]:
         path = self.upload_dir(bucket, upload_id, name)
@@ -414,6 +426,3 @@ class Storage:
     def abort_upload(self, bucket: str, name: str, upload_id: str) -> None:
         shutil.rmtree(self.upload_dir(bucket, upload_id, name))
 
-
-def _iso(ts: float) -> str:
-    return time.strftime('%Y-%m-%dT%H:%M:%S', time.gmtime(ts)) + f'.{int(ts % 1 * 1000):03d}Z'
