@@ -235,8 +235,10 @@ _marker_fds: list[int] = []  # this process's markers, open until it exits
 
 
 def _marker(prefix: str) -> str:
-    from tempfile import gettempdir
-    return os.path.join(gettempdir(), f'streaming_ext.{prefix}.users')
+    # Beside the shared memory it marks, not in TMPDIR: every process on the machine must find
+    # the same marker (a run with its own TMPDIR had its live memory removed by another run's
+    # clean-up, which found a stale marker of the same prefix in /tmp).
+    return os.path.join(SHM_DIR, f'streaming_ext.{prefix}.users')
 
 
 def _mark_user(prefix_int: int) -> None:
