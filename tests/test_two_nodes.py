@@ -57,6 +57,7 @@ def _one_node_batches(overrides: list[str], cache: Path) -> list[list[str]]:
 
 
 @pytest.mark.slow
+@pytest.mark.alone
 def test_two_launcher_nodes_read_disjoint_halves_and_report_together(oci_store, tokenizer_dir,
                                                                      tmp_path):
     remote = 'oci://c4-bench@local/two-nodes'
