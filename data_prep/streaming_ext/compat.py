@@ -231,7 +231,7 @@ def wrap_downloaders(ds, wrap: Callable) -> None:
 # a marker (a dataset built without install()) counts as live while any process maps it.
 
 SHM_DIR = '/dev/shm'  # where POSIX shared memory (shm_open) lives on Linux
-_marker_fds: list[int] = []  # this process's markers, open until it exits
+_marker_fds: dict[int, int] = {}  # prefix -> this process's open marker, until it exits
 
 
 def _marker(prefix: str) -> str:
@@ -242,15 +242,28 @@ def _marker(prefix: str) -> str:
 
 
 def _mark_user(prefix_int: int) -> None:
+    if prefix_int in _marker_fds:
+        return
     fd = os.open(_marker(f'{prefix_int:06}'), os.O_RDWR | os.O_CREAT, 0o600)
     fcntl.flock(fd, fcntl.LOCK_SH)
-    _marker_fds.append(fd)
+    _marker_fds[prefix_int] = fd
 
 
 def patch_shm_prefix() -> None:
-    """Mark this process as a user of every shared-memory prefix it takes (idempotent)."""
+    """Mark this process as a user of every shared-memory prefix it takes (idempotent).
+
+    The node leader marks a prefix *before* it creates the prefix's first shared memory
+    (`<prefix>_locals`, in get_shm_prefix), not after get_shm_prefix returns: between the two
+    lies a barrier of all ranks (all nodes: seconds), and a normal exit leaves its marker
+    behind unlocked, so a clean-up in that window took the new run's memory for the old run's
+    leftovers and removed it; the next dataset then took the same prefix and attached to the
+    first one's barrier (two launcher nodes on one machine hung in a full `make test`).
+    The other ranks mark once get_shm_prefix returns (the leader's marker covers them until
+    then)."""
     require_supported()
     import streaming.base.dataset as dataset_module
+    import streaming.base.shared.prefix as prefix_module
+    from streaming.base.constant import LOCALS
     if getattr(dataset_module.get_shm_prefix, '_marks_users', False):
         return
     get_shm_prefix = dataset_module.get_shm_prefix
@@ -260,8 +273,16 @@ def patch_shm_prefix() -> None:
         _mark_user(prefix_int)
         return prefix_int, shm
 
+    class MarkingSharedMemory(prefix_module.SharedMemory):
+        def __init__(self, name: str, create: Optional[bool] = None, *args, **kwargs):
+            head, _, tail = name.partition('_')
+            if create and tail == LOCALS and head.isdigit():
+                _mark_user(int(head))
+            super().__init__(name, create, *args, **kwargs)
+
     marking._marks_users = True
     dataset_module.get_shm_prefix = marking
+    prefix_module.SharedMemory = MarkingSharedMemory  # only get_shm_prefix's module sees it
 
 
 def _shm_groups() -> dict[str, list[str]]:
