@@ -50,10 +50,8 @@ install: $(STAMP)  ## create .venv and install the project with its test tools (
 lint: $(STAMP)  ## ruff: lint and import order
 	$(VENV)/bin/ruff check .
 
-# Tests marked `alone` run after the others, by themselves (see pyproject.toml).
 test: lint  ## lint, then the whole test suite (installs first if needed)
-	$(PY) -m pytest tests -n $(TEST_WORKERS) --dist loadfile -m "not alone"
-	$(PY) -m pytest tests -m alone
+	$(PY) -m pytest tests -n $(TEST_WORKERS) --dist loadfile
 
 test-fast: $(STAMP)  ## the quick part of the suite: no training runs, no slow end-to-end tests
 	$(PY) -m pytest tests -n $(TEST_WORKERS) --dist loadfile -m "not slow and not e2e"

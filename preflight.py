@@ -1,11 +1,13 @@
 """What a recipe needs on this machine besides its data, checked by train.py before training
 starts (on every rank, before any model, tokenizer or dataloader worker): the optional
-packages its settings ask for, and the tokenizer and Hugging Face model it names.
+packages its settings ask for, the tokenizer and Hugging Face model it names, and a temporary
+folder its dataloader workers can use.
 
 Without these checks each one fails late, after the launcher has started every rank: a missing
 flash-attn in llm-foundry's model build ("flash-attention 2 is not installed"), a missing
 wandb when the logger is built, a tokenizer folder that was never made (`make tokenizer`) as
-a 130-line traceback about huggingface.co.
+a 130-line traceback about huggingface.co, and a long TMPDIR as a first batch that never comes
+(see check_temp_dir).
 """
 from __future__ import annotations
 
@@ -13,6 +15,7 @@ import importlib
 import importlib.metadata
 import importlib.util
 import os
+import tempfile
 from dataclasses import dataclass
 from typing import Any, Iterator, Optional
 
@@ -215,3 +218,36 @@ def check_sources(cfg, where: str) -> None:
         problem = _hub_problem(name, probe_file)
         if problem:
             raise Missing(f'{where}: {key} {name!r} is {problem}')
+
+
+# ----------------------------------------------------------------------------- the machine
+
+# A DataLoader worker hands each batch's tensors to its rank through a Unix socket that
+# multiprocessing's resource sharer opens at TMPDIR/pymp-XXXXXXXX/listener-XXXXXXXX (torch's
+# file_descriptor sharing strategy, the default on Linux). Linux caps a socket path at 107
+# bytes: with a longer TMPDIR the bind fails in the worker's queue feeder thread, which only
+# prints the error and drops the batch, and the rank waits for it forever.
+SOCKET_PATH_MAX = 107
+RESOURCE_SHARER_TAIL = os.path.join('pymp-' + 'x' * 8, 'listener-' + 'x' * 8)
+
+
+def check_temp_dir(cfg, where: str) -> None:
+    """Refuses, in one line, a TMPDIR too long for the dataloader workers' sockets."""
+    workers = []
+    for key in ('train_loader', 'eval_loader'):
+        found = cfg.get(key) or []
+        for loader in found if isinstance(found, (list, tuple)) or hasattr(found, 'index') \
+                else [found]:
+            if hasattr(loader, 'get') and (loader.get('num_workers') or 0) > 0:
+                workers.append(key)
+    if not workers:
+        return
+    tmp = tempfile.gettempdir()
+    length = len(os.fsencode(os.path.join(tmp, RESOURCE_SHARER_TAIL)))
+    if length > SOCKET_PATH_MAX:
+        raise Missing(f'{where}: {workers[0]}.num_workers > 0 needs a shorter temporary folder: '
+                      f'the workers\' sockets under {tmp} would be {length} bytes long, over '
+                      f'Linux\'s {SOCKET_PATH_MAX} (the first batch would never come); set '
+                      f'TMPDIR to a folder of at most '
+                      f'{SOCKET_PATH_MAX - len(os.fsencode(RESOURCE_SHARER_TAIL)) - 1} bytes, '
+                      f'e.g. TMPDIR=/tmp')

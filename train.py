@@ -283,6 +283,7 @@ def main(argv: list[str]) -> int:
         check_local_folders(cfg, yaml_path)
         preflight.check_packages(cfg, yaml_path)
         preflight.check_sources(cfg, yaml_path)
+        preflight.check_temp_dir(cfg, yaml_path)
         install()
         try:  # MPT's attn_impl sdpa; FSDP_AT_WORLD_SIZE_1=1 keeps FSDP on one GPU
             for change in llmfoundry_ext.install():

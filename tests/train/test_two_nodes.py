@@ -17,7 +17,9 @@ one above)."""
 import hashlib
 import json
 import os
+import shutil
 import subprocess
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -29,9 +31,11 @@ RECIPE = 'yamls/cpu/c4_zstd.yaml'
 SAMPLES, BATCH, NCN = 192, 16, 8   # 12 global batches of 16: 8 per node
 
 
-def _node_tmpdir(path: Path, steer: bool) -> Path:
+def _node_tmpdir(rank: int, steer: bool) -> Path:
+    """A short folder in /tmp: the dataloader worker's socket lives under TMPDIR, and under
+    tmp_path of a parallel test run it was over Linux's 107 bytes (preflight.check_temp_dir)."""
     from streaming.base.constant import BARRIER_FILELOCK
-    path.mkdir(parents=True)
+    path = Path(tempfile.mkdtemp(prefix=f'node{rank}-', dir='/tmp'))
     if steer:
         for prefix in range(100):  # streaming's lock file name: {prefix:06}_{name}
             (path / f'{prefix:06}_{BARRIER_FILELOCK}').touch()
@@ -57,7 +61,6 @@ def _one_node_batches(overrides: list[str], cache: Path) -> list[list[str]]:
 
 
 @pytest.mark.slow
-@pytest.mark.alone
 def test_two_launcher_nodes_read_disjoint_halves_and_report_together(oci_store, tokenizer_dir,
                                                                      tmp_path):
     remote = 'oci://c4-bench@local/two-nodes'
@@ -71,20 +74,26 @@ def test_two_launcher_nodes_read_disjoint_halves_and_report_together(oci_store, 
             f'global_train_batch_size={BATCH}', f'callbacks.run_report.folder={report}',
             f'code_paths=[{ROOT}/tests/programs/sample_log.py]',
             f'callbacks.sample_log.path={log}']
-    port, nodes = free_port(), []
-    for rank in (0, 1):
-        cache = tmp_path / f'node{rank}' / 'cache'
-        cmd = [COMPOSER, '--world_size', '2', '--node_rank', str(rank), '--master_addr',
-               '127.0.0.1', '--master_port', str(port), '--nproc', '1',
-               f'{ROOT}/train.py', f'{ROOT}/{RECIPE}', *same, f'variables.data_local={cache}',
-               f'callbacks.sample_log.cache={cache}/train']
-        env = {**os.environ, 'TMPDIR': str(_node_tmpdir(tmp_path / f'node{rank}' / 'tmp',
-                                                        steer=rank == 1))}
-        work = tmp_path / f'node{rank}' / 'work'
-        work.mkdir()
-        nodes.append(subprocess.Popen(cmd, cwd=work, env=env, stdout=subprocess.PIPE,
-                                      stderr=subprocess.STDOUT, text=True))
-    outs = [node.communicate(timeout=400)[0] for node in nodes]
+    port, nodes, tmpdirs = free_port(), [], []
+    try:
+        for rank in (0, 1):
+            cache = tmp_path / f'node{rank}' / 'cache'
+            cmd = [COMPOSER, '--world_size', '2', '--node_rank', str(rank), '--master_addr',
+                   '127.0.0.1', '--master_port', str(port), '--nproc', '1',
+                   f'{ROOT}/train.py', f'{ROOT}/{RECIPE}', *same,
+                   f'variables.data_local={cache}', f'callbacks.sample_log.cache={cache}/train']
+            tmpdirs.append(_node_tmpdir(rank, steer=rank == 1))
+            env = {**os.environ, 'TMPDIR': str(tmpdirs[-1])}
+            work = tmp_path / f'node{rank}' / 'work'
+            work.mkdir(parents=True)
+            nodes.append(subprocess.Popen(cmd, cwd=work, env=env, stdout=subprocess.PIPE,
+                                          stderr=subprocess.STDOUT, text=True))
+        outs = [node.communicate(timeout=400)[0] for node in nodes]
+    finally:
+        for node in nodes:
+            node.kill()
+        for d in tmpdirs:
+            shutil.rmtree(d, ignore_errors=True)
     assert [node.returncode for node in nodes] == [0, 0], \
         '\n'.join(f'node {rank}:\n{out[-4000:]}' for rank, out in enumerate(outs))
 

@@ -7,6 +7,7 @@ the 7B recipe's former `use_flash_attention_2: true`, the CPU recipe without `ma
 The other settings of preflight's table go through train.main in this process, their packages
 hidden from it (sys.modules[name] = None makes `import name` fail as if not installed)."""
 import importlib.util
+import os
 import subprocess
 import sys
 
@@ -120,3 +121,49 @@ def test_no_save_folder_names_the_export_folder(tmp_path, capsys, tokenizer_dir)
     assert line == (f'error: {CPU}: callbacks.hf_checkpointer.save_folder is empty (the '
                     f'recipes export the model into save_folder): set save_folder, or '
                     f'callbacks.hf_checkpointer.save_folder=PATH for the exported model')
+
+
+PICKLE_A_TENSOR = '''
+import torch
+from multiprocessing.reduction import ForkingPickler
+try:
+    ForkingPickler.dumps(torch.zeros(4))  # what a DataLoader worker's queue does with a batch
+    print('ok')
+except OSError as err:
+    print(err)
+'''
+
+
+def _tmpdir_of_length(tmp_path, n: int) -> str:
+    path = str(tmp_path / 'd')
+    path += 'x' * (n - len(path))
+    os.makedirs(path)
+    return path
+
+
+def test_a_tmpdir_too_long_for_the_workers_sockets_fails_in_one_line(tmp_path, tokenizer_dir,
+                                                                     monkeypatch):
+    import preflight
+    longest = preflight.SOCKET_PATH_MAX - len(preflight.RESOURCE_SHARER_TAIL) - 1
+    # The limit is torch's and Linux's, not ours: a worker sends a batch with TMPDIR at the
+    # longest length allowed, and cannot with one byte more (the batch would be dropped).
+    for n, says in ((longest, 'ok'), (longest + 1, 'AF_UNIX path too long')):
+        env = {**os.environ, 'TMPDIR': _tmpdir_of_length(tmp_path / str(n), n)}
+        out = subprocess.run([PY, '-c', PICKLE_A_TENSOR], env=env, capture_output=True,
+                             text=True, timeout=120, check=True).stdout.strip()
+        assert out == says, (n, out)
+    long_tmp = _tmpdir_of_length(tmp_path / 'run', longest + 1)
+    line = start([CPU, *local(tmp_path), f'tokenizer.name={tokenizer_dir}'], cwd=ROOT,
+                 env={'TMPDIR': long_tmp})
+    assert line == (f'error: {CPU}: train_loader.num_workers > 0 needs a shorter temporary '
+                    f'folder: the workers\' sockets under {long_tmp} would be 108 bytes long, '
+                    f'over Linux\'s 107 (the first batch would never come); set TMPDIR to a '
+                    f'folder of at most {longest} bytes, e.g. TMPDIR=/tmp'), line
+    # with no dataloader workers the same folder is fine for the check
+    import train
+    cfg = train.load_config(CPU, ['train_loader.num_workers=0', 'eval_loader.num_workers=0'])
+    import tempfile
+    monkeypatch.setenv('TMPDIR', long_tmp)
+    monkeypatch.setattr(tempfile, 'tempdir', None)  # gettempdir() reads TMPDIR again
+    assert tempfile.gettempdir() == long_tmp
+    preflight.check_temp_dir(cfg, CPU)
