@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import argparse
 import atexit
-import datetime as dt
 import json
 import os
 import re
@@ -43,6 +42,7 @@ sys.path.insert(0, str(ROOT))
 
 from scripts.bench_loader import BANDWIDTHS, shard_limit  # noqa: E402
 from scripts.bench_report import write_report  # noqa: E402
+from scripts.benchlib import link_latest, results_folder  # noqa: E402
 
 VARIANTS = {'uncompressed': 'none', 'zstd': 'zstd'}
 LOCAL_TOKENIZER = 'build/tokenizer'  # what the CPU recipes name
@@ -292,8 +292,7 @@ def main(argv: list[str] | None = None) -> int:
         )
 
     started = time.time()
-    out = Path(args.out) / dt.datetime.now().strftime('%Y%m%d-%H%M%S')
-    out.mkdir(parents=True)
+    out = results_folder(args.out)
     print(f'bench -> {out}')
     from data_prep.storage import RemoteError, check_url
     stores = {}
@@ -360,10 +359,7 @@ def main(argv: list[str] | None = None) -> int:
                           shaping=SHAPED if stores else None, remote=remote,
                           recipes=str(args.recipes), seconds=time.time() - started,
                           loader=loader, startup=latest_startup(args.startup))
-    latest = Path(args.out) / 'latest'
-    if latest.is_symlink() or latest.exists():
-        latest.unlink()
-    latest.symlink_to(out.name)
+    latest = link_latest(out)
     print('\n' + report)
     print(f'\nreport: {out / "report.md"} (also {latest}/), {len(runs)} runs, '
           f'{time.time() - started:.0f} s')

@@ -32,15 +32,15 @@ import argparse
 import glob
 import json
 import os
-import resource
 import shutil
-import subprocess
 import sys
 import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+
+from scripts.benchlib import fmt, machine, run_timed  # noqa: E402
 
 C4_EN_TEXT_GB = 828.6   # allenai/c4 en: text only
 C4_EN_JSON_GB = 897.0   # the same as JSON lines (text / JSON of C4-like records)
@@ -133,17 +133,11 @@ def _timed(cmd: list[str], out: str | None, cwd: Path = ROOT) -> tuple[dict, flo
     CPU seconds of the process and the children it waited for)."""
     if out:
         shutil.rmtree(out, ignore_errors=True)
-    cpu0 = resource.getrusage(resource.RUSAGE_CHILDREN)
-    start = time.monotonic()
-    proc = subprocess.run(cmd, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                          text=True)
-    end = time.monotonic()
-    cpu1 = resource.getrusage(resource.RUSAGE_CHILDREN)
-    if proc.returncode:
-        raise RuntimeError(f'{" ".join(cmd[:4])}... failed ({proc.returncode}): '
-                           f'{proc.stderr.strip()[-2000:]}')
-    cpu = (cpu1.ru_utime - cpu0.ru_utime) + (cpu1.ru_stime - cpu0.ru_stime)
-    return json.loads(proc.stdout), start, end, cpu
+    run = run_timed(cmd, cwd=cwd)
+    if run.returncode:
+        raise RuntimeError(f'{" ".join(cmd[:4])}... failed ({run.returncode}): '
+                           f'{run.stderr.strip()[-2000:]}')
+    return json.loads(run.stdout), run.start, run.end, run.cpu_s
 
 
 def _row(report: dict, start: float, end: float, cpu: float, input_bytes: int) -> dict:
@@ -239,10 +233,6 @@ def project_c4(per_core_mb_s: float, cores_per_node: int = 112, nic_gb_s: float 
 
 # ----------------------------------------------------------------------------- main
 
-def _fmt(x: float | None, spec: str = '6.2f') -> str:
-    return format(x, spec) if x is not None else '     -'
-
-
 def report_text(res: dict) -> str:
     rows, inp = res['rows'], res['input']
     lines = [
@@ -261,9 +251,9 @@ def report_text(res: dict) -> str:
         if r is None:
             lines.append(f'{label:29s} not run: {res["not_run"].get(key, "")}')
             continue
-        lines.append(f'{label:29s} {r["whole_s"]:7.2f}  {_fmt(r["startup_s"])}  '
-                     f'{_fmt(r["convert_s"], "7.2f")}  {_fmt(r["end_s"])}  '
-                     f'{r["whole_mb_per_s"]:9.1f}  {_fmt(r["convert_mb_per_s"], "10.1f")}  '
+        lines.append(f'{label:29s} {r["whole_s"]:7.2f}  {fmt(r["startup_s"], "6.2f")}  '
+                     f'{fmt(r["convert_s"], "7.2f")}  {fmt(r["end_s"], "6.2f")}  '
+                     f'{r["whole_mb_per_s"]:9.1f}  {fmt(r["convert_mb_per_s"], "10.1f")}  '
                      f'{r["cpu_s"]:7.1f}')
     a = rows['a']
     lines += [
@@ -287,7 +277,7 @@ def report_text(res: dict) -> str:
     if 'spark_vs_pool' in res:
         lines.append(f"(d) / (a), whole processes    {res['spark_vs_pool']:.2f}x (target <= 1.3x)")
     lines.append(f"load average before {res['loadavg_before'][0]:.2f}, after "
-                 f"{res['loadavg_after'][0]:.2f}, on {res['cpus']} cores")
+                 f"{res['loadavg_after'][0]:.2f}, on {res['machine']['cores']} cores")
     lines.append(f"projection, all of C4 en ({C4_EN_JSON_GB:.0f} GB of JSON, {C4_EN_FILES} files, "
                  f"{C4_EN_GZ_GB:.0f} GB gzipped) at {res['per_core_mb_s']:.1f} MB/s per core "
                  f"((a)'s mean worker per CPU-second), 112 cores and one 12.5 GB/s NIC per node, "
@@ -387,7 +377,7 @@ def main(argv: list[str] | None = None) -> int:
         'zstd_ratio': limit['text_bytes'] / a['bytes'],
         'projection': project_c4(per_core, hub_gb_s=args.hub_gb_s, bucket_gb_s=args.bucket_gb_s,
                                  zstd_ratio=limit['text_bytes'] / a['bytes']),
-        'loadavg_before': load0, 'loadavg_after': load1, 'cpus': os.cpu_count(),
+        'loadavg_before': load0, 'loadavg_after': load1, 'machine': machine(),
     }
     if 'd' in best:
         res['spark_vs_pool'] = best['d']['whole_s'] / a['whole_s']

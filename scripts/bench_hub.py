@@ -22,15 +22,15 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import shutil
-import subprocess
 import sys
 import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+
+from scripts.benchlib import machine, run_timed  # noqa: E402
 
 
 def seed_loop(out: str) -> int:
@@ -49,17 +49,11 @@ def seed_loop(out: str) -> int:
 
 def timed(cmd: list[str], env: dict) -> tuple[float, float, str]:
     """(wall seconds, CPU seconds of the process and all it waited for, its stdout)."""
-    def cpu() -> float:
-        ru = resource.getrusage(resource.RUSAGE_CHILDREN)
-        return ru.ru_utime + ru.ru_stime
-    t0, c0 = time.perf_counter(), cpu()
-    proc = subprocess.run(cmd, cwd=ROOT, env={**os.environ, **env}, capture_output=True,
-                          text=True)
-    seconds, cpu_seconds = time.perf_counter() - t0, cpu() - c0
-    if proc.returncode != 0:
-        raise SystemExit(f'error: {" ".join(cmd[:6])}... exited {proc.returncode}:\n'
-                         f'{proc.stderr[-3000:]}')
-    return seconds, cpu_seconds, proc.stdout
+    run = run_timed(cmd, env={**os.environ, **env})
+    if run.returncode != 0:
+        raise SystemExit(f'error: {" ".join(cmd[:6])}... exited {run.returncode}:\n'
+                         f'{run.stderr[-3000:]}')
+    return run.wall_s, run.cpu_s, run.stdout
 
 
 KEYS = ('seconds', 'mb_per_s', 'work_seconds', 'work_mb_per_s', 'process_cpu_seconds',
@@ -155,7 +149,7 @@ def main(argv: list[str] | None = None) -> int:
               'speedup_vs_seed': speedup, 'work_speedup_vs_seed': work_speedup,
               'network_floor_seconds': {'ours': floor_a, 'seed': floor_b},
               'rounds': args.rounds, 'loadavg_before': load0, 'loadavg_after': load1,
-              'cpus': os.cpu_count()}
+              'machine': machine()}
     rows = [(f'(a) ours, {a["workers"]} workers, one part per file', a),
             ('(b) seed, one load_dataset stream', b)]
     print(f'\ninput: {args.files} hub files, {json_mb:.1f} MB JSON ({gz_mb:.1f} MB gzipped); '
@@ -168,7 +162,8 @@ def main(argv: list[str] | None = None) -> int:
               f'{x["hub"]["requests"]:8d}')
     print(f'{"(a) / (b)":38s} {speedup:8.2f}x        | {work_speedup:7.2f}x')
     print(f'network alone (gzipped bytes / bandwidth): (a) {floor_a:.1f} s, (b) {floor_b:.1f} s')
-    print(f'load average before {load0[0]:.2f}, after {load1[0]:.2f}, on {os.cpu_count()} '
+    cores = result['machine']['cores']
+    print(f'load average before {load0[0]:.2f}, after {load1[0]:.2f}, on {cores} '
           f'cores; best of {args.rounds} round(s)')
     if args.json:
         os.makedirs(os.path.dirname(args.json) or '.', exist_ok=True)

@@ -28,7 +28,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from scripts.proctree import in_child  # noqa: E402
+from scripts.benchlib import in_child, machine  # noqa: E402
 
 BUCKET = 'c4-bench'
 VARIANTS = {'uncompressed': None, 'zstd': 'zstd'}
@@ -79,17 +79,15 @@ def loader_pass(loader: dict, url: str, cache: Path, tokenizer: str, env: dict,
     """(In a fresh process.) A pass through the recipe's dataloader (the whole dataset, or its
     first `max_batches`): time to the first batch, steady state after it (wall and CPU seconds
     of the loader's processes), samples, tokens and uncompressed bytes delivered."""
-    import psutil
     from llmfoundry.data.text_data import build_text_dataloader
     from transformers import AutoTokenizer
 
     from data_prep.streaming_ext.compat import clean_stale_shared_memory
-    from scripts.proctree import tree_cpu
+    from scripts.benchlib import tree_cpu
     os.environ.update(env)
     clean_stale_shared_memory()
     tok = AutoTokenizer.from_pretrained(tokenizer)
     ds_cfg = {**loader['dataset'], 'remote': url, 'local': str(cache), 'split': 'train'}
-    me = psutil.Process()
     t0 = time.perf_counter()
     spec = build_text_dataloader(tok, loader['device_batch_size'], ds_cfg,
                                  drop_last=loader.get('drop_last', True),
@@ -103,13 +101,13 @@ def loader_pass(loader: dict, url: str, cache: Path, tokenizer: str, env: dict,
     it = iter(spec.dataloader)
     for batch in it:
         if first is None:
-            first, cpu_first = time.perf_counter(), sum(tree_cpu(me).values())
+            first, cpu_first = time.perf_counter(), sum(tree_cpu().values())
         ids, mask = batch['input_ids'], batch.get('attention_mask')
         counts.append((ids.shape[0], int(mask.sum()) if mask is not None
                        else int((ids != tok.pad_token_id).sum())))
         if max_batches and len(counts) >= max_batches:
             break
-    end, cpu_end = time.perf_counter(), sum(tree_cpu(me).values())
+    end, cpu_end = time.perf_counter(), sum(tree_cpu().values())
     del it, spec
     samples, tokens = (sum(c) for c in zip(*counts)) if counts else (0, 0)
     after = counts[1:]
@@ -217,7 +215,7 @@ def run_all(args) -> dict:
             'max_seq_len': loader['dataset'].get('max_seq_len'),
             'size_limit': args.size_limit, 'tokens_size_limit': args.size_limit * 4,
             'tokens_conversion': tokens,
-            'bandwidths': bandwidths, 'cpu_count': os.cpu_count(), 'runs': runs}
+            'bandwidths': bandwidths, 'machine': machine(), 'runs': runs}
 
 
 def main(argv: list[str] | None = None) -> int:

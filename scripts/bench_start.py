@@ -27,7 +27,6 @@ Per setting (shuffle_algo, num_canonical_nodes, shuffle_block_size) it reports
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import json
 import math
 import os
@@ -40,7 +39,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from scripts.proctree import in_child  # noqa: E402
+from scripts.benchlib import in_child, link_latest, results_folder  # noqa: E402
 
 SHARD_LIMIT = 1 << 26  # streaming's default size_limit, 64 MiB, as the recipes' data is written
 # C4 `en` train (docs/design.md): documents, and ~156 B tokens concatenated into 2048-token samples.
@@ -249,7 +248,7 @@ def first_batch(loader: dict, remote: Path, cache: Path, tokenizer: str, overrid
     from llmfoundry.data.text_data import build_text_dataloader
 
     from data_prep.streaming_ext.compat import clean_stale_shared_memory
-    from scripts.proctree import TreeSampler, tree_cpu, tree_memory
+    from scripts.benchlib import TreeSampler, tree_cpu, tree_memory
     clean_stale_shared_memory()
     shutil.rmtree(cache, ignore_errors=True)
     ds_cfg = _dataset_cfg(loader, remote, cache, overrides)
@@ -441,18 +440,14 @@ def main(argv: list[str] | None = None) -> int:
     os.environ['PYTHONWARNINGS'] = 'ignore::UserWarning'  # the resource tracker's process
     warnings.filterwarnings('ignore', category=UserWarning)
     started = time.time()
-    out = Path(args.out) / dt.datetime.now().strftime('%Y%m%d-%H%M%S')
-    out.mkdir(parents=True)
+    out = results_folder(args.out)
     print(f'bench-start -> {out}', flush=True)
     if args.compare:
         args.formats = 'tokens'
     results = run(args)
-    from scripts.bench_report import write_start_report
+    from scripts.bench_start_report import write_start_report
     report = write_start_report(out, results, seconds=time.time() - started)
-    latest = Path(args.out) / 'latest'
-    if latest.is_symlink() or latest.exists():
-        latest.unlink()
-    latest.symlink_to(out.name)
+    latest = link_latest(out)
     print('\n' + report)
     print(f'\nreport: {out / "report.md"} (also {latest}/), {time.time() - started:.0f} s')
     return 0

@@ -28,6 +28,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from data_prep.servers.oci_store import Knobs, RunningStore, start_store  # noqa: E402
 from data_prep.servers.oci_store.auth import sign  # noqa: E402
+from scripts.benchlib import machine, process_cpu  # noqa: E402
 
 BUCKET = 'bench'
 
@@ -102,15 +103,6 @@ def start_baseline(checkout: Path, data_dir: Path) -> RunningStore:
     return RunningStore(proc, data_dir, json.loads(line)['port'], data_dir / 'run' / 'none')
 
 
-def cpu_seconds(store: RunningStore) -> float:
-    """User + system CPU seconds of a store process so far (Linux; 0 elsewhere)."""
-    try:
-        fields = Path(f'/proc/{store.proc.pid}/stat').read_text().rsplit(')', 1)[1].split()
-    except OSError:
-        return 0.0
-    return (int(fields[11]) + int(fields[12])) / os.sysconf('SC_CLK_TCK')
-
-
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     p.add_argument('--objects', type=int, default=8, help='objects to read (default 8)')
@@ -132,7 +124,7 @@ def main() -> int:
     names = [f'shard.{i:05d}.mds' for i in range(args.objects)]
     tmp = tempfile.TemporaryDirectory(prefix='bench_store_')
     data_dir = Path(args.data_dir or Path(tmp.name) / 'data')
-    results = {'objects': args.objects, 'size_mb': args.size_mb, 'cpus': os.cpu_count(),
+    results = {'objects': args.objects, 'size_mb': args.size_mb, 'machine': machine(),
                'raw': {}, 'oci_sdk': {}, 'small_get_rps': None, 'shaped': {}}
     out_dir = Path(tmp.name) / 'downloads'
     out_dir.mkdir()
@@ -150,7 +142,7 @@ def main() -> int:
         if args.baseline:
             stores['baseline'] = start_baseline(args.baseline.resolve(), data_dir)
             results['baseline'] = {'checkout': str(args.baseline), 'raw': {}, 'oci_sdk': {}}
-        cpu0 = {k: cpu_seconds(st) for k, st in stores.items()}
+        cpu0 = {k: process_cpu(st.proc.pid) for k, st in stores.items()}
 
         def best(measure) -> dict:
             """Best of the rounds for each store; rounds interleaved, order rotated."""
@@ -190,7 +182,7 @@ def main() -> int:
                 results['baseline']['oci_sdk'][c] = round(mbps['baseline'])
             show(f'oci SDK (ours) {c:2d} connection(s)', mbps, 'MB/s',
                  '  (signed GET, temp file, size + MD5 check)')
-        cpu = {k: cpu_seconds(st) - cpu0[k] for k, st in stores.items()}
+        cpu = {k: process_cpu(st.proc.pid) - cpu0[k] for k, st in stores.items()}
         results['store_cpu_s'] = {k: round(v, 2) for k, v in cpu.items()}
         print('  store process CPU for all of the above: ' +
               ', '.join(f'{k} {v:.2f} s' for k, v in cpu.items()))

@@ -24,6 +24,10 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from scripts.benchlib import fmt  # noqa: E402
+
 # GPU_PINS: another pins file (the tests pack and check a few packages, not all 102)
 PINS = Path(os.environ.get('GPU_PINS') or ROOT / 'gpu-constraints.txt')
 CALLBACKS = ('data_wait', 'cache_stats', 'throughput', 'run_report')
@@ -273,10 +277,6 @@ def local_checkpoints(folder: Path) -> dict[str, dict]:
     return found
 
 
-def _fmt(value, spec: str) -> str:
-    return '-' if value is None else format(value, spec)
-
-
 def notes(logs: Path, store_log: Path | None, checkpoints: str | None) -> list[str]:
     """The checkpoint and resume lines printed above the table."""
     lines = []
@@ -296,7 +296,7 @@ def notes(logs: Path, store_log: Path | None, checkpoints: str | None) -> list[s
                         'not a distributed checkpoint: ' + ', '.join(w['objects'][:3]))
                 lines.append(f'checkpoint {checkpoints}/{run}/{folder}: {kind}, '
                              f'{len(w["objects"])} files, {w["bytes"] / 1e9:.2f} GB; saved in '
-                             f'{_fmt(w["seconds"], ".1f")} s ({_fmt(w["mb_per_s"], ",.0f")} MB/s)')
+                             f'{fmt(w["seconds"], ".1f")} s ({fmt(w["mb_per_s"], ",.0f")} MB/s)')
             if rd:
                 lines.append(f'checkpoint {checkpoints}/{run}/{folder}: loaded '
                              f'{rd["bytes"] / 1e9:.2f} GB in {rd["seconds"]:.1f} s '
@@ -338,9 +338,9 @@ def table(runs: Path, out: Path, dry_run: bool, logs: Path | None = None) -> tup
     for r in rows:
         lines.append(' | '.join([
             '', r.get('device') or '-', r['model'], r['status'], r['fsdp'],
-            _fmt(r.get('steps'), 'd'), _fmt(r.get('throughput_tokens_per_s_per_device'), ',.0f'),
-            _fmt(r.get('mfu'), '.1%'), _fmt(r.get('data_wait_fraction'), '.1%'),
-            _fmt(r.get('time_to_first_batch_s'), '.2f'), _fmt(r.get('peak_gpu_memory_gib'), '.1f'),
+            fmt(r.get('steps'), 'd'), fmt(r.get('throughput_tokens_per_s_per_device'), ',.0f'),
+            fmt(r.get('mfu'), '.1%'), fmt(r.get('data_wait_fraction'), '.1%'),
+            fmt(r.get('time_to_first_batch_s'), '.2f'), fmt(r.get('peak_gpu_memory_gib'), '.1f'),
             '']).strip())
     for ref_device, ref_model, ref_tps, ref_mfu in REFERENCES:
         lines.append(f'| {ref_device} | {ref_model} | reference | FSDP | - | {ref_tps} | '
