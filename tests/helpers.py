@@ -1,9 +1,12 @@
 """Helpers shared by the tests: paths, running commands, small MDS datasets, reading them back."""
 import hashlib
+import io
 import os
 import socket
 import subprocess
 import sys
+import time
+from contextlib import redirect_stderr
 from pathlib import Path
 
 import pytest
@@ -126,3 +129,27 @@ def session_token_config(tmp_path: Path, like: Path) -> Path:
     session = tmp_path / 'session_config'
     session.write_text(like.read_text() + f'security_token_file={token}\n')
     return session
+
+
+def use_store(store, monkeypatch) -> None:
+    """This test's process talks to `store` (its OCI environment variables)."""
+    for k, v in store.env().items():
+        monkeypatch.setenv(k, v)
+
+
+def wait_for(cond, proc, timeout: float, what: str) -> None:
+    """Polls `cond` until true; fails if `proc` ends first or `timeout` seconds pass."""
+    deadline = time.monotonic() + timeout
+    while not cond():
+        assert proc.poll() is None, f'ended before {what}: {proc.communicate()[1][-3000:]}'
+        assert time.monotonic() < deadline, f'no {what} within {timeout}s'
+        time.sleep(0.01)
+
+
+def train_main(args: list[str]) -> tuple[int, list[str]]:
+    """train.py's main in this process: (its exit code, the lines it printed to stderr)."""
+    import train
+    err = io.StringIO()
+    with redirect_stderr(err):
+        rc = train.main(args)
+    return rc, err.getvalue().strip().splitlines()

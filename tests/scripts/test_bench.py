@@ -7,7 +7,7 @@ import os
 
 import pytest
 
-from scripts import bench, bench_report, bench_start
+from scripts import bench, bench_report, bench_start, bench_start_report
 from tests.helpers import PY, ROOT, run
 
 ROW_FROM_METRICS = {'samples_per_s': 'throughput_samples_per_s',
@@ -73,7 +73,7 @@ def test_smallest_bench_rows_agree_with_each_runs_metrics(tmp_path):
     # small shards compress less than 64 MiB ones (make bench: 2.9x)
     assert rows['zstd', 'cold']['bucket_bytes'] < rows['uncompressed', 'cold']['bucket_bytes'] / 1.5
     assert results['machine']['cores'] >= 1
-    assert results['versions']['mosaicml-streaming'] == '0.12.0'
+    assert results['machine']['versions']['mosaicml-streaming'] == '0.12.0'
     # >= 8 shards per part: every part holds its shards + index.json + manifest.json
     assert results['buckets']['zstd']['objects'] >= 8 * (8 + 2)
 
@@ -169,7 +169,7 @@ def test_c4_scale_index_small_with_the_same_code(tmp_path, tokenizer_dir):
                          'e2e_resume': e2e, 'node_resume': node}]}
     out = tmp_path / 'report'
     out.mkdir()
-    text = bench_report.write_start_report(out, results, seconds=1.0)
+    text = bench_start_report.write_start_report(out, results, seconds=1.0)
     saved = json.loads((out / 'results.json').read_text())
     (row,) = saved['summary']
     assert row['fresh_work_cpu_s'] == node['work_cpu_s']
