@@ -40,7 +40,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from scripts.benchlib import fmt, machine, run_timed  # noqa: E402
+from scripts.benchlib import fmt, machine, run_timed, save_json  # noqa: E402
 
 C4_EN_TEXT_GB = 828.6   # allenai/c4 en: text only
 C4_EN_JSON_GB = 897.0   # the same as JSON lines (text / JSON of C4-like records)
@@ -386,10 +386,7 @@ def main(argv: list[str] | None = None) -> int:
         res['baseline_vs_ours'] = best['a0']['whole_s'] / a['whole_s']
     print('\n' + report_text(res))
     if args.json:
-        os.makedirs(os.path.dirname(args.json) or '.', exist_ok=True)
-        with open(args.json, 'w') as f:
-            json.dump(res, f, indent=1)
-        print(f'figures saved to {args.json}')
+        save_json(args.json, res)
     return 0
 
 

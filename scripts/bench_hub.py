@@ -30,7 +30,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from scripts.benchlib import machine, run_timed  # noqa: E402
+from scripts.benchlib import machine, run_timed, save_json  # noqa: E402
 
 
 def seed_loop(out: str) -> int:
@@ -166,10 +166,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f'load average before {load0[0]:.2f}, after {load1[0]:.2f}, on {cores} '
           f'cores; best of {args.rounds} round(s)')
     if args.json:
-        os.makedirs(os.path.dirname(args.json) or '.', exist_ok=True)
-        with open(args.json, 'w') as f:
-            json.dump(result, f, indent=1)
-        print(f'figures saved to {args.json}')
+        save_json(args.json, result)
     return 0
 
 

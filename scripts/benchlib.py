@@ -17,6 +17,7 @@ benches turn them into per-core rates.
 from __future__ import annotations
 
 import datetime as dt
+import json
 import multiprocessing as mp
 import os
 import platform
@@ -98,6 +99,13 @@ def link_latest(out: Path) -> Path:
         latest.unlink()
     latest.symlink_to(out.name)
     return latest
+
+
+def save_json(path: str | Path, figures: dict) -> None:
+    """Writes a bench's figures (the --json file) and says where."""
+    os.makedirs(os.path.dirname(str(path)) or '.', exist_ok=True)
+    Path(path).write_text(json.dumps(figures, indent=1))
+    print(f'figures saved to {path}')
 
 
 def machine() -> dict:
