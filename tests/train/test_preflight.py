@@ -8,8 +8,10 @@ The other settings of preflight's table go through train.main in this process, t
 hidden from it (sys.modules[name] = None makes `import name` fail as if not installed)."""
 import importlib.util
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 
 import pytest
 
@@ -134,9 +136,10 @@ except OSError as err:
 '''
 
 
-def _tmpdir_of_length(tmp_path, n: int) -> str:
-    path = str(tmp_path / 'd')
+def _tmpdir_of_length(base: str, n: int) -> str:
+    path = os.path.join(base, 'd')
     path += 'x' * (n - len(path))
+    assert len(path) == n, path  # base is short: not under tmp_path, which xdist makes long
     os.makedirs(path)
     return path
 
@@ -145,25 +148,29 @@ def test_a_tmpdir_too_long_for_the_workers_sockets_fails_in_one_line(tmp_path, t
                                                                      monkeypatch):
     import preflight
     longest = preflight.SOCKET_PATH_MAX - len(preflight.RESOURCE_SHARER_TAIL) - 1
-    # The limit is torch's and Linux's, not ours: a worker sends a batch with TMPDIR at the
-    # longest length allowed, and cannot with one byte more (the batch would be dropped).
-    for n, says in ((longest, 'ok'), (longest + 1, 'AF_UNIX path too long')):
-        env = {**os.environ, 'TMPDIR': _tmpdir_of_length(tmp_path / str(n), n)}
-        out = subprocess.run([PY, '-c', PICKLE_A_TENSOR], env=env, capture_output=True,
-                             text=True, timeout=120, check=True).stdout.strip()
-        assert out == says, (n, out)
-    long_tmp = _tmpdir_of_length(tmp_path / 'run', longest + 1)
-    line = start([CPU, *local(tmp_path), f'tokenizer.name={tokenizer_dir}'], cwd=ROOT,
-                 env={'TMPDIR': long_tmp})
-    assert line == (f'error: {CPU}: train_loader.num_workers > 0 needs a shorter temporary '
-                    f'folder: the workers\' sockets under {long_tmp} would be 108 bytes long, '
-                    f'over Linux\'s 107 (the first batch would never come); set TMPDIR to a '
-                    f'folder of at most {longest} bytes, e.g. TMPDIR=/tmp'), line
-    # with no dataloader workers the same folder is fine for the check
-    import train
-    cfg = train.load_config(CPU, ['train_loader.num_workers=0', 'eval_loader.num_workers=0'])
-    import tempfile
-    monkeypatch.setenv('TMPDIR', long_tmp)
-    monkeypatch.setattr(tempfile, 'tempdir', None)  # gettempdir() reads TMPDIR again
-    assert tempfile.gettempdir() == long_tmp
-    preflight.check_temp_dir(cfg, CPU)
+    base = tempfile.mkdtemp(prefix='tmp-', dir='/tmp')
+    try:
+        # The limit is torch's and Linux's, not ours: a worker sends a batch with TMPDIR at the
+        # longest length allowed, and cannot with one byte more (the batch would be dropped).
+        for n, says in ((longest, 'ok'), (longest + 1, 'AF_UNIX path too long')):
+            env = {**os.environ, 'TMPDIR': _tmpdir_of_length(os.path.join(base, str(n)), n)}
+            out = subprocess.run([PY, '-c', PICKLE_A_TENSOR], env=env, capture_output=True,
+                                 text=True, timeout=120, check=True).stdout.strip()
+            assert out == says, (n, out)
+
+        long_tmp = _tmpdir_of_length(os.path.join(base, 'run'), longest + 1)
+        line = start([CPU, *local(tmp_path), f'tokenizer.name={tokenizer_dir}'], cwd=ROOT,
+                     env={'TMPDIR': long_tmp})
+        assert line == (f'error: {CPU}: train_loader.num_workers > 0 needs a shorter temporary '
+                        f'folder: the workers\' sockets under {long_tmp} would be 108 bytes '
+                        f'long, over Linux\'s 107 (the first batch would never come); set TMPDIR '
+                        f'to a folder of at most {longest} bytes, e.g. TMPDIR=/tmp'), line
+
+        # with no dataloader workers the same folder is fine for the check
+        cfg = train.load_config(CPU, ['train_loader.num_workers=0', 'eval_loader.num_workers=0'])
+        monkeypatch.setenv('TMPDIR', long_tmp)
+        monkeypatch.setattr(tempfile, 'tempdir', None)  # gettempdir() reads TMPDIR again
+        assert tempfile.gettempdir() == long_tmp
+        preflight.check_temp_dir(cfg, CPU)
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
