@@ -25,8 +25,7 @@ setup(
     name='oci-c4-recipes',
     version='0.1.0',
     description=__doc__,
-    packages=find_packages(include=['callbacks', 'callbacks.*', 'data_prep', 'data_prep.*',
-                                    'llmfoundry_ext', 'llmfoundry_ext.*']),
+    packages=find_packages(include=['callbacks', 'callbacks.*', 'data_prep', 'data_prep.*']),
     python_requires='>=3.10',
     install_requires=STACK,
     extras_require={'dev': ['pytest>=8', 'pytest-timeout', 'pytest-xdist', 'moto[server]>=5',
@@ -49,9 +48,9 @@ setup(
             # added by train.py to runs that save to oci:// (save_num_checkpoints_to_keep there)
             'bucket_keep=data_prep.composer_ext.keep:BucketKeep',
         ],
-        # MPT's `attn_config: {attn_impl: sdpa}` (torch's fused attention; llmfoundry_ext)
+        # MPT's `attn_config: {attn_impl: sdpa}` (torch's fused attention; data_prep/llmfoundry_ext)
         'llmfoundry_attention_implementations': [
-            'sdpa=llmfoundry_ext.attention:sdpa_attention',
+            'sdpa=data_prep.llmfoundry_ext.attention:sdpa_attention',
         ],
     },
 )

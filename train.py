@@ -2,10 +2,10 @@
 
 llm-foundry's trainer (`train_from_yaml`) plus our layer, which runs first on every rank:
 checks the config (devices, schema, remotes and credentials, cache folders, no other live run
-on the same cache; the packages its settings need and its tokenizer and model sources:
-preflight.py), so a mistake fails in one line before any model, dataloader worker or download
-starts; installs our streaming extensions (data_prep.streaming_ext) and our oci:// checkpoint
-store in Composer (data_prep.composer_ext; docs/checkpoints.md); makes the cached
+on the same cache; the packages its settings need, its tokenizer and model sources, TMPDIR:
+data_prep/preflight.py), so a mistake fails in one line before any model, dataloader worker or
+download starts; installs our streaming extensions (data_prep.streaming_ext) and our oci://
+checkpoint store in Composer (data_prep.composer_ext; docs/checkpoints.md); makes the cached
 root index the remote's; clears streaming shared memory that a crashed run left (only what no
 live process holds). A failure before training starts still writes the run's report
 (run_metrics.json, status failed). Overrides are llm-foundry's: `max_duration=10ba`,
@@ -22,8 +22,6 @@ from typing import Iterator, Optional
 
 from omegaconf import DictConfig
 from omegaconf import OmegaConf as om
-
-import preflight
 
 # Keys llm-foundry's text loader reads from `train_loader.dataset` besides the dataset classes'
 # own parameters (llmfoundry/data/text_data.py and data/utils.py); anything else it drops silently.
@@ -273,7 +271,7 @@ def main(argv: list[str]) -> int:
         print(__doc__.strip())
         return 0 if argv else 2
     yaml_path, overrides = argv[0], argv[1:]
-    import llmfoundry_ext
+    from data_prep import llmfoundry_ext, preflight
     preflight.quiet_known_warnings()
     from data_prep.streaming_ext import compat, install
     try:

@@ -6,7 +6,7 @@ key/value cache."""
 import pytest
 import torch
 
-import llmfoundry_ext
+from data_prep import llmfoundry_ext
 
 TOL = {'atol': 1e-5, 'rtol': 1e-4}
 
@@ -22,7 +22,7 @@ def _pair(**attn):
                         init_device='cpu', no_bias=True)
         models.append(MPTForCausalLM(cfg))
     models[1].load_state_dict(models[0].state_dict())
-    from llmfoundry_ext.attention import sdpa_attention
+    from data_prep.llmfoundry_ext.attention import sdpa_attention
     assert models[1].transformer.blocks[0].attn.attn_fn is sdpa_attention
     assert models[0].transformer.blocks[0].attn.attn_fn is not sdpa_attention
     return models
@@ -38,7 +38,7 @@ def _run(model, ids, mask):
 def test_registered_through_the_entry_point():
     from llmfoundry.layers_registry import attention_implementations
 
-    from llmfoundry_ext.attention import sdpa_attention
+    from data_prep.llmfoundry_ext.attention import sdpa_attention
     assert attention_implementations.get('sdpa') is sdpa_attention
 
 

@@ -11,7 +11,7 @@ import textwrap
 
 import pytest
 
-from llmfoundry_ext import fsdp_at_world_size_1
+from data_prep.llmfoundry_ext import fsdp_at_world_size_1
 from tests.helpers import PY, ROOT
 
 RECIPE = 'yamls/cpu/c4_zstd.yaml'
@@ -22,7 +22,7 @@ PROGRAM = textwrap.dedent('''
     import sys
     import warnings
     sys.path.insert(0, {root!r})
-    import llmfoundry_ext
+    from data_prep import llmfoundry_ext
     import train
     from composer import Trainer
     from llmfoundry.command_utils.train import train as foundry_train

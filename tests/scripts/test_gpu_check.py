@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import PY, ROOT, run
+from tests.helpers import PY, ROOT, free_port, run
 
 sys.path.insert(0, str(ROOT / 'scripts'))
 import gpu_check_report  # noqa: E402
@@ -61,7 +61,8 @@ def dry_run(archive, pins_file, tmp_path_factory):
     work, out = tmp / 'work', tmp / 'out'
     env = {'PYTHON': PY, 'GPU_CHECK_DIR': str(work), 'OUT': str(out),
            'GPU_CHECK_SAMPLE_MB': '1', 'GPU_CHECK_ARCHIVE': str(archive),
-           'GPU_PINS': str(pins_file)}
+           'GPU_PINS': str(pins_file),
+           'GPU_CHECK_STORE_PORT': str(free_port())}  # not 9300: make store's, in other tests
     proc = run(['bash', 'scripts/gpu_check.sh', '--dry-run'], timeout=1200, env=env)
     return work, out, proc.stdout
 

@@ -1,5 +1,6 @@
 """train.py refuses, in one line and before any training starts, a recipe that asks for a
-package this machine cannot import or a tokenizer it cannot get (issue 22, item 1; preflight.py).
+package this machine cannot import or a tokenizer it cannot get (issue 22, item 1;
+data_prep/preflight.py).
 
 Three starts of `python train.py` as a user runs it (the stock install has no flash-attn):
 the 7B recipe's former `use_flash_attention_2: true`, the CPU recipe without `make tokenizer`
@@ -146,7 +147,7 @@ def _tmpdir_of_length(base: str, n: int) -> str:
 
 def test_a_tmpdir_too_long_for_the_workers_sockets_fails_in_one_line(tmp_path, tokenizer_dir,
                                                                      monkeypatch):
-    import preflight
+    from data_prep import preflight
     longest = preflight.SOCKET_PATH_MAX - len(preflight.RESOURCE_SHARER_TAIL) - 1
     base = tempfile.mkdtemp(prefix='tmp-', dir='/tmp')
     try:

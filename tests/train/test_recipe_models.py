@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 import torch
 
-import preflight
 import train
+from data_prep import preflight
 from tests.helpers import ROOT
 
 HF_RECIPES = ['yamls/c4_zstd.yaml', 'yamls/c4_uncompressed.yaml', 'yamls/gpu_check/qwen2_fsdp.yaml']

@@ -23,7 +23,7 @@ def fsdp_at_world_size_1() -> bool:
 def install() -> list[str]:
     """MPT accepts `attn_impl: sdpa`; with the switch on, llm-foundry keeps `fsdp_config` at
     world size 1. Returns what was changed, one line each, for the run's log."""
-    from llmfoundry_ext import compat
+    from data_prep.llmfoundry_ext import compat
     compat.allow_sdpa_in_mpt()
     done = []
     if fsdp_at_world_size_1() and compat.keep_fsdp_at_world_size_1():

@@ -9,7 +9,7 @@ which is the layout MPT expects of every attn_impl but `torch`.
 
 Registered in llm-foundry's `attention_implementations` registry through the entry point
 `llmfoundry_attention_implementations: sdpa` (setup.py); MPT's config accepts the name once
-`llmfoundry_ext.install()` has run (compat.py: MPT checks for `torch` or `flash` by name).
+`data_prep.llmfoundry_ext.install()` has run (compat.py: MPT checks for `torch` or `flash` by name).
 """
 from __future__ import annotations
 

@@ -28,7 +28,7 @@ FLASH_ATTN_VERSION = '2.8.3'
 FLASH_ATTN_INSTALL = (f'.venv/bin/pip install ninja && .venv/bin/pip install '
                       f'--no-build-isolation flash-attn=={FLASH_ATTN_VERSION}')
 MAKE_TOKENIZER = 'build/tokenizer'  # the Makefile's TOKENIZER: `make tokenizer` builds it
-ROOT = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # the repository
 
 
 def quiet_known_warnings() -> None:
