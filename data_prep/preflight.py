@@ -233,11 +233,11 @@ RESOURCE_SHARER_TAIL = os.path.join('pymp-' + 'x' * 8, 'listener-' + 'x' * 8)
 
 def check_temp_dir(cfg, where: str) -> None:
     """Refuses, in one line, a TMPDIR too long for the dataloader workers' sockets."""
+    from omegaconf import ListConfig
     workers = []
-    for key in ('train_loader', 'eval_loader'):
+    for key in ('train_loader', 'eval_loader'):  # eval_loader may be a list of loaders
         found = cfg.get(key) or []
-        for loader in found if isinstance(found, (list, tuple)) or hasattr(found, 'index') \
-                else [found]:
+        for loader in found if isinstance(found, (list, tuple, ListConfig)) else [found]:
             if hasattr(loader, 'get') and (loader.get('num_workers') or 0) > 0:
                 workers.append(key)
     if not workers:
