@@ -256,10 +256,9 @@ def patch_shm_prefix() -> None:
     (`<prefix>_locals`, in get_shm_prefix), not after get_shm_prefix returns: between the two
     lies a barrier of all ranks (all nodes: seconds), and a normal exit leaves its marker
     behind unlocked, so a clean-up in that window took the new run's memory for the old run's
-    leftovers and removed it; the next dataset then took the same prefix and attached to the
-    first one's barrier (two launcher nodes on one machine hung in a full `make test`).
-    The other ranks mark once get_shm_prefix returns (the leader's marker covers them until
-    then)."""
+    leftovers and removed it, and the next dataset could take the same prefix and attach to
+    the first one's barrier (tests/streaming_ext/test_shared_memory.py). The other ranks
+    mark once get_shm_prefix returns (the leader's marker covers them until then)."""
     require_supported()
     import streaming.base.dataset as dataset_module
     import streaming.base.shared.prefix as prefix_module

@@ -3,8 +3,8 @@ streaming's get_shm_prefix between the node leader creating `<prefix>_locals` an
 a barrier of all ranks (of all nodes: seconds). A run that exited normally leaves its marker
 behind unlocked (streaming unlinks the memory, not our marker); the next dataset to take that
 prefix used to be unmarked for the whole window, and a clean-up then took its memory for the
-old run's leftovers and removed it (the two-node test hung in a full `make test`: the next
-dataset took the same prefix and attached to the first one's barrier)."""
+old run's leftovers and removed it, and the next dataset could take the same prefix and
+attach to the first one's barrier."""
 import os
 import subprocess
 
