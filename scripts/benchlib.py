@@ -5,7 +5,8 @@
   process and its DataLoader workers), with psutil; `process_cpu` for one process (a server).
 - `in_child`: a function in a forked process of its own (its own tree, peak memory, streaming
   state).
-- `results_folder` / `link_latest`: OUT/<timestamp>/ and the OUT/latest link to the newest.
+- `results_folder` / `link_latest`: OUT/<timestamp>/ and the OUT/latest link to the newest;
+  `save_json` for a bench's --json figures.
 - `machine`: the machine and the stack's versions, recorded beside every result.
 - `fmt`, `pct`: numbers in tables, '-' where there is none.
 
