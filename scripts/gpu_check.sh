@@ -118,7 +118,7 @@ if ! "$PYTHON" scripts/gpu_check_report.py --check-store "$CKPT/probe"; then
 fi
 
 # 3. training runs
-export FSDP_AT_WORLD_SIZE_1=1  # keep the recipes' FSDP on one GPU (llmfoundry_ext)
+export FSDP_AT_WORLD_SIZE_1=1  # keep the recipes' FSDP on one GPU (data_prep.llmfoundry_ext)
 paths=(variables.data_remote="$DATA/mds" variables.tokenizer="$DATA/tokenizer")
 failed=()
 run() {  # run NAME YAML OVERRIDES...: one `python -m composer.cli -n 1 train.py` run
