@@ -11,7 +11,10 @@ YAML ?= yamls/cpu/c4_zstd.yaml
 BENCH_MB ?= 1000
 # Test processes (pytest-xdist), one test file each: most tests wait on servers, subprocesses
 # and training start-up, so 3 keep 2 cores busy (whole suite ~1.7x faster than one process).
+# Files go out in collection order, longest first (tests/conftest.py), not xdist's default
+# of most tests first, which left the long one-test files (a training run each) for the end.
 TEST_WORKERS ?= 3
+PYTEST_XDIST = -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder
 # The local OCI-compatible store (data_prep/servers/oci_store) is the default bucket offline.
 STORE_DIR ?= .store/data
 STORE_PORT ?= 9300
@@ -51,10 +54,10 @@ lint: $(STAMP)  ## ruff: lint and import order
 	$(VENV)/bin/ruff check .
 
 test: lint  ## lint, then the whole test suite (installs first if needed)
-	$(PY) -m pytest tests -n $(TEST_WORKERS) --dist loadfile
+	$(PY) -m pytest tests $(PYTEST_XDIST)
 
 test-fast: $(STAMP)  ## the quick part of the suite: no training runs, no slow end-to-end tests
-	$(PY) -m pytest tests -n $(TEST_WORKERS) --dist loadfile -m "not slow and not e2e"
+	$(PY) -m pytest tests $(PYTEST_XDIST) -m "not slow and not e2e"
 
 sample: $(STAMP)  ## write the offline C4-format sample (SAMPLE_MB=8)
 	$(PY) -m data_prep.sample --out $(SAMPLE) --size-mb $(SAMPLE_MB)

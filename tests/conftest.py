@@ -7,6 +7,30 @@ import pytest
 
 from tests.helpers import free_port, sample_texts
 
+# The longest test files first (seconds in a fresh-clone `make test`, docs/benchmarks.md):
+# pytest-xdist's --dist loadfile hands files out in collection order, so starting the long
+# ones first keeps one of them from running alone at the end (longest-first scheduling).
+LONGEST_FIRST = [
+    'composer_ext/test_checkpoints.py',  # ~380 s
+    'scripts/test_bench.py',             # ~320 s
+    'train/test_eval_export.py',         # ~130-230 s
+    'callbacks/test_callbacks.py',       # ~200 s in all
+    'train/test_train.py',               # ~130 s
+    'train/test_two_nodes.py',           # ~40-140 s
+    'train/test_resume.py',
+    'scripts/test_gpu_check.py',
+    'train/test_store_outage.py',
+    'pipeline/test_pool.py',
+]
+
+
+def pytest_collection_modifyitems(config, items):
+    def rank(item) -> int:
+        path = item.path.as_posix()
+        return next((i for i, name in enumerate(LONGEST_FIRST) if path.endswith(name)),
+                    len(LONGEST_FIRST))
+    items.sort(key=rank)  # stable: the other files, and the tests within a file, keep order
+
 
 @pytest.fixture(scope='session')
 def sample_dir(tmp_path_factory) -> Path:
