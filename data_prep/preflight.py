@@ -229,25 +229,27 @@ def check_sources(cfg, where: str) -> None:
 # prints the error and drops the batch, and the rank waits for it forever.
 SOCKET_PATH_MAX = 107
 RESOURCE_SHARER_TAIL = os.path.join('pymp-' + 'x' * 8, 'listener-' + 'x' * 8)
+TMPDIR_MAX = SOCKET_PATH_MAX - len(RESOURCE_SHARER_TAIL) - 1  # 75: the '/' between them
 
 
-def check_temp_dir(cfg, where: str) -> None:
-    """Refuses, in one line, a TMPDIR too long for the dataloader workers' sockets."""
+def _first_loader_with_workers(cfg) -> Optional[str]:
     from omegaconf import ListConfig
-    workers = []
     for key in ('train_loader', 'eval_loader'):  # eval_loader may be a list of loaders
         found = cfg.get(key) or []
         for loader in found if isinstance(found, (list, tuple, ListConfig)) else [found]:
             if hasattr(loader, 'get') and (loader.get('num_workers') or 0) > 0:
-                workers.append(key)
-    if not workers:
-        return
+                return key
+    return None
+
+
+def check_temp_dir(cfg, where: str) -> None:
+    """Refuses, in one line, a TMPDIR too long for the dataloader workers' sockets."""
+    key = _first_loader_with_workers(cfg)
     tmp = tempfile.gettempdir()
+    if key is None or len(os.fsencode(tmp)) <= TMPDIR_MAX:
+        return
     length = len(os.fsencode(os.path.join(tmp, RESOURCE_SHARER_TAIL)))
-    if length > SOCKET_PATH_MAX:
-        raise Missing(f'{where}: {workers[0]}.num_workers > 0 needs a shorter temporary folder: '
-                      f'the workers\' sockets under {tmp} would be {length} bytes long, over '
-                      f'Linux\'s {SOCKET_PATH_MAX} (the first batch would never come); set '
-                      f'TMPDIR to a folder of at most '
-                      f'{SOCKET_PATH_MAX - len(os.fsencode(RESOURCE_SHARER_TAIL)) - 1} bytes, '
-                      f'e.g. TMPDIR=/tmp')
+    raise Missing(f'{where}: {key}.num_workers > 0 needs a shorter temporary folder: the '
+                  f'workers\' sockets under {tmp} would be {length} bytes long, over Linux\'s '
+                  f'{SOCKET_PATH_MAX} (the first batch would never come); set TMPDIR to a '
+                  f'folder of at most {TMPDIR_MAX} bytes, e.g. TMPDIR=/tmp')

@@ -148,7 +148,7 @@ def _tmpdir_of_length(base: str, n: int) -> str:
 def test_a_tmpdir_too_long_for_the_workers_sockets_fails_in_one_line(tmp_path, tokenizer_dir,
                                                                      monkeypatch):
     from data_prep import preflight
-    longest = preflight.SOCKET_PATH_MAX - len(preflight.RESOURCE_SHARER_TAIL) - 1
+    longest = preflight.TMPDIR_MAX
     base = tempfile.mkdtemp(prefix='tmp-', dir='/tmp')
     try:
         # The limit is torch's and Linux's, not ours: a worker sends a batch with TMPDIR at the
