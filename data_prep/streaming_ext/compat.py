@@ -30,12 +30,15 @@ Four users:
    `clean_stale_shared_memory()` removes every dataset's, that of a training still running on
    this machine included, and with it streaming's check against two runs sharing one cache
    folder. `live_users()` gives that check in one line, before anything starts. Which run is
-   alive is known from a marker each dataset's processes lock (`patch_shm_prefix`).
+   alive is known from a marker each dataset's processes lock (`patch_shm_prefix`), which
+   also makes choosing a prefix atomic: streaming's scan-then-create gave two datasets built
+   at once on one machine the same one.
 4. A converter imports streaming's writer modules without its package __init__s, which pull
    in transformers, scikit-learn and torchvision (`defer_package_inits`).
 """
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import importlib.util
 import os
@@ -43,6 +46,7 @@ import re
 import sys
 import threading
 import types
+from tempfile import gettempdir
 from time import sleep
 from typing import Callable, Iterable, Optional
 
@@ -221,14 +225,23 @@ def wrap_downloaders(ds, wrap: Callable) -> None:
 
 # ----------------------------------------------------------------------------- shared memory
 #
-# streaming names each dataset's shared memory `<6-digit prefix>_<name>` in /dev/shm. Which
-# of them belong to a live run cannot be read from /proc alone: every process that builds a
-# StreamingDataset attaches to the shared memory of every prefix below its own while choosing
-# one (shared/prefix.py) and keeps it mapped until it exits, a crashed run's included. So each
-# process that takes a prefix (through the patched get_shm_prefix) holds a shared flock on a
-# marker file for as long as it lives (the kernel drops it when the process dies; forked
-# dataloader workers share it). A prefix is live while its marker is locked; a prefix without
-# a marker (a dataset built without install()) counts as live while any process maps it.
+# streaming names each dataset's shared memory `<6-digit prefix>_<name>` in /dev/shm. Two
+# things it leaves to chance are fixed here:
+#
+# - Choosing a prefix: every rank scans for the first free one, then, after a barrier, the
+#   node leader creates `<prefix>_locals`. Two processes that build a dataset at once (two
+#   runs, parallel tests, two "nodes" on one machine) find the same prefix and the second
+#   fails with FileExistsError (tests/streaming_ext/test_shared_memory.py). Here the node
+#   leader chooses *and reserves* the prefix under one machine-wide lock, and the node's other
+#   ranks take the leader's (all_gather) instead of scanning on their own. The lock is never
+#   held across a barrier: two nodes of one run on one machine would deadlock.
+# - Knowing which prefixes are live: it cannot be read from /proc alone, since every process
+#   that builds a StreamingDataset attaches to the shared memory of every prefix below its own
+#   while choosing one and keeps it mapped until it exits, a crashed run's included. So each
+#   process that takes a prefix holds a shared flock on a marker file for as long as it lives
+#   (the kernel drops it when the process dies; forked dataloader workers share it). A prefix
+#   is live while its marker is locked; a prefix without a marker (a dataset built without
+#   install()) counts as live while any process maps it. The reservation is that lock.
 
 SHM_DIR = '/dev/shm'  # where POSIX shared memory (shm_open) lives on Linux
 _marker_fds: dict[int, int] = {}  # prefix -> this process's open marker, until it exits
@@ -249,39 +262,90 @@ def _mark_user(prefix_int: int) -> None:
     _marker_fds[prefix_int] = fd
 
 
-def patch_shm_prefix() -> None:
-    """Mark this process as a user of every shared-memory prefix it takes (idempotent).
+@contextlib.contextmanager
+def _machine_lock():
+    """Held while a prefix is chosen and reserved and while leftovers are removed: by one
+    process of this user at a time (other users' shared memory is theirs to manage)."""
+    fd = os.open(os.path.join(SHM_DIR, f'streaming_ext.{os.getuid()}.lock'),
+                 os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # drops the lock
 
-    The node leader marks a prefix *before* it creates the prefix's first shared memory
-    (`<prefix>_locals`, in get_shm_prefix), not after get_shm_prefix returns: between the two
-    lies a barrier of all ranks (all nodes: seconds), and a normal exit leaves its marker
-    behind unlocked, so a clean-up in that window took the new run's memory for the old run's
-    leftovers and removed it, and the next dataset could take the same prefix and attach to
-    the first one's barrier (tests/streaming_ext/test_shared_memory.py). The other ranks
-    mark once get_shm_prefix returns (the leader's marker covers them until then)."""
+
+def _lock_files(prefix: str) -> list[str]:
+    """streaming's lock files of a prefix, in TMPDIR (it never removes them)."""
+    from streaming.base.constant import BARRIER_FILELOCK, CACHE_FILELOCK
+    return [os.path.join(gettempdir(), f'{prefix}_{n}') for n in (BARRIER_FILELOCK, CACHE_FILELOCK)]
+
+
+def _taken(prefix_int: int) -> bool:
+    """In use by streaming's rule (any of its shared memory, or a lock file in TMPDIR) or by
+    ours (a live marker: reserved by a leader that has not created its memory yet)."""
+    from streaming.base.constant import SHM_TO_CLEAN
+    prefix = f'{prefix_int:06}'
+    return (any(os.path.exists(os.path.join(SHM_DIR, f'{prefix}_{n}')) for n in SHM_TO_CLEAN)
+            or any(map(os.path.exists, _lock_files(prefix)))
+            or _marker_locked(prefix) is True)
+
+
+def _agreed_prefix(find: Callable, streams_local, streams_remote, world, retry) -> Optional[int]:
+    """The prefix every rank of this node uses: the node leader reserves the first free one
+    (streaming's scan, which also refuses a cache folder a live dataset uses, then the next
+    prefix nobody holds); the other ranks take their leader's. None: a rank without
+    torch.distributed, which scans streaming's way."""
+    import torch.distributed as dist
+    from streaming.base.constant import SHM_TO_CLEAN
+    mine = None
+    if world.is_local_leader:
+        try:
+            with _machine_lock():
+                mine = max(find(streams_local, streams_remote, name, retry)
+                           for name in SHM_TO_CLEAN)
+                while _taken(mine):
+                    mine += 1
+                _mark_user(mine)
+        except ValueError as e:  # "Reused local directory": every rank raises it, as before
+            mine = e
+    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+        everyone = [None] * dist.get_world_size()
+        dist.all_gather_object(everyone, mine)
+        mine = everyone[dist.get_rank() - world.rank_of_node]
+    if isinstance(mine, Exception):
+        raise mine
+    return mine
+
+
+def patch_shm_prefix() -> None:
+    """Reserve each dataset's shared-memory prefix atomically (see above) and mark this process
+    as its user for as long as it lives (idempotent)."""
     require_supported()
     import streaming.base.dataset as dataset_module
     import streaming.base.shared.prefix as prefix_module
-    from streaming.base.constant import LOCALS
-    if getattr(dataset_module.get_shm_prefix, '_marks_users', False):
+    if getattr(dataset_module.get_shm_prefix, '_reserves', False):
         return
     get_shm_prefix = dataset_module.get_shm_prefix
+    find = prefix_module._check_and_find_retrying
+    agreed = threading.local()
 
-    def marking(*args, **kwargs):
-        prefix_int, shm = get_shm_prefix(*args, **kwargs)
+    def find_agreed(*args, **kwargs):  # get_shm_prefix's scan, once per name
+        prefix_int = getattr(agreed, 'prefix_int', None)
+        return find(*args, **kwargs) if prefix_int is None else prefix_int
+
+    def reserving(streams_local, streams_remote, world, retry=100):
+        agreed.prefix_int = _agreed_prefix(find, streams_local, streams_remote, world, retry)
+        try:
+            prefix_int, shm = get_shm_prefix(streams_local, streams_remote, world, retry)
+        finally:
+            agreed.prefix_int = None
         _mark_user(prefix_int)
         return prefix_int, shm
 
-    class MarkingSharedMemory(prefix_module.SharedMemory):
-        def __init__(self, name: str, create: Optional[bool] = None, *args, **kwargs):
-            head, _, tail = name.partition('_')
-            if create and tail == LOCALS and head.isdigit():
-                _mark_user(int(head))
-            super().__init__(name, create, *args, **kwargs)
-
-    marking._marks_users = True
-    dataset_module.get_shm_prefix = marking
-    prefix_module.SharedMemory = MarkingSharedMemory  # only get_shm_prefix's module sees it
+    reserving._reserves = True
+    dataset_module.get_shm_prefix = reserving
+    prefix_module._check_and_find_retrying = find_agreed
 
 
 def _shm_groups() -> dict[str, list[str]]:
@@ -331,12 +395,14 @@ def _holders(paths: Iterable[str]) -> dict[str, set[int]]:
 
 
 def _marker_locked(prefix: str) -> Optional[bool]:
-    """True: a live process holds the prefix's marker; False: it has none (its users are
-    dead); None: no marker."""
+    """True: a live process holds the prefix's marker (or another user's, which we cannot
+    open); False: it has none (its users are dead); None: no marker."""
     try:
         fd = os.open(_marker(prefix), os.O_RDWR)
     except FileNotFoundError:
         return None
+    except PermissionError:
+        return True
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         return False
@@ -368,23 +434,32 @@ def _prefixes() -> list[tuple[str, list[str], set[int]]]:
 
 def clean_stale_shared_memory() -> list[str]:
     """Unlink the shared memory of datasets whose processes are all gone (a crashed or killed
-    run's leftovers, which make the next run fail); a live run's stays. Returns the names
-    removed. Replaces streaming's clean_stale_shared_memory(), which removes everything."""
+    run's leftovers, which make the next run fail); a live run's stays. Also removes the
+    markers and streaming's lock files in TMPDIR of prefixes nobody uses (a run that exited
+    normally leaves both; prefixes with lock files are skipped forever). Returns the shared
+    memory names removed. Replaces streaming's clean_stale_shared_memory(), which removes
+    everything."""
     require_supported()
     removed = []
-    for prefix, names, pids in _prefixes():
-        if pids:
-            continue
-        for name in names:
-            try:
-                os.unlink(os.path.join(SHM_DIR, name))
-                removed.append(name)
-            except FileNotFoundError:  # another rank of this node got there first
-                pass
-        try:
-            os.unlink(_marker(prefix))
-        except FileNotFoundError:
-            pass
+    with _machine_lock():  # not while a leader reserves a prefix it has not created yet
+        groups = _prefixes()
+        for prefix, names, pids in groups:
+            if pids:
+                continue
+            for name in names:
+                with contextlib.suppress(FileNotFoundError):  # another rank got there first
+                    os.unlink(os.path.join(SHM_DIR, name))
+                    removed.append(name)
+        live = {prefix for prefix, _, pids in groups if pids}
+        lock_names = '|'.join(os.path.basename(f)[7:] for f in _lock_files('000000'))
+        leftovers = re.compile(r'streaming_ext\.(\d{6})\.users|(\d{6})_(?:%s)' % lock_names)
+        for folder in (SHM_DIR, gettempdir()):
+            for name in os.listdir(folder):
+                m = leftovers.fullmatch(name)
+                prefix = m and (m.group(1) or m.group(2))
+                if prefix and prefix not in live and _marker_locked(prefix) is not True:
+                    with contextlib.suppress(FileNotFoundError):
+                        os.unlink(os.path.join(folder, name))
     return removed
 
 

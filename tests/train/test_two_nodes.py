@@ -9,11 +9,8 @@ One machine stands in for two: each node has its own working directory (llm-foun
 on a node signal each other with files in it, named alike on every node), cache folder and
 TMPDIR, as two machines have. No checkpoints: with a local save_folder, Composer's autoresume
 signals between ranks with files in it, named alike too, and two nodes' checkpoints go to a
-bucket (save_folder: oci://...) anyway. /dev/shm stays shared, and streaming gives every rank
-the first free shared-memory prefix before a barrier, so two node leaders on one machine would
-both take the same one; streaming skips a prefix whose lock file is in TMPDIR, so node 1's
-TMPDIR holds lock files for prefixes 0-99 (node 0 takes the first free one, below that; node 1
-one above)."""
+bucket (save_folder: oci://...) anyway. /dev/shm stays shared: streaming would give both
+node leaders the same shared-memory prefix; ours reserve one each (compat.patch_shm_prefix)."""
 import hashlib
 import json
 import os
@@ -31,15 +28,10 @@ RECIPE = 'yamls/cpu/c4_zstd.yaml'
 SAMPLES, BATCH, NCN = 192, 16, 8   # 12 global batches of 16: 8 per node
 
 
-def _node_tmpdir(rank: int, steer: bool) -> Path:
+def _node_tmpdir(rank: int) -> Path:
     """A short folder in /tmp: the dataloader worker's socket lives under TMPDIR, and under
     tmp_path of a parallel test run it was over Linux's 107 bytes (preflight.check_temp_dir)."""
-    from streaming.base.constant import BARRIER_FILELOCK
-    path = Path(tempfile.mkdtemp(prefix=f'node{rank}-', dir='/tmp'))
-    if steer:
-        for prefix in range(100):  # streaming's lock file name: {prefix:06}_{name}
-            (path / f'{prefix:06}_{BARRIER_FILELOCK}').touch()
-    return path
+    return Path(tempfile.mkdtemp(prefix=f'node{rank}-', dir='/tmp'))
 
 
 def _one_node_batches(overrides: list[str], cache: Path) -> list[list[str]]:
@@ -82,7 +74,7 @@ def test_two_launcher_nodes_read_disjoint_halves_and_report_together(oci_store, 
                    '127.0.0.1', '--master_port', str(port), '--nproc', '1',
                    f'{ROOT}/train.py', f'{ROOT}/{RECIPE}', *same,
                    f'variables.data_local={cache}', f'callbacks.sample_log.cache={cache}/train']
-            tmpdirs.append(_node_tmpdir(rank, steer=rank == 1))
+            tmpdirs.append(_node_tmpdir(rank))
             env = {**os.environ, 'TMPDIR': str(tmpdirs[-1])}
             work = tmp_path / f'node{rank}' / 'work'
             work.mkdir(parents=True)
