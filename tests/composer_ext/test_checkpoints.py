@@ -104,6 +104,7 @@ def same_losses(got: list[dict], ref: dict[int, float]) -> float:
 
 @pytest.mark.slow
 @pytest.mark.e2e
+@pytest.mark.timeout(900)  # four trainings in a row: 447 s in one CI run, near the usual 600
 def test_killed_twice_resumes_from_the_bucket_with_the_same_losses(mds_zstd, tokenizer_dir,
                                                                    tmp_path, monkeypatch):
     data = tmp_path / 'store'
