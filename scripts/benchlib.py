@@ -109,15 +109,21 @@ def save_json(path: str | Path, figures: dict) -> None:
     print(f'figures saved to {path}')
 
 
+def _gpus() -> tuple[str | None, int]:
+    """The first GPU's name and how many there are, from nvidia-smi: importing torch to ask
+    costs a bench driver seconds of start-up."""
+    try:
+        out = subprocess.run(['nvidia-smi', '--query-gpu=name', '--format=csv,noheader'],
+                             capture_output=True, text=True, timeout=60, check=True).stdout
+    except (OSError, subprocess.SubprocessError):  # no driver, no GPU
+        return None, 0
+    names = [line.strip() for line in out.splitlines() if line.strip()]
+    return (names[0] if names else None), len(names)
+
+
 def machine() -> dict:
     """Where a figure was measured: cores, GPU, load, platform, Python, the stack's versions."""
-    gpu, gpus = None, 0
-    try:
-        import torch
-        if torch.cuda.is_available():
-            gpu, gpus = torch.cuda.get_device_name(0), torch.cuda.device_count()
-    except ImportError:
-        pass
+    gpu, gpus = _gpus()
     versions = {}
     for name in STACK:
         try:
