@@ -6,6 +6,7 @@ import json
 import os
 import socket
 import stat
+import statistics
 import subprocess
 import sys
 import threading
@@ -419,13 +420,16 @@ def test_requests_must_be_signed_with_the_store_key(oci_store, tmp_path):
 
 def test_small_answers_are_not_held_back(oci_store):
     """Headers and body leave in two writes; with Nagle's algorithm on, the body of every small
-    answer waits for the client's delayed ACK (40 ms on Linux): 40 GETs would take >= 1.6 s."""
+    answer waits for the client's delayed ACK (40 ms on Linux): every GET would take >= 40 ms.
+    The median of 40 is what is checked: a busy machine stalls a few of them, not half."""
     path = '/n/local/b/c4-bench/o/small'
     assert raw(oci_store, 'PUT', path, body=b'x' * 1024)[0] == 200
     headers = signed(oci_store, 'GET', path)
     conn = http.client.HTTPConnection('127.0.0.1', oci_store.port, timeout=10)
-    t0 = time.monotonic()
+    took = []
     for _ in range(40):
+        t0 = time.monotonic()
         conn.request('GET', path, headers=headers)
         assert len(conn.getresponse().read()) == 1024
-    assert time.monotonic() - t0 < 0.8
+        took.append(time.monotonic() - t0)
+    assert statistics.median(took) < 0.02, sorted(took)
