@@ -275,10 +275,11 @@ def _machine_lock():
         os.close(fd)  # drops the lock
 
 
-def _lock_files(prefix: str) -> list[str]:
-    """streaming's lock files of a prefix, in TMPDIR (it never removes them)."""
+def _lock_names() -> tuple[str, str]:
+    """streaming's lock files of a prefix `P`, named `P_<name>` in TMPDIR (it never removes
+    them)."""
     from streaming.base.constant import BARRIER_FILELOCK, CACHE_FILELOCK
-    return [os.path.join(gettempdir(), f'{prefix}_{n}') for n in (BARRIER_FILELOCK, CACHE_FILELOCK)]
+    return BARRIER_FILELOCK, CACHE_FILELOCK
 
 
 def _taken(prefix_int: int) -> bool:
@@ -287,7 +288,8 @@ def _taken(prefix_int: int) -> bool:
     from streaming.base.constant import SHM_TO_CLEAN
     prefix = f'{prefix_int:06}'
     return (any(os.path.exists(os.path.join(SHM_DIR, f'{prefix}_{n}')) for n in SHM_TO_CLEAN)
-            or any(map(os.path.exists, _lock_files(prefix)))
+            or any(os.path.exists(os.path.join(gettempdir(), f'{prefix}_{n}'))
+                   for n in _lock_names())
             or _marker_locked(prefix) is True)
 
 
@@ -451,15 +453,21 @@ def clean_stale_shared_memory() -> list[str]:
                     os.unlink(os.path.join(SHM_DIR, name))
                     removed.append(name)
         live = {prefix for prefix, _, pids in groups if pids}
-        lock_names = '|'.join(os.path.basename(f)[7:] for f in _lock_files('000000'))
-        leftovers = re.compile(r'streaming_ext\.(\d{6})\.users|(\d{6})_(?:%s)' % lock_names)
+        pattern = re.compile(r'streaming_ext\.(\d{6})\.users|(\d{6})_(?:%s)'
+                             % '|'.join(map(re.escape, _lock_names())))
+        leftovers: dict[str, list[str]] = {}  # prefix -> its marker and lock files
         for folder in (SHM_DIR, gettempdir()):
             for name in os.listdir(folder):
-                m = leftovers.fullmatch(name)
-                prefix = m and (m.group(1) or m.group(2))
-                if prefix and prefix not in live and _marker_locked(prefix) is not True:
-                    with contextlib.suppress(FileNotFoundError):
-                        os.unlink(os.path.join(folder, name))
+                m = pattern.fullmatch(name)
+                if m:
+                    leftovers.setdefault(m.group(1) or m.group(2), []).append(
+                        os.path.join(folder, name))
+        for prefix, paths in leftovers.items():
+            if prefix in live or _marker_locked(prefix):  # in use, or reserved
+                continue
+            for path in paths:
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(path)
     return removed
 
 

@@ -10,6 +10,7 @@
    unmarked in that window, and a clean-up then removed its memory as the old run's leftovers.
 3. The clean-up removes what a run that exited normally leaves: markers and streaming's lock
    files in TMPDIR (with those, streaming skips the prefix forever)."""
+import itertools
 import os
 import subprocess
 import time
@@ -61,7 +62,7 @@ def test_datasets_built_at_once_by_many_processes_and_a_two_rank_job_get_their_o
 def test_clean_up_during_get_shm_prefix_barriers_spares_the_new_prefix(tmp_path, monkeypatch):
     install()
     local = str(tmp_path / 'cache')
-    free = [p for p in range(10_000) if not compat._taken(p)][:3]
+    free = list(itertools.islice((p for p in itertools.count() if not compat._taken(p)), 3))
     for prefix in free:  # left unlocked by runs that used these prefixes and exited normally
         with open(compat._marker(f'{prefix:06}'), 'a'):
             pass
