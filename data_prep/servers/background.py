@@ -175,7 +175,9 @@ class RunningServer:
             return [json.loads(line) for line in f if line.strip()]
 
     def _settle(self) -> None:
-        if self.proc.poll() is None:  # a response can reach the client before its log line
+        # A complete answer is logged before its last byte (shaped_http._log_once); this waits
+        # for the requests still being handled (a client gone mid-body is logged at the end).
+        if self.proc.poll() is None:
             conn = http.client.HTTPConnection('127.0.0.1', self.port, timeout=15)
             conn.request('GET', SETTLE_PATH)
             conn.getresponse().read()

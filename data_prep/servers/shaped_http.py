@@ -195,12 +195,14 @@ class ShapedHandler(BaseHTTPRequestHandler):
         self.t0, self.sent, self.received, self.fault = time.monotonic(), 0, 0, None
         self.status, self.shaped, self.started = 0, 0, False
         self.body_started, self.body_done = False, False
+        self.body_length, self.logged = 0, False
         server: ShapedServer = self.server
         knobs = server.knobs
         self.rate = knobs.bandwidth_mbps * 1e6  # bytes/s, 0 = unshaped
         self._begin()
         if self.path == SETTLE_PATH:
             server.settle()
+            self.logged = True  # not a served request: never in the log
             return self._empty(204)
         with server.busy:
             server.inflight += 1
@@ -228,14 +230,23 @@ class ShapedHandler(BaseHTTPRequestHandler):
         except Exception as e:  # the subclass's errors, and its bugs (not as network faults)
             self._answer_error(e)
         finally:
-            server.log_request_line(self)
+            self._log_once()  # an answer cut short, or none: logged here
             with server.busy:
                 server.inflight -= 1
                 server.busy.notify_all()
 
     # answers --------------------------------------------------------------
+    def _log_once(self):
+        """The request's log line. A complete answer logs it before its last byte goes out,
+        so a client that has its response finds the line in the log (tests read the log as
+        the witness of what a client did, right after the client's call returns)."""
+        if not self.logged:
+            self.logged = True
+            self.server.log_request_line(self)
+
     def _start(self, status: int, headers: dict, length: int):
         self.status, self.started = status, True
+        self.body_length = 0 if self.command == 'HEAD' else length
         self.send_response(status)
         self.send_header(self.request_id_header, uuid.uuid4().hex)
         for k, v in {**self._answer_headers(), **headers}.items():
@@ -244,6 +255,8 @@ class ShapedHandler(BaseHTTPRequestHandler):
         self.send_header('Content-Length', str(length))
         if self.close_connection:
             self.send_header('Connection', 'close')
+        if not self.body_length:
+            self._log_once()  # the headers are the whole answer
         self.end_headers()
 
     def _json(self, status: int, obj, headers: dict | None = None):
@@ -293,33 +306,49 @@ class ShapedHandler(BaseHTTPRequestHandler):
         rate = self.rate
         return CHUNK if not rate else int(min(max(rate / 100, 16 << 10), CHUNK))
 
+    def _write(self, piece: bytes):
+        """A piece of the body; the request is logged before the body's last byte."""
+        last = piece and self.sent + len(piece) == self.body_length
+        self.wfile.write(piece[:-1] if last else piece)
+        self.sent += len(piece)
+        self._throttle(len(piece))
+        if last:
+            self._log_once()
+            self.wfile.write(piece[-1:])
+
     def _send_bytes(self, data: bytes):
         step = self._step()
         for i in range(0, len(data), step):
-            self.wfile.write(data[i:i + step])
-            self.sent += len(data[i:i + step])
-            self._throttle(len(data[i:i + step]))
+            self._write(data[i:i + step])
 
     def _send_file(self, f, offset: int, count: int):
         """`count` bytes from `offset` of an open file (the version whose size was sent)."""
         if self.fault == 'reset':  # half the body, then a reset: a truncated transfer
             count = count // 2
         if not self.rate:
-            while count > 0:  # sendfile: the server must not be the bottleneck
-                n = self.connection.sendfile(f, offset, count)
+            # sendfile: the server must not be the bottleneck. The body's last byte is held
+            # back until the request is logged (see _log_once).
+            hold = int(self.sent + count == self.body_length)
+            while count > hold:
+                n = self.connection.sendfile(f, offset, count - hold)
                 if not n:
                     break
                 offset, count, self.sent = offset + n, count - n, self.sent + n
+            if hold and count == 1:
+                self.sent += 1
+                self._log_once()
+                if self.connection.sendfile(f, offset, 1) == 1:
+                    count = 0
+                else:
+                    self.sent -= 1
         else:
             f.seek(offset)
             while count > 0:
                 chunk = f.read(min(self._step(), count))
                 if not chunk:
                     break
-                self.wfile.write(chunk)
+                self._write(chunk)
                 count -= len(chunk)
-                self.sent += len(chunk)
-                self._throttle(len(chunk))
         if self.fault == 'reset':
             raise Reset()
         if count:  # cannot happen with one open version; never send less than announced

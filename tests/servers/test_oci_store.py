@@ -433,3 +433,28 @@ def test_small_answers_are_not_held_back(oci_store):
         assert len(conn.getresponse().read()) == 1024
         took.append(time.monotonic() - t0)
     assert statistics.median(took) < 0.02, sorted(took)
+
+
+def test_a_request_is_in_the_log_once_its_answer_is_read(tmp_path):
+    """Tests use the request log as the witness of what a client did, reading the file right
+    after the client's call returns: the store writes a request's line before the last byte
+    of its answer goes out. Each kind of answer: a body sent whole (sendfile), a shaped body,
+    a range, headers only (HEAD), an error, a PUT; the file is read without waiting."""
+    store = start_store(tmp_path / 'store', buckets=['c4-bench'],
+                        knobs=Knobs(bandwidth_mbps=50, shape_match=r'/o/shaped$'))
+    try:
+        for name, size in (('whole', 300_000), ('shaped', 40_000)):
+            assert raw(store, 'PUT', f'/n/local/b/c4-bench/o/{name}', body=b'x' * size)[0] == 200
+        cases = [('GET', 'whole', {}, 200), ('GET', 'shaped', {}, 200),
+                 ('GET', 'whole', {'Range': 'bytes=10-99'}, 206), ('HEAD', 'whole', {}, 200),
+                 ('GET', 'missing', {}, 404), ('PUT', 'put', {}, 200)]
+        for _ in range(25):
+            for method, name, headers, status in cases:
+                path = f'/n/local/b/c4-bench/o/{name}'
+                got, _ = raw(store, method, path, body=b'y' * 10 if method == 'PUT' else None,
+                             headers=headers)
+                assert got == status
+                last = json.loads(store.log_path.read_text().splitlines()[-1])
+                assert (last['method'], last['path'], last['status']) == (method, path, status)
+    finally:
+        store.stop()
