@@ -18,34 +18,16 @@ import difflib
 import inspect
 import os
 import sys
-from typing import Iterator, Optional
 
 from omegaconf import DictConfig
 from omegaconf import OmegaConf as om
+
+from training.config import ConfigError, datasets, load_config  # noqa: F401 (train.load_config)
 
 # Keys llm-foundry's text loader reads from `train_loader.dataset` besides the dataset classes'
 # own parameters (llmfoundry/data/text_data.py and data/utils.py); anything else it drops silently.
 _LOADER_KEYS = {'streams', 'eos_token_id', 'bos_token_id', 'override_eos_token_id_mismatch_error',
                 'override_bos_token_id_mismatch_error', 'seq_parallel_replication'}
-
-
-class ConfigError(ValueError):
-    """A recipe that cannot run; the message names the file and key."""
-
-
-def load_config(yaml_path: str, overrides: list[str]) -> DictConfig:
-    om.clear_resolver('oc.env')  # as llm-foundry's train_from_yaml: recipes do not read the env
-    try:
-        with open(yaml_path) as f:
-            cfg = om.load(f)
-    except FileNotFoundError:
-        raise ConfigError(f'{yaml_path}: no such recipe file') from None
-    if overrides:
-        bad = [o for o in overrides if '=' not in o]
-        if bad:
-            raise ConfigError(f'override {bad[0]!r} is not key=value')
-        cfg = om.merge(cfg, om.from_cli(overrides))
-    return cfg
 
 
 def _valid_dataset_keys() -> set[str]:
@@ -71,21 +53,6 @@ def check_dataset_keys(cfg: DictConfig, where: str) -> None:
         if retry is not None and (not isinstance(retry, int) or retry < 1):
             raise ConfigError(f'{where}: {loader}.dataset.download_retry must be an integer '
                               f'>= 1 (streaming counts tries, not re-tries), got {retry!r}')
-
-
-def datasets(cfg: DictConfig) -> Iterator[tuple[str, Optional[str], Optional[str], Optional[str]]]:
-    """(key, remote, local, split) of every stream the loaders read: the dataset itself, or
-    each of its `streams` (whose missing keys fall back to the dataset's, as in llm-foundry)."""
-    for loader in ('train_loader', 'eval_loader'):
-        dataset = (cfg.get(loader) or {}).get('dataset') or {}
-        streams = dataset.get('streams') or {}
-        if not streams:
-            yield (f'{loader}.dataset', dataset.get('remote'), dataset.get('local'),
-                   dataset.get('split'))
-        for name, s in streams.items():
-            s = s or {}
-            yield (f'{loader}.dataset.streams.{name}', s.get('remote', dataset.get('remote')),
-                   s.get('local', dataset.get('local')), s.get('split', dataset.get('split')))
 
 
 def remotes(cfg: DictConfig) -> list[str]:

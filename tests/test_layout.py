@@ -5,7 +5,7 @@ from pathlib import Path
 
 from tests.helpers import ROOT
 
-PACKAGES = ('data_prep', 'callbacks')
+PACKAGES = ('data_prep', 'callbacks', 'training')
 
 
 def _module_name(path: Path) -> str:
