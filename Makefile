@@ -15,12 +15,12 @@ BENCH_MB ?= 1000
 # of most tests first, which left the long one-test files (a training run each) for the end.
 TEST_WORKERS ?= 3
 PYTEST_XDIST = -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder
-# The local OCI-compatible store (data_prep/servers/oci_store) is the default bucket offline.
+# The local OCI-compatible store (local_services/oci_store) is the default bucket offline.
 STORE_DIR ?= .store/data
 STORE_PORT ?= 9300
 STORE_ENV := OCI_CLI_AUTH=api_key OCI_CLI_PROFILE=DEFAULT OCI_CONFIG_FILE=$(CURDIR)/$(STORE_DIR)/client/config \
              OCI_OBJECT_STORAGE_ENDPOINT=http://127.0.0.1:$(STORE_PORT)
-# The local Hugging Face Hub stand-in (data_prep/servers/hf_hub): allenai/c4 `en` from the sample.
+# The local Hugging Face Hub stand-in (local_services/hf_hub): allenai/c4 `en` from the sample.
 HUB_DIR ?= .hub/data
 HUB_PORT ?= 9400
 HUB_ARGS ?=
@@ -66,16 +66,16 @@ tokenizer: $(STAMP)  ## train the small offline BPE tokenizer into build/tokeniz
 	@test -f $(TOKENIZER)/tokenizer.json || $(PY) -m data_prep.tokenizer --data-dir $(SAMPLE) --out $(TOKENIZER)
 
 store: $(STAMP)  ## start the local OCI store in the background (127.0.0.1:9300, STORE_DIR=.store/data)
-	@$(PY) -m data_prep.servers.oci_store start --data-dir $(STORE_DIR) --port $(STORE_PORT)
+	@$(PY) -m local_services.oci_store start --data-dir $(STORE_DIR) --port $(STORE_PORT)
 
 store-stop:  ## stop the local OCI store started by make store
-	$(PY) -m data_prep.servers.oci_store stop --data-dir $(STORE_DIR)
+	$(PY) -m local_services.oci_store stop --data-dir $(STORE_DIR)
 
 hub: sample  ## start the local Hugging Face Hub in the background (allenai/c4 en from the sample; 127.0.0.1:9400)
-	@$(PY) -m data_prep.servers.hf_hub start --data-dir $(HUB_DIR) --port $(HUB_PORT) --sample $(SAMPLE) $(HUB_ARGS)
+	@$(PY) -m local_services.hf_hub start --data-dir $(HUB_DIR) --port $(HUB_PORT) --sample $(SAMPLE) $(HUB_ARGS)
 
 hub-stop:  ## stop the local Hugging Face Hub started by make hub
-	$(PY) -m data_prep.servers.hf_hub stop --data-dir $(HUB_DIR)
+	$(PY) -m local_services.hf_hub stop --data-dir $(HUB_DIR)
 
 # convert_split SPLIT,VARIANT,COMPRESSION: one split of the sample into MDS_ROOT/VARIANT/SPLIT.
 # The local store holds only sample conversions (make bench's from the local hub among them):

@@ -26,7 +26,8 @@ setup(
     version='0.1.0',
     description=__doc__,
     packages=find_packages(include=['callbacks', 'callbacks.*', 'data_prep', 'data_prep.*',
-                                    'training', 'training.*']),
+                                    'training', 'training.*', 'local_services',
+                                    'local_services.*']),
     python_requires='>=3.10',
     install_requires=STACK,
     extras_require={'dev': ['pytest>=8', 'pytest-timeout', 'pytest-xdist', 'moto[server]>=5',
@@ -36,22 +37,22 @@ setup(
             'c4-sample=data_prep.sample:main',
             'c4-convert=data_prep.convert:main',
         ],
-        # llm-foundry looks callbacks up here, so a yaml's `callbacks:` section can name them
         # streaming's streams_registry: `stream_name: checked` in a recipe's dataset
         'streaming_streams_registry': [
-            'checked=data_prep.streaming_ext.stream:CheckedStream',
+            'checked=training.shards.stream:CheckedStream',
         ],
+        # llm-foundry looks callbacks up here, so a yaml's `callbacks:` section can name them
         'llmfoundry_callbacks': [
             'data_wait=callbacks.data_wait:DataWait',
             'cache_stats=callbacks.cache_stats:CacheStats',
             'throughput=callbacks.throughput:Throughput',
             'run_report=callbacks.run_report:RunReport',
             # added by train.py to runs that save to oci:// (save_num_checkpoints_to_keep there)
-            'bucket_keep=data_prep.composer_ext.keep:BucketKeep',
+            'bucket_keep=callbacks.bucket_keep:BucketKeep',
         ],
-        # MPT's `attn_config: {attn_impl: sdpa}` (torch's fused attention; data_prep/llmfoundry_ext)
+        # MPT's `attn_config: {attn_impl: sdpa}` (torch's fused attention; training/attention.py)
         'llmfoundry_attention_implementations': [
-            'sdpa=data_prep.llmfoundry_ext.attention:sdpa_attention',
+            'sdpa=training.attention:sdpa_attention',
         ],
     },
 )

@@ -19,7 +19,7 @@ Where the numbers come from:
   before fit, and are not counted. (MDS keeps one file per shard, so files = shards.)
 - hits, evictions, cache bytes: read-only looks at streaming's own node-wide shared memory
   (shard states, last access times, cache usage: private names of mosaicml-streaming, read
-  through data_prep.streaming_ext.compat, which checks the version):
+  through training.shards.cache, installed behind a version check):
   the states at FIT_START say which shards were cached; an access time after FIT_START says the
   run used the shard (sampled at every BATCH_END and at the end, so a cached shard used and
   evicted within one step would be missed); evictions = cached at start + downloaded - cached
@@ -48,7 +48,7 @@ from composer.core import Callback, State
 from composer.loggers import Logger
 from composer.utils import dist
 
-from data_prep.streaming_ext import compat
+from training.shards import cache
 
 log = logging.getLogger(__name__)
 
@@ -139,10 +139,10 @@ class CacheStats(Callback):
         if ds is None:
             log.info('cache_stats: the train dataset is not a StreamingDataset; nothing to count')
             return
-        compat.wrap_downloaders(ds, self._counting)
+        cache.wrap_downloaders(ds, self._counting)
         if self._node_leader():
             self._t0_ns = time.time_ns()
-            self._start_local = compat.local_shards(ds)
+            self._start_local = cache.local_shards(ds)
             self._touched = np.zeros(ds.num_shards, dtype=bool)
 
     def batch_end(self, state: State, logger: Logger) -> None:
@@ -164,7 +164,7 @@ class CacheStats(Callback):
     def _sample_touched(self) -> None:
         if self._touched is None or self._ds is None:
             return
-        self._touched |= compat.accessed_since(self._ds, self._t0_ns)
+        self._touched |= cache.accessed_since(self._ds, self._t0_ns)
 
     def _local_vector(self) -> list[int]:
         """[downloads, bytes, hits, cached_at_start, cached_at_end, cache_bytes]; node numbers
@@ -175,9 +175,9 @@ class CacheStats(Callback):
             return [downloads, nbytes, 0, 0, 0, 0]
         self._sample_touched()
         hits = int((self._start_local & self._touched).sum())
-        end_local = int(compat.local_shards(self._ds).sum())
+        end_local = int(cache.local_shards(self._ds).sum())
         return [downloads, nbytes, hits, int(self._start_local.sum()), end_local,
-                compat.cache_bytes(self._ds)]
+                cache.cache_bytes(self._ds)]
 
     @staticmethod
     def _from_vector(v: list[int], complete: bool) -> dict[str, Any]:

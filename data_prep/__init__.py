@@ -1,10 +1,12 @@
-"""C4 -> MDS -> object storage, and what the recipes stand on.
+"""C4 -> MDS in a bucket: the conversion, and the storage layer both halves use.
 
 Commands (thin command lines, `python -m data_prep.X --help`): convert, verify, stats,
-sample, tokenizer. The code behind them lives in four places:
+sample, tokenizer; convert_spark.py for spark-submit. The code behind them:
 
     pipeline/       the conversion pipeline (records, parts, resume, verify, publish)
-    storage/        where datasets live: the Remote contract and one module per backend
-    streaming_ext/  our extensions of mosaicml-streaming, installed by one install()
-    servers/        local stand-ins used offline and in tests (the OCI store)
+    storage/        where datasets and checkpoints live: the Remote contract, one module per
+                    backend, our OCI client (training/checkpoints uses it too)
+    streaming_ext/  streaming's oci:// transport (ours) and its writer imported lean
+
+Leaf modules any layer may use: env.py, errors.py, versions.py.
 """

@@ -72,7 +72,7 @@ def prepare_inputs(args) -> tuple[Path, Path]:
 
 def start_stores(args):
     """Two store processes over one data directory: shaped (region-like) and plain."""
-    from data_prep.servers.oci_store import Knobs, start_store
+    from local_services.oci_store import Knobs, start_store
     data = Path(args.store_dir)
     plain = start_store(data, buckets=[BUCKET], log_path=data / 'run' / 'bench-plain.jsonl')
     shaped = start_store(data, knobs=Knobs(**SHAPED), log_path=data / 'run' / 'bench-shaped.jsonl')
@@ -103,7 +103,7 @@ def conversion_input(args) -> dict:
     sample = Path(args.build) / 'c4_sample'
     if args.no_hub:
         return {'data_files': str(sample / 'c4-{split}.*.json.gz')}
-    from data_prep.servers.hf_hub import start_hub
+    from local_services.hf_hub import start_hub
     generate(str(sample), size_mb=args.sample_mb)  # as prepare_inputs does; kept if there
     hub = start_hub(Path(args.build) / 'bench-hub', sample=sample)
     atexit.register(hub.stop)

@@ -1,6 +1,6 @@
 """`make bench-hub`: allenai/c4 `en` from a far-away hub, ours against the seed's single stream.
 
-The local hub (data_prep.servers.hf_hub) serves C4-format files (generated if missing) as
+The local hub (local_services.hf_hub) serves C4-format files (generated if missing) as
 allenai/c4 `en`, shaped like a hub across the internet: BANDWIDTH MB/s per connection and
 LATENCY ms per request (default 50 MB/s, 40 ms). Two whole processes, timed from start to
 exit, each with its own empty HF_HOME (the README, listings and files come from the hub):
@@ -88,7 +88,7 @@ def main(argv: list[str] | None = None) -> int:
         return seed_loop(args.seed_loop)
 
     from data_prep.pipeline.sample import generate
-    from data_prep.servers.hf_hub import Knobs, start_hub
+    from local_services.hf_hub import Knobs, start_hub
     build = Path(args.build).resolve()
     data = build / f'input_{args.size_mb:g}mb_{args.files}f'
     generate(str(data), size_mb=args.size_mb, train_files=args.files, val_files=1)

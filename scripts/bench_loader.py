@@ -82,8 +82,8 @@ def loader_pass(loader: dict, url: str, cache: Path, tokenizer: str, env: dict,
     from llmfoundry.data.text_data import build_text_dataloader
     from transformers import AutoTokenizer
 
-    from data_prep.streaming_ext.compat import clean_stale_shared_memory
     from scripts.benchlib import tree_cpu
+    from training.shards.shared_memory import clean_stale_shared_memory
     os.environ.update(env)
     clean_stale_shared_memory()
     tok = AutoTokenizer.from_pretrained(tokenizer)
@@ -164,8 +164,8 @@ def one_pass(args, store, remote: str, fmt: str, variant: str, state: str, bw: f
 def run_all(args) -> dict:
     from tqdm import tqdm
 
-    from data_prep.servers.oci_store import Knobs, start_store
-    from data_prep.streaming_ext import install
+    from local_services.oci_store import Knobs, start_store
+    from training.shards import install
     install()
     import llmfoundry.data.text_data  # noqa: F401  (once: the forked passes inherit it)
     bandwidths = [float(b) for b in args.bandwidths.split(',') if b] if args.bandwidths else []

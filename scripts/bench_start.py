@@ -205,7 +205,7 @@ def node_work(loader: dict, remote: Path, cache: Path, tokenizer: str, overrides
     from streaming.base.batching import generate_work
     from streaming.base.world import World
 
-    from data_prep.streaming_ext.compat import clean_stale_shared_memory
+    from training.shards.shared_memory import clean_stale_shared_memory
     clean_stale_shared_memory()
     shutil.rmtree(cache, ignore_errors=True)
     ds_cfg = _dataset_cfg(loader, remote, cache, overrides)
@@ -247,8 +247,8 @@ def first_batch(loader: dict, remote: Path, cache: Path, tokenizer: str, overrid
     import psutil
     from llmfoundry.data.text_data import build_text_dataloader
 
-    from data_prep.streaming_ext.compat import clean_stale_shared_memory
     from scripts.benchlib import TreeSampler, tree_cpu, tree_memory
+    from training.shards.shared_memory import clean_stale_shared_memory
     clean_stale_shared_memory()
     shutil.rmtree(cache, ignore_errors=True)
     ds_cfg = _dataset_cfg(loader, remote, cache, overrides)

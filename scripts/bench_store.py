@@ -26,8 +26,8 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from data_prep.servers.oci_store import Knobs, RunningStore, start_store  # noqa: E402
-from data_prep.servers.oci_store.auth import sign  # noqa: E402
+from local_services.oci_store import Knobs, RunningStore, start_store  # noqa: E402
+from local_services.oci_store.auth import sign  # noqa: E402
 from scripts.benchlib import machine, process_cpu  # noqa: E402
 
 BUCKET = 'bench'
@@ -94,7 +94,7 @@ def sdk_gets(store, names: list[str], connections: int, out_dir: Path) -> float:
 def start_baseline(checkout: Path, data_dir: Path) -> RunningStore:
     """The store of another checkout (e.g. `git worktree add /tmp/base <commit>`) over the same
     data dir, started with the arguments every version of `serve` takes."""
-    proc = subprocess.Popen([sys.executable, '-m', 'data_prep.servers.oci_store', 'serve',
+    proc = subprocess.Popen([sys.executable, '-m', 'local_services.oci_store', 'serve',
                              '--data-dir', str(data_dir), '--port', '0'], cwd=checkout,
                             stdout=subprocess.PIPE, text=True)
     line = proc.stdout.readline()

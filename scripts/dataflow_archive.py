@@ -88,7 +88,7 @@ def measure(work: Path) -> list[str]:
     """The distributions a conversion imports (this child process's modules)."""
     import importlib.metadata as md
 
-    from data_prep.servers.oci_store import start_store
+    from local_services.oci_store import start_store
     store = start_store(work / 'store', buckets=['c4-bench'])
     try:
         os.environ.update(store.env())
@@ -182,7 +182,7 @@ def build(out: Path, torch: str, check: bool) -> int:
 
 def check_archive(archive: Path, work: Path) -> int:
     """Unpacks the archive and converts the sample with nothing but it and the stdlib."""
-    from data_prep.servers.oci_store import start_store
+    from local_services.oci_store import start_store
     unpacked = work / 'unpacked'
     with zipfile.ZipFile(archive) as z:
         z.extractall(unpacked)

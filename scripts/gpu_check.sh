@@ -8,7 +8,7 @@
 #    CPython 3.12) and puts it on PYTHONPATH after the repository;
 # 2. builds the offline sample, a tokenizer (with the transformers that trains) and a zstd token
 #    dataset in a local folder (python -m data_prep.sample / .tokenizer / .convert), and starts
-#    the local OCI store (python -m data_prep.servers.oci_store start) for the checkpoints;
+#    the local OCI store (python -m local_services.oci_store start) for the checkpoints;
 # 3. trains with `python -m composer.cli -n 1 train.py`, FSDP kept at world size 1
 #    (FSDP_AT_WORLD_SIZE_1=1), each run with our four callbacks, in this order (a group is
 #    chosen with GPU_CHECK_ONLY):
@@ -93,7 +93,7 @@ fi
 "$PYTHON" scripts/gpu_check_report.py --check-site "$SITE" $( ((DRY)) || echo --need-gpu)
 
 # 2. data: the same commands as `make sample tokenizer` and a conversion into a local folder
-"$PYTHON" -m data_prep.servers.oci_store stop --data-dir "$STORE" >/dev/null 2>&1 || true
+"$PYTHON" -m local_services.oci_store stop --data-dir "$STORE" >/dev/null 2>&1 || true
 rm -rf "$DATA" "$WORK/cache" "$WORK/checkpoints" "$RUNS" "$WORK/planned_runs.txt" "$STORE"
 say "sample, tokenizer, zstd token dataset in $DATA"
 "$PYTHON" -m data_prep.sample --out "$DATA/sample" --size-mb "$SAMPLE_MB"
@@ -105,11 +105,11 @@ say "sample, tokenizer, zstd token dataset in $DATA"
 # The local OCI store for the checkpoints (16 cores and a local disk on the GPU machine), and
 # whether oci:// reaches it through our Composer object store: else a local folder.
 say "local OCI store in $STORE (port $STORE_PORT)"
-store_out=$("$PYTHON" -m data_prep.servers.oci_store start --data-dir "$STORE" \
+store_out=$("$PYTHON" -m local_services.oci_store start --data-dir "$STORE" \
             --port "$STORE_PORT" --bucket gpu-check 2>&1) \
     || die "the local OCI store did not start: ${store_out##*$'\n'}"
 eval "$(grep '^export ' <<< "$store_out")"
-stop_store() { "$PYTHON" -m data_prep.servers.oci_store stop --data-dir "$STORE" >/dev/null 2>&1 || true; }
+stop_store() { "$PYTHON" -m local_services.oci_store stop --data-dir "$STORE" >/dev/null 2>&1 || true; }
 trap stop_store EXIT
 CKPT=oci://gpu-check@local/checkpoints
 if ! "$PYTHON" scripts/gpu_check_report.py --check-store "$CKPT/probe"; then

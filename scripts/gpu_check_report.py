@@ -144,13 +144,16 @@ def _check_stack(site: Path, need_gpu: bool) -> list[str]:
 def check_recipes(planned: Path) -> list[str]:
     """train.py's checks on each planned run: one line `YAML KEY=VALUE ...`, shell-quoted."""
     sys.path.insert(0, str(ROOT))
-    import train
+    from training import checks
+    from training.config import ConfigError, load_config
     problems = []
     for line in planned.read_text().splitlines():
         yaml, *overrides = shlex.split(line)
         try:
-            train.check_config(train.load_config(yaml, overrides), yaml)
-        except train.ConfigError as err:
+            cfg = load_config(yaml, overrides)
+            checks.check_recipe(cfg, yaml)
+            checks.check_remotes(cfg, yaml)
+        except ConfigError as err:
             problems.append(str(err))
             continue
         print(f'gpu-check: {yaml} with the run\'s overrides passes train.py\'s checks')
@@ -167,21 +170,21 @@ def check_store(url: str) -> list[str]:
     from urllib.parse import urlparse
     sys.path.insert(0, str(ROOT))
     try:
-        from data_prep import composer_ext
+        from training import checkpoints
     except ImportError:
-        return [f'{url}: no data_prep.composer_ext (our Composer object store for oci://)']
-    if 'composer_ext.install(' not in (ROOT / 'train.py').read_text():
-        return [f'{url}: train.py does not install data_prep.composer_ext, so Composer would '
+        return [f'{url}: no training.checkpoints (our Composer object store for oci://)']
+    if 'checkpoints.install(' not in (ROOT / 'train.py').read_text():
+        return [f'{url}: train.py does not install training.checkpoints, so Composer would '
                 f'use its own OCI store']
-    from data_prep.streaming_ext import install
+    from training.shards import install
     install()
     try:
-        composer_ext.install([url])
-        store = composer_ext.store_for(url)
+        checkpoints.install([url])
+        store = checkpoints.store_for(url)
     except Exception as err:  # one line whatever it is: the check falls back to a folder
         return [f'{url}: no object store: {str(err).splitlines()[0][:200]}']
     kind = f'{type(store).__module__}.{type(store).__qualname__}'
-    if not kind.startswith('data_prep.'):
+    if not kind.startswith('training.'):
         return [f'{url}: Composer would use its own {kind}, not our OCI client']
     name = urlparse(url).path.strip('/') + '/probe.bin'
     with tempfile.TemporaryDirectory() as tmp:

@@ -11,7 +11,7 @@ from tests.helpers import free_port, sample_texts
 # pytest-xdist's --dist loadfile hands files out in collection order, so starting the long
 # ones first keeps one of them from running alone at the end (longest-first scheduling).
 LONGEST_FIRST = [
-    'composer_ext/test_checkpoints.py',  # ~380 s
+    'training/checkpoints/test_checkpoints.py',  # ~380 s
     'scripts/test_bench.py',             # ~320 s
     'train/test_eval_export.py',         # ~130-230 s
     'callbacks/test_callbacks.py',       # ~200 s in all
@@ -64,10 +64,10 @@ def mds_zstd(sample_dir, tmp_path_factory) -> Path:
 
 @pytest.fixture
 def oci_store(tmp_path, monkeypatch):
-    """A local OCI-compatible store (data_prep.servers.oci_store) on a free 127.0.0.1 port, with
+    """A local OCI-compatible store (local_services.oci_store) on a free 127.0.0.1 port, with
     bucket `c4-bench`, and the environment pointing the oci SDK and our transport at it.
     Use URLs like oci://c4-bench@local/prefix; `oci_store.requests()` is its request log."""
-    from data_prep.servers.oci_store import start_store
+    from local_services.oci_store import start_store
     store = start_store(tmp_path / 'oci_store', buckets=['c4-bench'])
     for key, value in store.env().items():
         monkeypatch.setenv(key, value)

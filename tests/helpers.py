@@ -43,7 +43,7 @@ def write_mds(url: str, n: int, size_limit: int = 1 << 14, compression=None,
     """`n` small numbered samples ({'id', 'text'}) into any remote, through our OCI transport."""
     from streaming import MDSWriter
 
-    from data_prep.streaming_ext import install
+    from training.shards import install
     install()
     with MDSWriter(out=url, columns={'id': 'int', 'text': 'str'}, compression=compression,
                    size_limit=size_limit, max_workers=4) as writer:
@@ -57,9 +57,9 @@ def read_ids(remote: str, cache: Path, workers: int = 0, seen: list | None = Non
     also appended to `seen` as they come, so a test can see how far a failing pass got."""
     from streaming import StreamingDataset
 
-    from data_prep.streaming_ext import compat, install
+    from training.shards import install, shared_memory
     install()
-    compat.clean_stale_shared_memory()  # not streaming's: it also removes live datasets' own
+    shared_memory.clean_stale_shared_memory()  # not streaming's: it also removes live datasets' own
     ds = StreamingDataset(remote=remote, local=str(cache), shuffle=False, batch_size=8,
                           download_timeout=30, stream_name='checked')
     if not workers:
@@ -103,7 +103,7 @@ def other_key_config(tmp_path: Path, like: Path, same_fingerprint: bool = True) 
     from cryptography.hazmat.primitives import serialization
     from cryptography.hazmat.primitives.asymmetric import rsa
 
-    from data_prep.servers.oci_store.auth import fingerprint
+    from local_services.oci_store.auth import fingerprint
     key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
     pem = tmp_path / f'other-{same_fingerprint}.pem'
     pem.write_bytes(key.private_bytes(serialization.Encoding.PEM,
@@ -144,6 +144,15 @@ def wait_for(cond, proc, timeout: float, what: str) -> None:
         assert proc.poll() is None, f'ended before {what}: {proc.communicate()[1][-3000:]}'
         assert time.monotonic() < deadline, f'no {what} within {timeout}s'
         time.sleep(0.01)
+
+
+def validate(cfg, where: str) -> None:
+    """train.py's checks of a recipe that do not depend on this machine's devices and
+    packages: the recipe's own and its remotes' (credentials; save_folder through the object
+    store Composer saves with)."""
+    from training import checks
+    checks.check_recipe(cfg, where)
+    checks.check_remotes(cfg, where)
 
 
 def train_main(args: list[str]) -> tuple[int, list[str]]:

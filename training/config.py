@@ -40,3 +40,24 @@ def datasets(cfg: DictConfig) -> Iterator[tuple[str, Optional[str], Optional[str
             s = s or {}
             yield (f'{loader}.dataset.streams.{name}', s.get('remote', dataset.get('remote')),
                    s.get('local', dataset.get('local')), s.get('split', dataset.get('split')))
+
+
+def remotes(cfg: DictConfig) -> list[str]:
+    """Every remote URL the run reads or writes: dataset remotes, stream remotes, save_folder."""
+    found = [remote for _, remote, _, _ in datasets(cfg)]
+    found.append(cfg.get('save_folder'))
+    return [r for r in found if isinstance(r, str) and r]
+
+
+def oci_urls(cfg: DictConfig) -> list[str]:
+    """Every oci:// URL anywhere in the config (save_folder, load_path, callbacks' folders)."""
+    found, todo = [], [om.to_container(cfg, resolve=True)]
+    while todo:
+        item = todo.pop()
+        if isinstance(item, dict):
+            todo.extend(item.values())
+        elif isinstance(item, list):
+            todo.extend(item)
+        elif isinstance(item, str) and item.startswith('oci://'):
+            found.append(item)
+    return found

@@ -66,7 +66,7 @@ from data_prep.pipeline.lease import LOCK, Lease, LeaseError
 from data_prep.pipeline.records import REASONS, InputFile, resolve_inputs
 from data_prep.pipeline.task import ConvertConfig, PartResult, PartTask
 from data_prep.storage import Remote, RemoteError, list_checked, open_remote
-from data_prep.streaming_ext.compat import defer_package_inits
+from data_prep.streaming_ext.writer import defer_package_inits
 
 
 class ConvertError(RuntimeError):

@@ -6,10 +6,6 @@ Each attempt writes into an attempt folder of its own (layout.py) and commits, o
 are confirmed in the remote at their recorded sizes, by creating the part's manifest if there
 is none: of two attempts at one part, exactly one commits; the other deletes its folder. An
 attempt that fails deletes what it wrote (what it cannot, the driver deletes before publishing).
-
-Test hook (tests/pipeline/test_spark.py): C4_CONVERT_FAIL=PART:SHARDS[:exit][,...] makes
-attempt 0 of PART fail once it has written SHARDS shards: raise (default), or `exit`, the
-process dying at once as on a lost executor, without cleaning up.
 """
 from __future__ import annotations
 
@@ -36,7 +32,6 @@ from data_prep.pipeline.task import ConvertConfig, PartResult, PartTask
 from data_prep.storage import open_remote
 
 MANIFEST_VERSION = 3  # 2: the input's identity, its file's problems; 3: its attempt folder
-FAIL_ENV = 'C4_CONVERT_FAIL'
 READ_ATTEMPTS = 3  # reads of an input file that fails for a transient cause (network, 5xx)
 
 _W: dict[str, Any] = {}
@@ -71,11 +66,11 @@ def _count(docs: int, nbytes: int) -> None:
 
 def import_writer() -> None:
     """What converting a part needs from streaming: MDSWriter and our oci:// transport, not
-    streaming's datasets (compat.defer_package_inits: no transformers, scikit-learn or
+    streaming's datasets (writer.defer_package_inits: no transformers, scikit-learn or
     torchvision; torch still comes with streaming.base.util). Idempotent."""
-    from data_prep.streaming_ext import compat, install_transport
-    compat.defer_package_inits()
-    compat.import_writer_modules()
+    from data_prep.streaming_ext import install_transport, writer
+    writer.defer_package_inits()
+    writer.import_writer_modules()
     install_transport()
 
 
@@ -156,17 +151,6 @@ def convert_part(task: PartTask) -> PartResult:
             reads += 1
 
 
-def _injected_failure(part: str, attempt_number: int) -> tuple[int, str] | None:
-    """(shards, 'raise' or 'exit') if the test hook FAIL_ENV asks this attempt to fail."""
-    if attempt_number != 0:
-        return None
-    for item in filter(None, os.environ.get(FAIL_ENV, '').split(',')):
-        name, shards, *how = item.split(':')
-        if name == part:
-            return int(shards), (how or ['raise'])[0]
-    return None
-
-
 def _discard(remote, writer, folder: str) -> None:
     """A failed attempt: stop its uploads, wait for those in flight, delete what it wrote."""
     writer.cancel_future_jobs()  # no index for a part that did not finish
@@ -200,7 +184,6 @@ def _convert_part(task: PartTask, t0: float, c0: float, exact: bool,
     stats = {'documents': 0, 'input_bytes': 0, 'samples': 0}
     limit = task.limit
     pending_docs = pending_bytes = 0
-    fail = _injected_failure(part, task.attempt_number)
 
     def texts():
         nonlocal pending_docs, pending_bytes
@@ -229,12 +212,6 @@ def _convert_part(task: PartTask, t0: float, c0: float, exact: bool,
         for sample in samples:
             writer.write(sample)
             stats['samples'] += 1
-            if fail and len(writer.shards) >= fail[0]:
-                if fail[1] == 'exit':
-                    writer.executor.shutdown(wait=True)  # its shards are in the remote
-                    os._exit(17)
-                raise RuntimeError(f'{FAIL_ENV}: attempt 0 of {part} fails after {fail[0]} '
-                                   f'shards (a test)')
         writer.finish()  # waits for every upload; raises if one failed
     except BaseException:
         _discard(remote, writer, folder)

@@ -39,7 +39,7 @@ from data_prep.errors import first_line
 from data_prep.pipeline.task import PartResult, PartTask
 
 SHIPPED_PREFIXES = ('OCI_', 'AWS_', 'HF_')
-SHIPPED_NAMES = ('S3_ENDPOINT_URL', 'C4_CONVERT_FAIL')
+SHIPPED_NAMES = ('S3_ENDPOINT_URL',)
 EXECUTOR_OWN = 'OCI_RESOURCE_PRINCIPAL_'  # node-local on Data Flow: the executor's value wins
 DATAFLOW_TOKEN_CONF = 'spark.hadoop.fs.oci.client.auth.delegationTokenPath'
 DAEMON = 'data_prep.pipeline.spark_daemon'  # workers forked with the imports done (spark_daemon)

@@ -1,46 +1,27 @@
-"""Our extensions of mosaicml-streaming, installed by one idempotent `install()` that
-train.py and every command call before streaming is used (a converter, which only writes
-and merges, calls `install_transport()`: the oci:// transport alone):
+"""Our extensions of mosaicml-streaming that converting needs (training's are in
+training/shards):
 
-- oci.py      our oci:// downloader and uploader, in streaming's DOWNLOADER_MAPPINGS/UPLOADERS
-- stream.py   `CheckedStream`, registered in streaming's streams_registry as `checked`
-              (recipes: `train_loader.dataset.stream_name: checked`)
-- compat.py   what still needs streaming's private internals (a failed shard ends the pass
-              loudly; cache accessors for callbacks/cache_stats.py; which shared memory is
-              a live run's), behind one version check
-- cache.py    the cached root index made the remote's when a run starts
+- oci.py     our oci:// downloader and uploader, in streaming's DOWNLOADER_MAPPINGS/UPLOADERS
+- writer.py  streaming's writer modules imported without its package __init__s (a converter's
+             start-up)
+
+`install_transport()` registers the transport (idempotent); training.shards.install() calls it
+too, so a run reads oci:// through the same client the converter wrote with.
 """
 from __future__ import annotations
 
+from data_prep import versions
+
 _installed = False
-_transport_installed = False
 
 
 def install_transport() -> None:
     """Only our oci:// downloader and uploader, in streaming's maps: what MDSWriter and
     merge_index need (a converter). Imports streaming's storage modules, not its datasets."""
-    global _transport_installed
-    if _transport_installed:
-        return
-    from data_prep.streaming_ext import compat, oci
-    compat.require_supported()
-    oci.register()
-    _transport_installed = True
-
-
-def install() -> None:
-    """Register our transport and Stream in streaming, and make shard failures loud. Fails in
-    one line (UnsupportedStreaming) on a streaming version compat.py was not written for."""
     global _installed
     if _installed:
         return
-    from streaming.base.stream import streams_registry
-
-    from data_prep.streaming_ext import compat
-    from data_prep.streaming_ext.stream import STREAM_NAME, CheckedStream
-    install_transport()
-    if STREAM_NAME not in streams_registry.get_all():
-        streams_registry.register(STREAM_NAME, func=CheckedStream)
-    compat.patch_dataset()
-    compat.patch_shm_prefix()
+    from data_prep.streaming_ext import oci
+    versions.require(versions.STREAMING, 'data_prep/streaming_ext/oci.py')
+    oci.register()
     _installed = True

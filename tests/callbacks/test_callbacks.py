@@ -40,8 +40,8 @@ PEAK = 1e10              # FLOP/s per device given to the throughput callback: M
 def store(mds_zstd, tmp_path_factory):
     """The local store (a real subprocess) holding the zstd MDS sample under c4_zstd/train
     and c4_zstd/validation."""
-    from data_prep.servers.oci_store import start_store
     from data_prep.storage.oci.client import upload_file
+    from local_services.oci_store import start_store
     data = tmp_path_factory.mktemp('cb_store')
     st = start_store(data, buckets=[BUCKET])
     try:
@@ -230,7 +230,7 @@ def test_second_run_same_cache_hits_everything_and_sigterm_is_reported(cold_two_
 
 
 def test_store_latency_raises_data_wait(cold_two_ranks, store, tokenizer_dir, tmp_path):
-    from data_prep.servers.oci_store import Knobs, start_store
+    from local_services.oci_store import Knobs, start_store
     baseline = cold_two_ranks[0]
     slow = start_store(store.data_dir, knobs=Knobs(latency_ms=LATENCY_MS),
                        log_path=tmp_path / 'slow.jsonl')

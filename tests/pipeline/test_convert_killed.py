@@ -10,8 +10,8 @@ import time
 from pathlib import Path
 
 from data_prep.pipeline.verify import sample_digest, verify
-from data_prep.servers.oci_store import Knobs, start_store
 from data_prep.storage.oci.remote import OCIRemote
+from local_services.oci_store import Knobs, start_store
 from tests.helpers import (
     PY,
     ROOT,

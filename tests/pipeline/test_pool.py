@@ -11,7 +11,7 @@ import subprocess
 
 import pytest
 
-from data_prep.servers.oci_store import Knobs, start_store
+from local_services.oci_store import Knobs, start_store
 from tests.helpers import PY, ROOT, sample_texts
 
 pytestmark = pytest.mark.slow

@@ -1,14 +1,16 @@
 """--engine spark: one Spark task per part, exactly once under Spark's retries; real Spark in
 local mode (local[2,3]: 2 task slots, up to 3 attempts per task), one session for the module,
-its UI off and its folders under the test's tmp dir. The failures are real: the test hook
-part.FAIL_ENV makes attempt 0 of a part raise, or its Python worker die (os._exit, as with a
-lost executor), after it has written shards."""
+its UI off and its folders under the test's tmp dir. The failures are real: the session's
+Python daemon is the product's with faults injected (tests/programs/spark_faults.py), which
+make attempt 0 of a part raise, or its Python worker die (os._exit, as with a lost executor),
+after it has written shards."""
 import json
 import os
 import shutil
 import sys
 import threading
 from dataclasses import replace
+from pathlib import Path
 
 import pytest
 
@@ -16,11 +18,12 @@ from data_prep.convert import main as convert_main
 from data_prep.pipeline import spark as spark_engine
 from data_prep.pipeline.convert import ConvertConfig, convert
 from data_prep.pipeline.layout import INDEX, MANIFEST, shard_files
-from data_prep.pipeline.part import FAIL_ENV, convert_part
+from data_prep.pipeline.part import convert_part
 from data_prep.pipeline.records import BadRecordError
 from data_prep.pipeline.task import PartTask
 from data_prep.pipeline.verify import sample_digest, verify
 from tests.helpers import expected_digest, one_error_line, sample_texts
+from tests.programs.spark_faults import FAULTS_ENV
 
 SMALL = '64kb'  # several shards per part on the 3 MB sample
 
@@ -30,13 +33,14 @@ def spark(tmp_path_factory):
     from pyspark.sql import SparkSession
     tmp = tmp_path_factory.mktemp('spark')
     os.environ.setdefault('PYSPARK_PYTHON', sys.executable)
+    os.environ[FAULTS_ENV] = str(tmp / 'faults.json')  # the daemon inherits it
     java_opts = (f'-Djava.io.tmpdir={tmp} '
                  f'-Dlog4j2.configurationFile=file:{spark_engine._log_config()}')
     session = (SparkSession.builder.master('local[2,3]').appName('test-c4-convert')
                .config('spark.ui.enabled', 'false')
                .config('spark.ui.showConsoleProgress', 'false')
                .config('spark.sql.shuffle.partitions', '2')
-               .config('spark.python.daemon.module', spark_engine.DAEMON)
+               .config('spark.python.daemon.module', 'tests.programs.spark_faults')
                .config('spark.local.dir', str(tmp / 'local'))
                .config('spark.sql.warehouse.dir', str(tmp / 'warehouse'))
                .config('spark.driver.extraJavaOptions', java_opts)
@@ -67,14 +71,16 @@ def _named(root, split='train') -> set[str]:
     return names
 
 
-def test_retried_and_lost_attempts_leave_the_pools_dataset_exactly(spark, sample_dir, tmp_path,
-                                                                    monkeypatch):
+def test_retried_and_lost_attempts_leave_the_pools_dataset_exactly(spark, sample_dir, tmp_path):
     # Attempt 0 of part 1 dies with its Python worker after 2 shards (nothing cleans up);
     # attempt 0 of part 2 raises after 3 shards (it deletes what it wrote). Spark retries both.
-    monkeypatch.setenv(FAIL_ENV, 'part-00001:2:exit,part-00002:3')
+    faults = Path(os.environ[FAULTS_ENV])
+    faults.write_text(json.dumps({'part-00001': [2, 'exit'], 'part-00002': [3, 'raise']}))
     out = tmp_path / 'spark'
-    s = convert(_cfg(sample_dir, out, engine='spark'))
-    monkeypatch.delenv(FAIL_ENV)
+    try:
+        s = convert(_cfg(sample_dir, out, engine='spark'))
+    finally:
+        faults.unlink()
     pool = convert(_cfg(sample_dir, tmp_path / 'pool', workers=2))
     texts = sample_texts(sample_dir)
     assert s['published'] and s['engine'] == 'spark' and s['workers'] == 2

@@ -14,7 +14,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspa
 
 from streaming import StreamingDataset  # noqa: E402
 
-from data_prep.streaming_ext import install  # noqa: E402
+from training.shards import install  # noqa: E402
 
 folder, start, n = sys.argv[1], float(sys.argv[2]), int(sys.argv[3])
 install()

@@ -110,9 +110,9 @@ def test_trimmed_oci_sdk_carries_checkpoints_to_the_store(dry_run, oci_store):
 import os, sys, tempfile
 import oci
 assert oci.__file__.startswith(sys.argv[1]), oci.__file__
-from data_prep import composer_ext
-composer_ext.install(['oci://c4-bench@local/ckpt'])
-store = composer_ext.store_for('oci://c4-bench@local/ckpt')
+from training import checkpoints
+checkpoints.install(['oci://c4-bench@local/ckpt'])
+store = checkpoints.store_for('oci://c4-bench@local/ckpt')
 with tempfile.TemporaryDirectory() as tmp:
     data = os.urandom(1 << 20)
     open(f'{tmp}/a', 'wb').write(data)
@@ -166,10 +166,10 @@ def test_dry_run_runs_the_device_call_but_the_training(dry_run, pins_file):
     assert (work / 'data' / 'mds' / 'train' / 'index.json').is_file()
     assert (work / 'data' / 'tokenizer' / 'tokenizer.json').is_file()
     # the local OCI store was started, probed through the object store Composer builds for
-    # oci:// (ours: data_prep.composer_ext), and stopped at the end; the checkpoints go there
+    # oci:// (ours: training.checkpoints), and stopped at the end; the checkpoints go there
     assert 'local OCI store in' in log
     assert re.search(r'checkpoints to oci://gpu-check@local/checkpoints through '
-                     r'data_prep\.composer_ext\.object_store\.OCIStore: 1 MiB up and back', log), \
+                     r'training\.checkpoints\.object_store\.OCIStore: 1 MiB up and back', log), \
         log[-3000:]
     ckpt = 'oci://gpu-check@local/checkpoints'
     assert not gpu_check_report_running(work / 'store')
@@ -204,7 +204,7 @@ def test_dry_run_runs_the_device_call_but_the_training(dry_run, pins_file):
 
 
 def gpu_check_report_running(store_dir: Path) -> bool:
-    from data_prep.servers import background
+    from local_services import background
     return background.running(store_dir, 'store') is not None
 
 
@@ -270,10 +270,10 @@ def test_notes_measure_the_checkpoint_in_the_store_and_compare_losses(oci_store,
     """The lines above the table, from a real store's request log: a checkpoint folder written
     through the object store Composer uses for oci:// (ours), read back, and two runs' console
     logs: the uninterrupted one and the resumed one."""
-    from data_prep import composer_ext
+    from training import checkpoints
     url = 'oci://c4-bench@local/checkpoints'
-    composer_ext.install([url])
-    store = composer_ext.store_for(url)
+    checkpoints.install([url])
+    store = checkpoints.store_for(url)
     files = {'.metadata': 3000, '__0_0.distcp': 3_000_000}
     for name, size in files.items():
         (tmp_path / name).write_bytes(os.urandom(size))

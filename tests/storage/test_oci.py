@@ -9,15 +9,15 @@ import oci
 import pytest
 from streaming import StreamingDataset
 
-from data_prep.servers.oci_store import Knobs, start_store
 from data_prep.storage.oci import client as oci_client
 from data_prep.storage.oci.auth import CredentialsError
 from data_prep.storage.oci.client import CorruptObject
 from data_prep.storage.oci.remote import OCIRemote
-from data_prep.streaming_ext import install
-from data_prep.streaming_ext.compat import clean_stale_shared_memory
-from data_prep.streaming_ext.stream import ShardUnavailable
+from local_services.oci_store import Knobs, start_store
 from tests.helpers import other_key_config, read_ids, session_token_config, write_mds
+from training.shards import install
+from training.shards.shared_memory import clean_stale_shared_memory
+from training.shards.stream import ShardUnavailable
 
 
 def shard_gets(log: list[dict]) -> Counter:

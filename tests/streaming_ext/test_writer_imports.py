@@ -1,4 +1,4 @@
-"""compat.defer_package_inits: streaming's writer modules without its package __init__s, and
+"""writer.defer_package_inits: streaming's writer modules without its package __init__s, and
 the packages still complete (their __init__ runs) the first time anyone asks them for more."""
 import subprocess
 import textwrap
@@ -7,10 +7,10 @@ from tests.helpers import PY, ROOT
 
 SCRIPT = textwrap.dedent('''
     import sys
-    from data_prep.streaming_ext import compat, install_transport
-    assert compat.defer_package_inits()
+    from data_prep.streaming_ext import install_transport, writer
+    assert writer.defer_package_inits()
     from streaming.base.util import merge_index  # first: no order is required
-    compat.import_writer_modules()
+    writer.import_writer_modules()
     install_transport()
     import streaming
     from streaming.base.format.mds.writer import MDSWriter
@@ -22,7 +22,7 @@ SCRIPT = textwrap.dedent('''
     import streaming.base
     assert W is MDSWriter and streaming.base.StreamingDataset is StreamingDataset
     assert type(streaming) is type(sys) and streaming.text.__name__ == 'streaming.text'
-    assert callable(merge_index) and not compat.defer_package_inits()  # imported now
+    assert callable(merge_index) and not writer.defer_package_inits()  # imported now
     print('full', sorted(m for m in heavy if m in sys.modules))
 ''')
 

@@ -8,7 +8,7 @@ same sample with the same shard boundaries.
   run-level figure of run_metrics.json, equal; the console shows them too (the run's length is
   a multiple of the console interval: Composer's console logger alone would drop them), with
   the windowed tokens/s and the time remaining;
-- its save_folder is a bucket (the local OCI store, through our client: data_prep.composer_ext):
+- its save_folder is a bucket (the local OCI store, through our client: training.checkpoints):
   run_metrics.json and steps.jsonl are there beside the checkpoints;
 - the Hugging Face model exported there at the end, downloaded with our client as a user would,
   loads with `transformers` (MPT: its code travels in the folder, trust_remote_code, offline)
@@ -82,8 +82,8 @@ def trained_model_loss(checkpoint, tokenizer, input_ids) -> float:
     from llmfoundry.utils.builders import build_composer_model
     from omegaconf import OmegaConf
 
-    import train as train_py
-    cfg = train_py.load_config('yamls/cpu/c4_zstd.yaml', [])
+    from training.config import load_config
+    cfg = load_config('yamls/cpu/c4_zstd.yaml', [])
     model_cfg = {k: v for k, v in OmegaConf.to_container(cfg.model, resolve=True).items()
                  if k != 'name'}
     model = build_composer_model(name=cfg.model.name, cfg=model_cfg, tokenizer=tokenizer)

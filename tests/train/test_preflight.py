@@ -1,6 +1,6 @@
 """train.py refuses, in one line and before any training starts, a recipe that asks for a
 package this machine cannot import or a tokenizer it cannot get (issue 22, item 1;
-data_prep/preflight.py).
+training/checks.py).
 
 Three starts of `python train.py` as a user runs it (the stock install has no flash-attn):
 the 7B recipe's former `use_flash_attention_2: true`, the CPU recipe without `make tokenizer`
@@ -18,6 +18,7 @@ import pytest
 
 import train
 from tests.helpers import PY, ROOT, free_port, one_error_line
+from training.config import load_config
 
 CPU = str(ROOT / 'yamls/cpu/c4_zstd.yaml')
 
@@ -41,10 +42,9 @@ def test_missing_package_and_tokenizer_each_fail_in_one_line(tmp_path):
     assert importlib.util.find_spec('flash_attn') is None, 'this venv is not a stock install'
     data = local(tmp_path)
 
-    # The 7B recipe as it was, made to pass the GPU check on this CPU (no FSDP, cpu init).
+    # The 7B recipe asking for flash-attn (its package is checked before its devices).
     line = start([str(ROOT / 'yamls/c4_zstd.yaml'), f'variables.bucket={tmp_path}',
-                  f'variables.data_local={tmp_path}/cache',
-                  'fsdp_config=null', 'model.init_device=cpu', 'model.use_flash_attention_2=true'],
+                  f'variables.data_local={tmp_path}/cache', 'model.use_flash_attention_2=true'],
                  cwd=ROOT)
     assert line.startswith('error: ') and 'c4_zstd.yaml: model.use_flash_attention_2: true ' \
         'needs the package flash-attn (import flash_attn), which is not installed' in line, line
@@ -147,8 +147,8 @@ def _tmpdir_of_length(base: str, n: int) -> str:
 
 def test_a_tmpdir_too_long_for_the_workers_sockets_fails_in_one_line(tmp_path, tokenizer_dir,
                                                                      monkeypatch):
-    from data_prep import preflight
-    longest = preflight.TMPDIR_MAX
+    from training import checks
+    longest = checks.TMPDIR_MAX
     base = tempfile.mkdtemp(prefix='tmp-', dir='/tmp')
     try:
         # The limit is torch's and Linux's, not ours: a worker sends a batch with TMPDIR at the
@@ -168,10 +168,10 @@ def test_a_tmpdir_too_long_for_the_workers_sockets_fails_in_one_line(tmp_path, t
                         f'to a folder of at most {longest} bytes, e.g. TMPDIR=/tmp'), line
 
         # with no dataloader workers the same folder is fine for the check
-        cfg = train.load_config(CPU, ['train_loader.num_workers=0', 'eval_loader.num_workers=0'])
+        cfg = load_config(CPU, ['train_loader.num_workers=0', 'eval_loader.num_workers=0'])
         monkeypatch.setenv('TMPDIR', long_tmp)
         monkeypatch.setattr(tempfile, 'tempdir', None)  # gettempdir() reads TMPDIR again
         assert tempfile.gettempdir() == long_tmp
-        preflight.check_temp_dir(cfg, CPU)
+        checks.check_temp_dir(cfg, CPU)
     finally:
         shutil.rmtree(base, ignore_errors=True)

@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 import torch
 
-import train
-from data_prep import preflight
 from tests.helpers import ROOT
+from training import checks
+from training.config import load_config
 
 HF_RECIPES = ['yamls/c4_zstd.yaml', 'yamls/c4_uncompressed.yaml', 'yamls/gpu_check/qwen2_fsdp.yaml']
 TINY = ROOT / 'tests' / 'data' / 'qwen2_tiny'
@@ -34,7 +34,7 @@ def build(recipe: str, overrides: list[str]):
     from llmfoundry.command_utils.train import TRAIN_CONFIG_KEYS, TrainConfig
     from llmfoundry.utils.builders import build_composer_model, build_tokenizer
     from llmfoundry.utils.config_utils import make_dataclass_and_log_config, process_init_device
-    cfg = train.load_config(str(ROOT / recipe), overrides)
+    cfg = load_config(str(ROOT / recipe), overrides)
     _, train_cfg = make_dataclass_and_log_config(cfg, TrainConfig, TRAIN_CONFIG_KEYS,
                                                  transforms='all')
     model_cfg = copy.deepcopy(train_cfg.model)
@@ -49,9 +49,9 @@ def build(recipe: str, overrides: list[str]):
 @pytest.mark.parametrize('recipe', HF_RECIPES)
 def test_recipe_model_builds_on_the_stock_install_with_sdpa(recipe, tiny_qwen2, tokenizer_dir,
                                                             monkeypatch):
-    as_written = train.load_config(str(ROOT / recipe), [])
+    as_written = load_config(str(ROOT / recipe), [])
     assert as_written.model.init_device == 'mixed' and 'fsdp_config' in as_written
-    preflight.check_packages(as_written, recipe)  # asks for nothing that is not installed
+    checks.check_packages(as_written, recipe)  # asks for nothing that is not installed
     monkeypatch.setitem(sys.modules, 'flash_attn', None)  # `import flash_attn` raises
     overrides = [f'model.pretrained_model_name_or_path={tiny_qwen2}',
                  f'tokenizer.name={tokenizer_dir}']

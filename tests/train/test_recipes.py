@@ -5,7 +5,8 @@ import glob
 import pytest
 
 import train
-from tests.helpers import ROOT, one_error_line
+from tests.helpers import ROOT, one_error_line, validate
+from training.config import load_config
 
 GPU_RECIPES = ['yamls/c4_zstd.yaml', 'yamls/c4_uncompressed.yaml']
 ALL_RECIPES = sorted(glob.glob('yamls/**/*.yaml', root_dir=ROOT, recursive=True))
@@ -22,8 +23,8 @@ def test_recipe_validates_with_user_overrides(recipe, oci_store, tmp_path):
     overrides = ['max_duration=20ba', 'variables.run_name=check']
     if recipe in GPU_RECIPES:
         overrides.append('variables.bucket=oci://c4-bench@local')
-    cfg = train.load_config(str(ROOT / recipe), overrides)
-    train.check_config(cfg, recipe)
+    cfg = load_config(str(ROOT / recipe), overrides)
+    validate(cfg, recipe)
     assert cfg.max_duration == '20ba'
     names = set(cfg.callbacks)
     assert {'data_wait', 'cache_stats', 'throughput', 'run_report'} <= names, recipe
@@ -31,11 +32,16 @@ def test_recipe_validates_with_user_overrides(recipe, oci_store, tmp_path):
 
 @pytest.mark.parametrize('recipe', GPU_RECIPES)
 def test_gpu_recipes_are_fsdp_bf16_on_oci(recipe):
-    cfg = train.load_config(str(ROOT / recipe), [])
-    assert cfg.fsdp_config.sharding_strategy == 'FULL_SHARD'
-    assert cfg.fsdp_config.activation_checkpointing is True
-    assert cfg.precision == 'amp_bf16'
-    assert cfg.model.init_device in ('meta', 'mixed') and cfg.fsdp_config.sync_module_states
+    cfg = load_config(str(ROOT / recipe), [])
+    fsdp = cfg.fsdp_config
+    assert fsdp.version == 2 and fsdp.reshard_after_forward is True  # FSDP2, FULL_SHARD
+    assert fsdp.activation_checkpointing is True and fsdp.state_dict_type == 'sharded'
+    assert cfg.precision == 'amp_bf16' and fsdp.mixed_precision == 'PURE'
+    assert cfg.model.init_device == 'mixed'
+    # the CPU twin shards the same way, less what needs CUDA
+    twin = load_config(str(ROOT / recipe.replace('yamls/', 'yamls/cpu/')), []).fsdp_config
+    assert {k: twin[k] for k in twin if k != 'mixed_precision'} == \
+        {k: fsdp[k] for k in twin if k != 'mixed_precision'}
     assert cfg.train_loader.dataset.remote.startswith('oci://')
     assert cfg.save_folder.startswith('oci://') and cfg.autoresume is True
     for key in ('predownload', 'cache_limit', 'num_canonical_nodes', 'shuffle_algo',
@@ -47,7 +53,7 @@ def test_the_two_variants_differ_only_where_the_data_differs():
     missing = object()  # a key present in one variant only is a difference too
 
     def flat(recipe):
-        cfg = train.load_config(str(ROOT / recipe), [])
+        cfg = load_config(str(ROOT / recipe), [])
         from omegaconf import OmegaConf
         return OmegaConf.to_container(cfg, resolve=True)
     for a, b in [GPU_RECIPES, ['yamls/cpu/c4_zstd.yaml', 'yamls/cpu/c4_uncompressed.yaml']]:
@@ -77,7 +83,7 @@ def test_recipes_evaluate_export_and_can_log_to_mlflow(recipe, tmp_path):
     validates once uncommented."""
     import yaml
     from omegaconf import OmegaConf
-    cfg = train.load_config(str(ROOT / recipe), [])
+    cfg = load_config(str(ROOT / recipe), [])
     ev = cfg.eval_loader
     assert ev.dataset.split == 'validation' and ev.dataset.shuffle is False
     assert ev.dataset.remote == cfg.train_loader.dataset.remote
@@ -92,12 +98,12 @@ def test_recipes_evaluate_export_and_can_log_to_mlflow(recipe, tmp_path):
     assert set(loggers['mlflow']) >= {'experiment_name', 'tracking_uri'}
     cfg.loggers = OmegaConf.create(loggers)
     cfg.loggers.mlflow.tracking_uri = f'file:{tmp_path}/mlruns'
-    # (check_config asks the bucket; here a local folder stands for it)
+    # (validate asks the bucket; here a local folder stands for it)
     if recipe in GPU_RECIPES:
         cfg.variables.bucket = str(tmp_path)
     else:
         cfg.variables.data_remote, cfg.save_folder = str(tmp_path), str(tmp_path / 'ckpt')
-    train.check_config(cfg, recipe)
+    validate(cfg, recipe)
 
 
 class _Result:
@@ -153,8 +159,8 @@ def test_top_level_typo_is_an_error(capsys, monkeypatch):
 @pytest.mark.parametrize('recipe', GPU_RECIPES)
 def test_gpu_recipe_on_a_machine_without_gpus_fails_in_one_line(recipe, oci_store, capsys,
                                                                  monkeypatch):
-    # Before: with a bucket that works the checks passed, then llm-foundry failed building the
-    # model, in a traceback ("Using init_device mixed is only supported with FSDP").
+    # Without the check: Composer refuses amp_bf16 on a CPU, or its meta init asks for CUDA,
+    # in a traceback once the model is being built.
     import torch
     if torch.cuda.is_available():
         pytest.skip('this machine has CUDA GPUs')
@@ -162,8 +168,10 @@ def test_gpu_recipe_on_a_machine_without_gpus_fails_in_one_line(recipe, oci_stor
                       monkeypatch=monkeypatch)
     assert proc.returncode == 2
     line = one_error_line(proc.stderr)
-    assert line.startswith(f'error: {recipe}: ') and 'FSDP' in line and 'CUDA GPUs' in line
-    assert 'sized for 8, a BM.H100.8' in line and f'use yamls/cpu/{recipe[6:]}' in line, line
+    assert line == (f'error: {recipe}: precision amp_bf16 (Composer trains in fp32 on a CPU); '
+                    f'model.init_device mixed need CUDA GPUs, and this machine has none (this '
+                    f'recipe is sized for a BM.H100.8: `composer train.py` starts one process '
+                    f'per GPU); on a CPU use yamls/cpu/{recipe[6:]}'), line
 
 
 @pytest.mark.parametrize('override', ['variables.data_remote=gs://c4-bucket/c4',
@@ -184,12 +192,12 @@ def test_scheme_we_cannot_check_is_refused_in_one_line(override, tmp_path, capsy
 def test_either_run_name_override_names_the_run_and_its_checkpoints(recipe):
     # Before: run_name=try2 renamed the run but save_folder still used variables.run_name,
     # so autoresume picked up the previous run's checkpoints.
-    default = train.load_config(str(ROOT / recipe), [])
+    default = load_config(str(ROOT / recipe), [])
     checkpoints = default.get('save_folder') is not None  # (gpu_check's MPT saves none)
     if checkpoints:
         assert default.save_folder.endswith(f'/checkpoints/{default.variables.run_name}')
     for override in ('run_name=try2', 'variables.run_name=try2'):
-        cfg = train.load_config(str(ROOT / recipe), [override])
+        cfg = load_config(str(ROOT / recipe), [override])
         assert cfg.run_name == 'try2', override
         if checkpoints:
             assert cfg.save_folder.endswith('/checkpoints/try2'), (override, cfg.save_folder)

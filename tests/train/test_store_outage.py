@@ -13,8 +13,7 @@ from pathlib import Path
 import pytest
 from streaming import MDSWriter
 
-from data_prep.servers.oci_store import start_store
-from data_prep.streaming_ext import install
+from local_services.oci_store import start_store
 from tests.helpers import (
     COMPOSER,
     ROOT,
@@ -24,6 +23,7 @@ from tests.helpers import (
     use_store,
     wait_for,
 )
+from training.shards import install
 
 BUCKET = 'c4-bench'
 RECIPE = 'yamls/cpu/c4_zstd.yaml'

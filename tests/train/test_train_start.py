@@ -42,7 +42,7 @@ def _hold(remote: Path, local: Path, conn) -> None:
     os.setsid()  # its own group: killed with the resource tracker it may start
     from streaming import StreamingDataset
 
-    from data_prep.streaming_ext import install
+    from training.shards import install
     install()
     ds = StreamingDataset(remote=str(remote), local=str(local), split='train', batch_size=8)
     conn.send(len(ds))

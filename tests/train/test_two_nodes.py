@@ -10,7 +10,8 @@ on a node signal each other with files in it, named alike on every node), cache 
 TMPDIR, as two machines have. No checkpoints: with a local save_folder, Composer's autoresume
 signals between ranks with files in it, named alike too, and two nodes' checkpoints go to a
 bucket (save_folder: oci://...) anyway. /dev/shm stays shared: streaming would give both
-node leaders the same shared-memory prefix; ours reserve one each (compat.patch_shm_prefix)."""
+node leaders the same shared-memory prefix; ours reserve one each
+(training/shards/shared_memory.py)."""
 import hashlib
 import json
 import os
@@ -30,7 +31,8 @@ SAMPLES, BATCH, NCN = 192, 16, 8   # 12 global batches of 16: 8 per node
 
 def _node_tmpdir(rank: int) -> Path:
     """A short folder in /tmp: the dataloader worker's socket lives under TMPDIR, and under
-    tmp_path of a parallel test run it was over Linux's 107 bytes (preflight.check_temp_dir)."""
+    tmp_path of a parallel test run it was over Linux's 107 bytes
+    (training.checks.check_temp_dir)."""
     return Path(tempfile.mkdtemp(prefix=f'node{rank}-', dir='/tmp'))
 
 
@@ -39,7 +41,7 @@ def _one_node_batches(overrides: list[str], cache: Path) -> list[list[str]]:
     from llmfoundry.data.text_data import build_text_dataloader
     from transformers import AutoTokenizer
 
-    from data_prep.streaming_ext import install
+    from training.shards import install
     install()
     cfg = om.merge(om.load(ROOT / RECIPE), om.from_cli(overrides))
     loader_cfg = om.to_container(cfg.train_loader, resolve=True)

@@ -1,5 +1,0 @@
-import sys
-
-from data_prep.servers.oci_store.cli import main
-
-sys.exit(main())

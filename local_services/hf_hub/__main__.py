@@ -1,0 +1,5 @@
+import sys
+
+from local_services.hf_hub.cli import main
+
+sys.exit(main())
