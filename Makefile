@@ -8,6 +8,7 @@ SAMPLE_MB ?= 8
 SAMPLE := $(BUILD)/c4_sample
 TOKENIZER := $(BUILD)/tokenizer
 YAML ?= yamls/cpu/c4_zstd.yaml
+TRAIN_PROCS ?= 2  # make train: FSDP over this many CPU processes (the GPU recipes: one per GPU)
 BENCH_MB ?= 1000
 # Test processes (pytest-xdist), one test file each: most tests wait on servers, subprocesses
 # and training start-up, so 3 keep 2 cores busy (whole suite ~1.7x faster than one process).
@@ -18,7 +19,7 @@ PYTEST_XDIST = -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder
 # The local OCI-compatible store (local_services/oci_store) is the default bucket offline.
 STORE_DIR ?= .store/data
 STORE_PORT ?= 9300
-STORE_ENV := OCI_CLI_AUTH=api_key OCI_CLI_PROFILE=DEFAULT OCI_CONFIG_FILE=$(CURDIR)/$(STORE_DIR)/client/config \
+STORE_ENV := OCI_CLI_AUTH=api_key OCI_CLI_PROFILE=DEFAULT OCI_CONFIG_FILE=$(abspath $(STORE_DIR))/client/config \
              OCI_OBJECT_STORAGE_ENDPOINT=http://127.0.0.1:$(STORE_PORT)
 # The local Hugging Face Hub stand-in (local_services/hf_hub): allenai/c4 `en` from the sample.
 HUB_DIR ?= .hub/data
@@ -62,7 +63,7 @@ test-fast: $(STAMP)  ## the quick part of the suite: no training runs, no slow e
 sample: $(STAMP)  ## write the offline C4-format sample (SAMPLE_MB=8)
 	$(PY) -m data_prep.sample --out $(SAMPLE) --size-mb $(SAMPLE_MB)
 
-tokenizer: $(STAMP)  ## train the small offline BPE tokenizer into build/tokenizer
+tokenizer: sample  ## train the small offline BPE tokenizer on the sample into build/tokenizer
 	@test -f $(TOKENIZER)/tokenizer.json || $(PY) -m data_prep.tokenizer --data-dir $(SAMPLE) --out $(TOKENIZER)
 
 store: $(STAMP)  ## start the local OCI store in the background (127.0.0.1:9300, STORE_DIR=.store/data)
@@ -96,8 +97,8 @@ convert: sample $(USE_STORE)  ## the sample's train and validation splits to MDS
 verify: $(STAMP) $(USE_STORE)  ## check a dataset: shards, sizes, hashes, sample counts (REMOTE=oci://c4-bench@local/c4/zstd)
 	$(ENV) $(PY) -m data_prep.verify $(REMOTE)
 
-train: convert tokenizer  ## fine-tune with a recipe on the converted data (YAML=yamls/cpu/c4_zstd.yaml)
-	$(ENV) $(VENV)/bin/composer train.py $(YAML)
+train: convert tokenizer  ## fine-tune with a recipe on the converted data, FSDP over 2 processes (YAML=..., TRAIN_PROCS=2)
+	$(ENV) $(VENV)/bin/composer -n $(TRAIN_PROCS) train.py $(YAML)
 
 bench: $(STAMP)  ## the six tests, loader headroom, zstd vs link speed, offline; the report (REMOTE=..., YAML=...)
 	$(PY) scripts/bench.py $(BENCH_ARGS)

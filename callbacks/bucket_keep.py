@@ -19,6 +19,21 @@ bucket; autoresume loads what the pointer names. So, on rank 0:
 Checkpoints are recognised by Composer's default names (`ep{epoch}-ba{batch}-rank{rank}.pt`,
 sharded: folder `ep{epoch}-ba{batch}/`) directly under the folder; with other names it warns
 and deletes nothing.
+
+How long until a checkpoint is resumable: a crash loses the work since the checkpoint the
+pointer names, not since the last save. Rank 0 records, per checkpoint, when its local save
+ended and when the pointer in the bucket first named it; run_report puts the rows in
+run_metrics.json under ``checkpoints``::
+
+    {"batch": 8, "saved_at_s": 61.2, "resumable_after_s": 3.4, "objects": 3,
+     "bytes": 9830412, "bytes_per_rank": [4915066, 4915066]}
+
+(``saved_at_s``: seconds since FIT_START; ``resumable_after_s``: from the end of the local save
+to the pointer naming it, as seen by polling every ``pointer_poll_s``; bytes from the bucket's
+listing, per rank for a sharded checkpoint's ``__<rank>_0.distcp``). Composer spawns its
+uploader processes at the first save, and each imports the whole stack before it uploads (tens
+of seconds on a busy machine): ``start_uploaders`` (default on) starts them at FIT_START
+instead (one uploader on every rank, and rank 0's pointer check).
 """
 from __future__ import annotations
 
@@ -27,7 +42,8 @@ import os
 import re
 import tempfile
 import threading
-from typing import Optional
+import time
+from typing import Any, Optional
 
 from composer.callbacks import CheckpointSaver
 from composer.core import Callback, State
@@ -39,6 +55,7 @@ from training.checkpoints.object_store import OCIStore
 
 log = logging.getLogger(__name__)
 CHECKPOINT = re.compile(r'ep\d+-ba(\d+)(?:[^\d/][^/]*)?$')  # a file or a sharded folder
+SHARD = re.compile(r'__(\d+)_0\.distcp$')  # a rank's file of a sharded checkpoint
 
 
 def checkpoints(names: list[str], folder: str) -> dict[int, list[str]]:
@@ -52,10 +69,18 @@ def checkpoints(names: list[str], folder: str) -> dict[int, list[str]]:
     return found
 
 
+def _started(_: int) -> int:
+    """A task for an uploader process: it exists, and has imported what uploads need."""
+    return os.getpid()
+
+
 class BucketKeep(Callback):
 
-    def __init__(self, pointer_poll_s: float = 2.0):
+    def __init__(self, pointer_poll_s: float = 2.0, start_uploaders: bool = True):
         self.pointer_poll_s = pointer_poll_s
+        self.start_uploaders = start_uploaders
+        self.rows: list[dict[str, Any]] = []  # rank 0: one per checkpoint saved by this run
+        self._t0 = 0.0
         self.saver: Optional[CheckpointSaver] = None
         self.store: Optional[OCIStore] = None
         self.keep = -1
@@ -89,6 +114,15 @@ class BucketKeep(Callback):
             self.store = uploader.remote_backend
 
     def fit_start(self, state: State, logger: Logger) -> None:
+        self._t0, self.rows = time.monotonic(), []
+        uploader = self.saver.remote_uploader if self.saver else None
+        if uploader is not None and self.start_uploaders:
+            # One process each: every rank uploads its files, rank 0 also checks that all of a
+            # checkpoint's files are in before it moves the pointer.
+            uploader.upload_executor.submit(_started, 0)
+            if dist.get_global_rank() == 0:
+                uploader.check_remote_files_exist_executor.submit(_started, 0)
+        self._saved_batch = self._last_saved()
         if self.store is None:
             return
         self._pointer_name = self.saver.latest_remote_file_name.format(state).lstrip('/') \
@@ -99,12 +133,27 @@ class BucketKeep(Callback):
             self._thread = threading.Thread(target=self._loop, name='bucket_keep', daemon=True)
             self._thread.start()
 
-    def batch_end(self, state: State, logger: Logger) -> None:
+    # The CheckpointSaver runs after this callback at each event: a save at BATCH_CHECKPOINT is
+    # seen at the next BATCH_START, or at FIT_END for the last one.
+    def batch_start(self, state: State, logger: Logger) -> None:
+        self._see_save()
+
+    def fit_end(self, state: State, logger: Logger) -> None:
+        self._see_save()
+
+    def _last_saved(self) -> Optional[int]:
         saved = self.saver.last_checkpoint_batch if self.saver else None
-        saved = None if saved is None else int(saved.value)
-        if self._thread is not None and saved != self._saved_batch:
-            self._saved_batch = saved
-            self._wake.set()
+        return None if saved is None else int(saved.value)
+
+    def _see_save(self) -> None:
+        saved = self._last_saved()
+        if self._thread is None or saved == self._saved_batch:
+            return
+        self._saved_batch = saved
+        with self._lock:
+            self.rows.append({'batch': saved, 'saved_at_s': round(time.monotonic() - self._t0, 3),
+                              'resumable_after_s': None, '_saved': time.monotonic()})
+        self._wake.set()
 
     def close(self, state: State, logger: Logger) -> None:
         # CheckpointSaver.fit_end has waited for the uploads and the last pointer by now.
@@ -115,6 +164,10 @@ class BucketKeep(Callback):
         self._thread.join()
         self._thread = None
         try:
+            latest = self.pointer()
+            if latest is not None:
+                with self._lock:
+                    self._pointer_moved(latest)
             self.prune()
         except Exception as e:  # a failed clean-up must not fail a finished run
             log.warning('bucket_keep: could not prune %s: %s', self._folder, e)
@@ -165,6 +218,29 @@ class BucketKeep(Callback):
                 for name in found[b]:
                     self.store.delete_object(name)
 
+    def checkpoints(self) -> list[dict[str, Any]]:
+        """The rows of the checkpoints this run saved (rank 0; see the module's docstring)."""
+        with self._lock:
+            return [{k: v for k, v in row.items() if not k.startswith('_')} for row in self.rows]
+
+    def upload_beside(self, path: str) -> None:
+        """A file of the run's into the checkpoint folder (rank 0; the run report)."""
+        if self.store is not None:
+            self.store.upload_object(f'{self._folder}/{os.path.basename(path)}', path)
+
+    def _pointer_moved(self, batch: int) -> None:
+        """Completes the rows of the checkpoints the pointer now names or has passed."""
+        t = time.monotonic()
+        for row in self.rows:
+            if row['batch'] <= batch and row['resumable_after_s'] is None:
+                row['resumable_after_s'] = round(t - row['_saved'], 3)
+                sizes = self.store.object_sizes(f'{self._folder}/ep')
+                found = checkpoints(list(sizes), self._folder).get(row['batch'], [])
+                ranks = {int(m.group(1)): sizes[n] for n in found
+                         for m in [SHARD.search(n)] if m}
+                row.update(objects=len(found), bytes=sum(sizes[n] for n in found),
+                           bytes_per_rank=[ranks[k] for k in sorted(ranks)] or None)
+
     def _loop(self) -> None:
         """After each save: wait until the pointer moves, then prune."""
         last = None
@@ -176,6 +252,9 @@ class BucketKeep(Callback):
                     latest = self.pointer()
                     if latest != last:
                         last = latest
+                        if latest is not None:
+                            with self._lock:
+                                self._pointer_moved(latest)
                         self.prune()
                     if latest is not None and latest >= (self._saved_batch or 0):
                         break

@@ -13,6 +13,9 @@ When it is written:
 - close() without FIT_END (an exception, SIGTERM, Ctrl-C): ``"status": "failed"`` with the
   error when Python has one, else ``"interrupted"``. No collective is attempted then, so the
   numbers are rank 0's own (``"partial": true``).
+- after every callback's close(): with checkpoints in oci://, the ``checkpoints`` rows of
+  ``bucket_keep`` (per checkpoint, how long it took to become resumable) complete for the
+  last checkpoint too, in the file and in the bucket;
 - a failure before FIT_START (building the tokenizer, model or dataset: the callback never
   ran): train.py writes ``"status": "failed"``, ``"stage": "before_fit"`` and the error
   through ``write_failed_before_fit``, in the same folder.
@@ -82,6 +85,7 @@ from callbacks._common import (
     write_json,
     write_jsonl,
 )
+from callbacks.bucket_keep import BucketKeep
 from callbacks.cache_stats import CacheStats, dataset_info, streaming_dataset
 from callbacks.data_wait import DataWait
 from callbacks.throughput import Throughput
@@ -176,6 +180,7 @@ class RunReport(Callback):
         self.evals: list[dict[str, Any]] = []
         self._eval_start: Optional[float] = None
         self._final: Optional[dict[str, Any]] = None  # rank 0's report written at FIT_END
+        self._keep: Optional[BucketKeep] = None
         self._post_fit_s = 0.0
 
     # ------------------------------------------------------------------ paths
@@ -254,6 +259,7 @@ class RunReport(Callback):
         report = self._report(state, status, parts, partial=False)
         write_json(self.metrics_path, report)
         self._final = report
+        self._keep = find_callback(state, BucketKeep)
         self._log_run_level(state, logger, report)
         self._copy_to_save_folder(state)
         log.info('run_report: %s %s', self.metrics_path, json.dumps(
@@ -292,6 +298,22 @@ class RunReport(Callback):
             else:
                 os.makedirs(folder, exist_ok=True)
                 shutil.copyfile(src, os.path.join(folder, name))
+
+    def post_close(self) -> None:
+        # After every callback's close(): bucket_keep has seen the pointer name the run's last
+        # checkpoint (CheckpointSaver's FIT_END waits for it, after this callback's FIT_END).
+        keep = self._keep
+        if self._final is None or keep is None or not is_rank_zero():
+            return
+        rows = keep.checkpoints()
+        if rows == self._final.get('checkpoints'):
+            return
+        self._final = {**self._final, 'checkpoints': rows}
+        write_json(self.metrics_path, self._final)
+        try:
+            keep.upload_beside(self.metrics_path)
+        except Exception as e:  # the local report is complete; the bucket's copy is older
+            log.warning('run_report: could not upload %s: %s', self.metrics_path, e)
 
     def close(self, state: State, logger: Logger) -> None:
         if self._finished or self.folder is None or not is_rank_zero():
@@ -362,6 +384,8 @@ class RunReport(Callback):
                 'data_wait_per_rank']
         for k in keys:
             report[k] = parts.get(k)
+        keep = find_callback(state, BucketKeep)
+        report['checkpoints'] = keep.checkpoints() if keep else None
         # The run's wall time is rank 0's FIT_START..now less its evaluations (between steps,
         # no loader wait in them); data_wait's own wall matches FIT_START..now.
         train_wall = wall - eval_s if wall else None

@@ -11,7 +11,7 @@ process, timed from its start to its exit and split into start-up, conversion an
     text encoded and compressed with zstd level 3 in shard-sized chunks. Lines are split by
     bytes.split on 16 MiB reads: no per-line file calls, no MDS framing, nothing written;
 (d) Spark local[2]: `python -m data_prep.convert --engine spark --spark-master local[2]` on
-    the same input, run when the command has `--engine` (issue 14's Spark engine); until then
+    the same input, run when the command has `--engine`; until then
     its row says so (`spark_local` below is the one place to change).
 
 Every side reports, on the clock all processes of a machine share (time.monotonic), when it
@@ -20,7 +20,7 @@ read its first record and when its output was complete (for (a): the summary's
 done - first record; end = process exit - done. All sides read the same files, written once by
 data_prep.pipeline.sample (C4's document lengths); MB are of uncompressed input JSON. Rounds
 are interleaved so a change of load hits all sides alike; each side's best round (least
-whole-process time) is kept. Targets (issue 14) on this 2-core machine: start-up <= 1.5 s,
+whole-process time) is kept. Targets on this 2-core machine: start-up <= 1.5 s,
 end <= 0.3 s, (a) >= 1.7x (b) as whole processes on >= 1 GB of JSON.
 
     python scripts/bench_convert.py [--size-mb 1000] [--files 8] [--rounds 2]
@@ -339,7 +339,7 @@ def main(argv: list[str] | None = None) -> int:
         a0 = run_ours(files_glob, str(build / 'baseline'), args.workers,
                       cwd=Path(args.baseline).resolve()) if args.baseline else None
         if d is None:
-            not_run['d'] = '`--engine spark` is not built yet (issue 14); spark_local() runs it'
+            not_run['d'] = '`--engine spark` is not built yet; spark_local() runs it'
         if not (a['samples'] == b['samples'] == c['samples']) or \
                 a['input_bytes'] != c['input_bytes']:
             print(f'MISMATCH: samples (a) {a["samples"]} (b) {b["samples"]} (c) {c["samples"]}, '

@@ -28,7 +28,7 @@ def sample_texts(sample_dir: Path, split: str = 'train') -> list[str]:
 
 
 def expected_digest(texts: list[str]) -> tuple[int, str]:
-    """data_prep.pipeline.verify.sample_digest of a text dataset holding `texts` in this order."""
+    """tests.mds.sample_digest of a text dataset holding `texts` in this order."""
     h = hashlib.sha256()
     for t in texts:
         data = t.encode('utf-8')

@@ -1,4 +1,4 @@
-"""`make test` and `make test-fast` fail when pytest collects no test (issue 19, item 7): a
+"""`make test` and `make test-fast` fail when pytest collects no test: a
 suite that silently runs nothing must not pass. The Makefile's own pytest command (as `make -n`
 prints it, without running anything) is run on an empty folder, the way make runs it."""
 import re
@@ -25,7 +25,7 @@ def test_make_test_fails_when_no_test_is_collected(target, tmp_path):
 @pytest.mark.slow
 @pytest.mark.e2e
 def test_make_convert_says_what_it_writes_and_converts_both_splits(sample_dir, tmp_path):
-    """Issue 23: `make convert` into a real remote (here a local path, not the local store)
+    """`make convert` into a real remote (here a local path, not the local store)
     names the sample and its size before it writes, and converts train and validation, raw
     and zstd, into the split names the recipes read. Small: CONVERT_ARGS caps the documents."""
     from data_prep.pipeline.verify import verify

@@ -60,12 +60,25 @@ def select(cfg: DictConfig) -> Optional[str]:
     if not section or 'version' not in section:
         return None
     want = section.pop('version')
+    if want == 1:
+        as_fsdp1(section)
     have = os.environ.get(ENV)
     overridden = f' ({ENV}={have} in the environment is overridden)' \
         if have not in (None, '', str(want)) else ''
     os.environ[ENV] = str(want)
     name = 'torch fully_shard (FSDP2)' if want == 2 else 'torch FullyShardedDataParallel (FSDP1)'
     return f'fsdp_config.version {want}: {name}{overridden}'
+
+
+def as_fsdp1(section) -> None:
+    """A recipe written for FSDP2 means the same under FSDP1, so that `fsdp_config.version=1`
+    alone switches: reshard_after_forward is FULL_SHARD (true) or SHARD_GRAD_OP (false), and
+    activation checkpointing is non-reentrant (FSDP2's only kind; FSDP1's default is
+    reentrant). What the recipe sets for FSDP1 itself is kept."""
+    reshard = section.pop('reshard_after_forward', True)
+    section.setdefault('sharding_strategy', 'FULL_SHARD' if reshard else 'SHARD_GRAD_OP')
+    if section.get('activation_checkpointing'):
+        section.setdefault('activation_checkpointing_reentrant', False)
 
 
 class _WorldSizeAtLeast2(types.ModuleType):

@@ -14,10 +14,8 @@ Exit status 0 when all is well; 1 with one line per problem otherwise; 2 if it c
 """
 from __future__ import annotations
 
-import hashlib
 import json
 from concurrent.futures import ThreadPoolExecutor
-from typing import Iterator
 
 import numpy as np
 
@@ -140,30 +138,3 @@ def verify(url: str, split: str | None = None, hashes: bool = True, workers: int
                                        'bytes': stored_bytes, 'hashes_checked': deep}
     report['ok'] = not problems
     return report
-
-
-def iter_samples(url: str, split: str = '') -> Iterator[bytes]:
-    """The encoded bytes of every sample of an MDS dataset, in index order."""
-    from streaming.base.compression import decompress
-    remote = open_remote(url)
-    prefix = f'{split.strip("/")}/' if split else ''
-    index = json.loads(remote.read(prefix + INDEX))
-    for shard in index['shards']:
-        stored, _raw = shard_file_infos(shard)[0]
-        data = remote.read(prefix + stored['basename'])
-        if shard.get('zip_data'):
-            data = decompress(shard['compression'], data)
-        n = int(np.frombuffer(data[:4], np.uint32)[0])
-        offsets = np.frombuffer(data[4:4 + 4 * (n + 1)], np.uint32)
-        for i in range(n):
-            yield data[offsets[i]:offsets[i + 1]]
-
-
-def sample_digest(url: str, split: str = '') -> tuple[int, str]:
-    """(number of samples, sha256 over every sample's bytes in order): equal datasets match."""
-    h, n = hashlib.sha256(), 0
-    for sample in iter_samples(url, split):
-        h.update(len(sample).to_bytes(8, 'little'))
-        h.update(sample)
-        n += 1
-    return n, h.hexdigest()

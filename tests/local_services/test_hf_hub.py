@@ -12,9 +12,9 @@ import subprocess
 import pytest
 import requests
 
-from data_prep.pipeline.verify import sample_digest
 from local_services.hf_hub import Knobs, c4_name, make_c4_repo, start_hub
 from tests.helpers import PY, ROOT
+from tests.mds import sample_digest
 
 HUB_ARGS = ['--dataset', 'allenai/c4', '--subset', 'en', '--no-progress']
 SECOND_FILE = r'GET /_lfs/.*/c4-train\.00001-of-01024'  # fault_match: one file's bytes only

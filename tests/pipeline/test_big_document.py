@@ -2,10 +2,11 @@
 import gzip
 import json
 
-from data_prep.pipeline.verify import sample_digest, verify
+from data_prep.pipeline.verify import verify
 from tests.helpers import (
     expected_digest,
 )
+from tests.mds import sample_digest
 
 
 def test_document_larger_than_a_shard_is_kept_whole(tmp_path):

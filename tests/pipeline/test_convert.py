@@ -17,8 +17,9 @@ import pytest
 from data_prep.convert import main as convert_main
 from data_prep.pipeline.convert import ConvertConfig, ConvertError, convert
 from data_prep.pipeline.records import REASONS, BadRecordError
-from data_prep.pipeline.verify import iter_samples, sample_digest, verify
+from data_prep.pipeline.verify import verify
 from tests.helpers import PY, ROOT, one_error_line, run, sample_texts
+from tests.mds import iter_samples, sample_digest
 
 SMALL = '64kb'  # shard size limit: several shards per part even on the small sample
 
@@ -227,7 +228,7 @@ def test_tokens_format_matches_llm_foundry_concatenation(sample_dir, tokenizer_d
     tok = AutoTokenizer.from_pretrained(str(tokenizer_dir))
     out = tmp_path / 'tok'
     files = str(sample_dir / 'c4-train.*.json.gz')
-    # --tokenizer or --concat-tokens with --format text: one line, nothing written (issue 23).
+    # --tokenizer or --concat-tokens with --format text: one line, nothing written.
     for flags, named in ((['--tokenizer', str(tokenizer_dir)], '--tokenizer is'),
                          (['--concat-tokens', '128'], '--concat-tokens is'),
                          (['--tokenizer', str(tokenizer_dir), '--concat-tokens', '128'],
@@ -276,7 +277,7 @@ def test_oci_zstd_conversion_through_our_transport(sample_dir, oci_store, refere
     assert sum(r['path'].endswith('/train/index.json') for r in puts) == 1  # root written once
 
     # Other inputs (the validation file) into this published dataset: one ConvertError line,
-    # and the store is asked to delete nothing but the run's own lease (issue 23, item 4).
+    # and the store is asked to delete nothing but the run's own lease.
     seen = len(oci_store.requests())
     other = ConvertConfig(remote=url, data_files=str(sample_dir / 'c4-validation.*.json.gz'),
                           progress=False, compression='zstd')

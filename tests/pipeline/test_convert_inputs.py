@@ -1,5 +1,5 @@
-"""data_prep.convert against inputs that change, vanish, break or hold nothing (issue 13, items
-1, 3, 4, 5), and its staging folder. Tiny inputs written here; real files, real workers."""
+"""data_prep.convert against inputs that change, vanish, break or hold nothing, and its staging
+folder. Tiny inputs written here; real files, real workers."""
 import gzip
 import json
 import os
@@ -18,8 +18,9 @@ from data_prep.pipeline.records import (
     iter_records,
     resolve_inputs,
 )
-from data_prep.pipeline.verify import sample_digest, verify
+from data_prep.pipeline.verify import verify
 from tests.helpers import expected_digest, one_error_line
+from tests.mds import sample_digest
 
 
 def _docs(tag: str, n: int) -> list[str]:
@@ -64,7 +65,7 @@ def test_changed_and_removed_inputs_are_redone_and_removed(tmp_path):
     assert s['parts_converted'] == 0 and s['published']
 
     # An input file removed: other inputs than the published dataset's. Without --replace
-    # the run refuses and deletes nothing (issue 23, item 4).
+    # the run refuses and deletes nothing.
     (data / 'c4-train.00002-of-00003.json.gz').unlink()
     before = _tree(out)
     with pytest.raises(ConvertError) as err:
@@ -91,7 +92,7 @@ def _tree(root: Path) -> dict[str, tuple[int, int]]:
 
 
 def test_other_inputs_into_a_published_dataset_refuse_in_one_line(tmp_path, capsys):
-    """Issue 23, item 4: converting other inputs into a remote that holds a dataset deletes
+    """Converting other inputs into a remote that holds a dataset deletes
     nothing without --replace; the same inputs from another folder (a copy) are no other
     inputs."""
     ours, theirs, out = tmp_path / 'ours', tmp_path / 'theirs', tmp_path / 'out'

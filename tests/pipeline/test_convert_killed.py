@@ -9,7 +9,7 @@ import subprocess
 import time
 from pathlib import Path
 
-from data_prep.pipeline.verify import sample_digest, verify
+from data_prep.pipeline.verify import verify
 from data_prep.storage.oci.remote import OCIRemote
 from local_services.oci_store import Knobs, start_store
 from tests.helpers import (
@@ -20,6 +20,7 @@ from tests.helpers import (
     use_store,
     wait_for,
 )
+from tests.mds import sample_digest
 
 BUCKET = 'c4-bench'
 

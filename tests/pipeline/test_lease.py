@@ -11,9 +11,10 @@ import pytest
 
 from data_prep.pipeline import lease as lease_mod
 from data_prep.pipeline.lease import LOCK, Lease, LeaseError
-from data_prep.pipeline.verify import sample_digest, verify
+from data_prep.pipeline.verify import verify
 from data_prep.storage import open_remote
 from tests.helpers import PY, ROOT, expected_digest, one_error_line
+from tests.mds import sample_digest
 
 
 @pytest.mark.slow

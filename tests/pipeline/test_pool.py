@@ -1,4 +1,4 @@
-"""The pool's stop paths end in bounded time whatever SIGTERM handler the process has (issue 26):
+"""The pool's stop paths end in bounded time whatever SIGTERM handler the process has:
 a part that fails while another worker is busy converting, and a worker killed from outside.
 Real conversions into the local OCI store, slowed (100 ms a request) so that the other worker
 is always in the middle of its part when the pool stops. With multiprocessing.Pool, a worker

@@ -21,8 +21,9 @@ from data_prep.pipeline.layout import INDEX, MANIFEST, shard_files
 from data_prep.pipeline.part import convert_part
 from data_prep.pipeline.records import BadRecordError
 from data_prep.pipeline.task import PartTask
-from data_prep.pipeline.verify import sample_digest, verify
+from data_prep.pipeline.verify import verify
 from tests.helpers import expected_digest, one_error_line, sample_texts
+from tests.mds import sample_digest
 from tests.programs.spark_faults import FAULTS_ENV
 
 SMALL = '64kb'  # several shards per part on the 3 MB sample

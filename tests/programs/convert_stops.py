@@ -1,5 +1,5 @@
 """Conversions that stop (a bad record, a worker killed from outside) in a process whose
-SIGTERM handler is not the default, as in any process that has imported Composer (issue 26).
+SIGTERM handler is not the default, as in any process that has imported Composer.
 Runs each SCENARIO=DATA_FILES in order into REMOTE and prints one JSON line per run:
 {"scenario", "seconds", "error", "message", "children"} (children: processes left).
 

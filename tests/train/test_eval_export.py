@@ -1,4 +1,4 @@
-"""Held-out evaluation, the exported model and where a run's figures go (issue 23, items 1-3),
+"""Held-out evaluation, the exported model and where a run's figures go,
 on two short real runs of the CPU recipes: one over uncompressed MDS, one over zstd MDS of the
 same sample with the same shard boundaries.
 

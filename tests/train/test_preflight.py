@@ -1,6 +1,5 @@
 """train.py refuses, in one line and before any training starts, a recipe that asks for a
-package this machine cannot import or a tokenizer it cannot get (issue 22, item 1;
-training/checks.py).
+package this machine cannot import or a tokenizer it cannot get (training/checks.py).
 
 Three starts of `python train.py` as a user runs it (the stock install has no flash-attn):
 the 7B recipe's former `use_flash_attention_2: true`, the CPU recipe without `make tokenizer`

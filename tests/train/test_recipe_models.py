@@ -1,4 +1,4 @@
-"""The hf_causal_lm recipes' model sections build on the stock install (issue 22, item 1): each
+"""The hf_causal_lm recipes' model sections build on the stock install: each
 recipe's `model:` as written, only its weights swapped for a tiny Qwen2 made from
 tests/data/qwen2_tiny/config.json, through llm-foundry's own steps (its config transforms,
 process_init_device with the recipe's fsdp_config as on 8 GPUs, build_tokenizer,

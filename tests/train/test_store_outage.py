@@ -141,7 +141,7 @@ def test_store_down_at_start_and_mid_run_then_autoresume(sample_dir, tokenizer_d
     seen = [s for r in kept for s in r['samples']]
     assert len(seen) == len(set(seen)) == STEPS * 16  # each sample once over the two runs
 
-    # Case 7: the small cache evicted to go on, and the report counts it. Witnesses: the
+    # The small cache evicted to go on, and the report counts it. Witnesses: the
     # store's log (what was downloaded, and when) and the cache folder's listing before the
     # run and at FIT_END (tests/programs/sample_log.py); the prefetcher may still fetch a few
     # shards after FIT_END, when the report is made, so the log is cut there.

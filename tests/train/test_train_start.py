@@ -1,4 +1,4 @@
-"""train.py's start against what earlier runs left on the machine (issue 13, items 9 and 10):
+"""train.py's start against what earlier runs left on the machine:
 a training still running, a crashed run's shared memory, a cache whose root index is stale;
 and a failure before fit still writes the run's report.
 

@@ -1,4 +1,4 @@
-"""Two nodes through Composer's launcher (issue 22, item 3; README "More than one node"): two
+"""Two nodes through Composer's launcher (README "More than one node"): two
 `composer --world_size 2 --node_rank R --master_addr 127.0.0.1 --master_port P --nproc 1
 train.py ...` processes on this machine, DDP over gloo, reading one dataset from the local OCI
 store. Both finish; their samples are disjoint and, step by step, together are the global batch

@@ -50,3 +50,24 @@ def test_the_hook_is_the_one_world_size_check_in_llm_foundrys_train():
     train = importlib.import_module('llmfoundry.command_utils.train')
     from composer.utils import dist
     assert dist.get_world_size() == 1 and train.dist.get_world_size() == 2
+
+
+@pytest.mark.parametrize('recipe', ['yamls/c4_zstd.yaml', 'yamls/cpu/c4_zstd.yaml'])
+def test_fsdp_version_1_is_one_override_away(recipe, monkeypatch):
+    """The recipes' fsdp_config builds Composer's FSDP2Config as written, and with
+    `fsdp_config.version=1` its FSDPConfig, meaning the same (FULL_SHARD, non-reentrant
+    activation checkpointing): every key known to the class that takes it."""
+    from composer.utils.parallelism import FSDP2Config, FSDPConfig
+    from omegaconf import OmegaConf
+    monkeypatch.delenv(fsdp.ENV, raising=False)
+    cfg = load_config(str(ROOT / recipe), [])
+    fsdp.select(cfg)
+    FSDP2Config(**OmegaConf.to_container(cfg.fsdp_config))
+    cfg = load_config(str(ROOT / recipe), ['fsdp_config.version=1'])
+    checks.check_fsdp(cfg, recipe)
+    assert fsdp.select(cfg).startswith('fsdp_config.version 1: torch FullyShardedDataParallel')
+    section = OmegaConf.to_container(cfg.fsdp_config)
+    assert section['sharding_strategy'] == 'FULL_SHARD'
+    assert section['activation_checkpointing_reentrant'] is False
+    assert 'reshard_after_forward' not in section and 'version' not in section
+    FSDPConfig(**section)

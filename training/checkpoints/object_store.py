@@ -102,6 +102,12 @@ class OCIStore(ObjectStore):
         with _translated(self):
             return sorted(list_objects(self.bucket, self.namespace, self._name(prefix or '')))
 
+    def object_sizes(self, prefix: str = '') -> dict[str, int]:
+        """Not in Composer's interface: name -> size of every object under `prefix` (one
+        listing; bucket_keep reports each checkpoint's bytes from it)."""
+        with _translated(self):
+            return list_objects(self.bucket, self.namespace, self._name(prefix))
+
     def delete_object(self, object_name: str) -> None:
         """Not in Composer's interface: keep-N in the bucket (keep.py) deletes through it."""
         with _translated(self):
