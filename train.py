@@ -22,7 +22,12 @@ import sys
 from omegaconf import DictConfig
 from omegaconf import OmegaConf as om
 
-from training.config import ConfigError, datasets, load_config  # noqa: F401 (train.load_config)
+from training.config import (  # noqa: F401 (train.load_config)
+    ConfigError,
+    datasets,
+    load_config,
+    needs_gpus,
+)
 
 # Keys llm-foundry's text loader reads from `train_loader.dataset` besides the dataset classes'
 # own parameters (llmfoundry/data/text_data.py and data/utils.py); anything else it drops silently.
@@ -65,9 +70,7 @@ def remotes(cfg: DictConfig) -> list[str]:
 def check_devices(cfg: DictConfig, where: str) -> None:
     """An FSDP recipe on a machine without CUDA GPUs (a GPU recipe tried on a laptop) fails in
     Composer or llm-foundry only once the model is being built, with a traceback."""
-    fsdp = cfg.get('fsdp_config') or (cfg.get('parallelism_config') or {}).get('fsdp')
-    init = (cfg.get('model') or {}).get('init_device')
-    if not fsdp and init != 'mixed':  # mixed: llm-foundry's meta-device init, FSDP only
+    if not needs_gpus(cfg):
         return
     import torch
     gpus = torch.cuda.device_count()

@@ -40,3 +40,10 @@ def datasets(cfg: DictConfig) -> Iterator[tuple[str, Optional[str], Optional[str
             s = s or {}
             yield (f'{loader}.dataset.streams.{name}', s.get('remote', dataset.get('remote')),
                    s.get('local', dataset.get('local')), s.get('split', dataset.get('split')))
+
+
+def needs_gpus(cfg: DictConfig) -> bool:
+    """Whether the recipe shards the model with FSDP or uses llm-foundry's mixed (meta-device)
+    init, which is FSDP only: then every process needs its own CUDA GPU."""
+    fsdp = cfg.get('fsdp_config') or (cfg.get('parallelism_config') or {}).get('fsdp')
+    return bool(fsdp) or (cfg.get('model') or {}).get('init_device') == 'mixed'
