@@ -271,28 +271,30 @@ def find_node(args: argparse.Namespace, env: Mapping[str, str]) -> Node:
 # The recipe against the job
 
 
-def processes_per_node(cfg: DictConfig, node: Node, nproc: Optional[int], where: str) -> int:
-    """The node's GPUs for a GPU recipe (one process each), else 1; --nproc sets it."""
+def processes_per_node(cfg: DictConfig, node: Node, nproc: Optional[int],
+                       where: str) -> tuple[int, str]:
+    """(processes on this node, where that number comes from): the node's GPUs for a GPU
+    recipe (one process each), else 1; --nproc, or the PyTorchJob's nprocPerNode, sets it."""
+    source = '--nproc'
     if node.nproc is not None:  # the PyTorchJob's nprocPerNode: its WORLD_SIZE counts them
         if nproc not in (None, node.nproc):
             raise LaunchError(f'--nproc {nproc} but PET_NPROC_PER_NODE={node.nproc} (the '
                               f'PyTorchJob\'s nprocPerNode): give one number in both places')
-        nproc = node.nproc
+        nproc, source = node.nproc, 'PET_NPROC_PER_NODE'
     if not needs_gpus(cfg):
-        return nproc or 1
-    gpus, source = node.gpus, node.sources.get('gpus')
+        return (nproc, source) if nproc else (1, 'a CPU recipe')
+    gpus, gpus_source = node.gpus, node.sources.get('gpus')
     if gpus is None:
         import torch
-        gpus, source = torch.cuda.device_count(), 'CUDA'
-    node.sources['gpus'] = source
+        gpus, gpus_source = torch.cuda.device_count(), 'CUDA'
     if gpus == 0:
         raise LaunchError(f'{where} shards the model with FSDP (one CUDA GPU per process) but '
-                          f'node {node.rank} has no GPU ({source}); on CPUs use its twin in '
-                          f'yamls/cpu/ with --nproc')
+                          f'node {node.rank} has no GPU ({gpus_source}); on CPUs use its twin '
+                          f'in yamls/cpu/ with --nproc')
     if nproc is not None and nproc > gpus:
         raise LaunchError(f'{nproc} processes per node but node {node.rank} has {gpus} GPU(s) '
-                          f'({source}): FSDP needs one GPU per process')
-    return nproc or gpus
+                          f'({gpus_source}): FSDP needs one GPU per process')
+    return (nproc, source) if nproc else (gpus, gpus_source)
 
 
 def check_recipe(cfg: DictConfig, nodes: int, world: int, where: str) -> None:
@@ -374,7 +376,7 @@ def plan(args: argparse.Namespace, env: Mapping[str, str]) -> tuple[list[str], d
     except ConfigError as err:
         raise LaunchError(str(err)) from None
     node = find_node(args, env)
-    nproc = processes_per_node(cfg, node, args.nproc, args.recipe)
+    nproc, nproc_source = processes_per_node(cfg, node, args.nproc, args.recipe)
     world = node.nodes * nproc
     check_recipe(cfg, node.nodes, world, args.recipe)
     add, kept = nccl_settings(args.shape, env)
@@ -393,8 +395,7 @@ def plan(args: argparse.Namespace, env: Mapping[str, str]) -> tuple[list[str], d
 
     src = node.sources
     lines = [f'{node.scheduler}: node {node.rank} of {node.nodes} ({src["rank"]}, '
-             f'{src["nodes"]}), {nproc} process(es) here'
-             + (f' ({src["gpus"]})' if src.get('gpus') else '') + f', world size {world}']
+             f'{src["nodes"]}), {nproc} process(es) here ({nproc_source}), world size {world}']
     if node.nodes > 1:
         lines.append(f'master {node.master_addr}:{node.master_port} ({src["master_addr"]}; '
                      f'port: {src["master_port"]})')

@@ -16,12 +16,18 @@ usage() { echo "usage: $0 start|stop DIR" >&2; exit 2; }
 dir=$(realpath -m "$2")
 PACKAGES=(slurmd slurmctld slurm-client munge)
 
-stop() {
+stop() {  # the daemons this folder's pid files name, all at once; up to 10 s for them to end
+  local pids=()
   for daemon in slurmd slurmctld munged; do
     pid=$(cat "$dir/$daemon.pid" 2>/dev/null) || continue
-    kill "$pid" 2>/dev/null || true
-    for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+    kill "$pid" 2>/dev/null && pids+=("$pid")
     rm -f "$dir/$daemon.pid"
+  done
+  for _ in $(seq 100); do
+    alive=0
+    for pid in "${pids[@]}"; do kill -0 "$pid" 2>/dev/null && alive=1; done
+    [ "$alive" -eq 0 ] && return
+    sleep 0.1
   done
 }
 

@@ -8,6 +8,7 @@ import shlex
 import pytest
 
 from tests.helpers import ROOT, one_error_line
+from tests.training.schedulers import pytorchjob_pod, scheduler_free, slurm_step
 from training import launch
 
 CPU, GPU = 'yamls/cpu/c4_zstd.yaml', 'yamls/c4_zstd.yaml'
@@ -37,33 +38,13 @@ def test_hostlist_errors_name_the_expression(expr):
         launch.expand_hostlist(expr)
 
 
-def slurm_step(nodes: int, rank: int, nodelist: str, **extra: str) -> dict:
-    """The variables srun gives each task of a step with one task per node (as Slurm 22.05
-    sets them: tests/scripts/test_slurm_batch.py runs the real one)."""
-    env = {'SLURM_JOB_ID': '4242', 'SLURM_JOB_NODELIST': nodelist, 'SLURM_NNODES': str(nodes),
-           'SLURM_STEP_ID': '0', 'SLURM_STEP_NODELIST': nodelist,
-           'SLURM_STEP_NUM_NODES': str(nodes), 'SLURM_STEP_NUM_TASKS': str(nodes),
-           'SLURM_NODEID': str(rank), 'SLURM_PROCID': str(rank), 'SLURM_LOCALID': '0'}
-    return {**env, **extra}
-
-
-def pytorchjob_pod(pods: int, rank: int, world: int | None = None, **extra: str) -> dict:
-    """What training-operator v1.9 gives a pod's container (pkg/controller.v1/pytorch/envvar.go):
-    WORLD_SIZE = pods x nprocPerNode (1 while nprocPerNode is its default, auto)."""
-    env = {'WORLD_SIZE': str(world or pods), 'RANK': str(rank), 'PET_NODE_RANK': str(rank),
-           'PET_NNODES': str(pods), 'PET_NPROC_PER_NODE': 'auto',
-           'MASTER_ADDR': 'c4-zstd-master-0', 'MASTER_PORT': '23456', 'PYTHONUNBUFFERED': '1'}
-    return {**env, **extra}
-
-
 @pytest.fixture
 def launched(monkeypatch, capsys, tmp_path):
     """Runs launch.main in an environment holding only the given scheduler variables; returns
     (exit status, stdout lines, stderr)."""
-    for name in list(os.environ):
-        if name.startswith(('SLURM', 'PET_', 'NCCL_', 'MASTER_', 'LOCAL_')) or name in (
-                'RANK', 'WORLD_SIZE', 'NODE_RANK'):
-            monkeypatch.delenv(name)
+    clean = scheduler_free(dict(os.environ))
+    for name in set(os.environ) - set(clean):
+        monkeypatch.delenv(name)
     monkeypatch.setenv('HOME', str(tmp_path))  # no ~/.nccl.conf of this machine's
     monkeypatch.chdir(ROOT)
 
@@ -127,8 +108,8 @@ def test_a_pytorchjob_pod_takes_its_index_and_the_master_service(launched):
     rc, lines, err = launched(pytorchjob_pod(2, 1), ['--nproc', '2', '--dry-run', CPU])
     assert rc == 0, err
     assert lines[:2] == [
-        'launch: PyTorchJob: node 1 of 2 (PET_NODE_RANK, PET_NNODES), 2 process(es) here, '
-        'world size 4',
+        'launch: PyTorchJob: node 1 of 2 (PET_NODE_RANK, PET_NNODES), 2 process(es) here '
+        '(--nproc), world size 4',
         'launch: master c4-zstd-master-0:23456 (MASTER_ADDR; port: MASTER_PORT)']
     cmd = command_of(lines)
     assert (cmd['--world_size'], cmd['--nproc'], cmd['--node_rank']) == ('4', '2', '1')
