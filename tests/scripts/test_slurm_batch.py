@@ -4,8 +4,10 @@ installed by the script when missing), `sbatch --wait` of the batch script as a 
 with one node and the CPU twin: sbatch -> srun (one task) -> python -m training.launch ->
 Composer's launcher -> train.py. The job ends 0, its log has the launch's lines, the run report
 is complete. Slurm's own hostlist expansion (`scontrol show hostnames`) is the oracle for
-training.launch's. Two nodes cannot run under one slurmd (Debian's build has no multiple-slurmd
-support); tests/training/test_launch_nodes.py runs two with srun's variables."""
+training.launch's. Two nodes cannot run on one host with Debian's build (a second slurmd for a
+second node name on 127.0.0.1 stops: "Duplicated NodeHostName"; Slurm needs to be built with
+multiple-slurmd support for it): tests/training/test_launch_nodes.py runs two with the variables
+srun gives."""
 import json
 import os
 import shutil
