@@ -38,7 +38,7 @@ USE_STORE = $(if $(findstring @local/,$(MDS_ROOT)/ $(REMOTE)/),store)
 ENV = $(if $(USE_STORE),$(STORE_ENV))
 
 .DEFAULT_GOAL := help
-.PHONY: help install lint test test-fast sample tokenizer convert bench-convert verify train bench bench-start store store-stop bench-store hub hub-stop bench-hub gpu-pack gpu-check dataflow-archive clean
+.PHONY: help install lint test test-fast sample tokenizer convert bench-convert verify train bench bench-start store store-stop bench-store hub hub-stop bench-hub slurm slurm-stop gpu-pack gpu-check dataflow-archive clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-17s %s\n", $$1, $$2}'
@@ -117,6 +117,14 @@ dataflow-archive: $(STAMP)  ## OCI Data Flow's dependency archive: build/dataflo
 
 bench-store: $(STAMP)  ## GET throughput of the local OCI store on loopback (MB/s)
 	$(PY) scripts/bench_store.py
+
+# A one-host Slurm for trying scripts/slurm/train.sbatch here (tests/scripts/test_slurm_batch.py
+# starts its own the same way). Root: installs Debian's slurm-wlm and munge when missing.
+slurm:  ## start a one-host Slurm (root; installs slurm-wlm) in build/slurm and print its SLURM_CONF
+	@scripts/slurm/local_cluster.sh start $(BUILD)/slurm
+
+slurm-stop:  ## stop the one-host Slurm started by make slurm
+	scripts/slurm/local_cluster.sh stop $(BUILD)/slurm
 
 # The GPU machine's packages (docs/gpu_check.md): rebuilt when the pins or entry points change.
 GPU_PACK := $(BUILD)/gpu/gpu-site.tar.xz

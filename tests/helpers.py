@@ -5,6 +5,7 @@ import os
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from contextlib import redirect_stderr
 from pathlib import Path
@@ -162,3 +163,10 @@ def train_main(args: list[str]) -> tuple[int, list[str]]:
     with redirect_stderr(err):
         rc = train.main(args)
     return rc, err.getvalue().strip().splitlines()
+
+
+def node_tmpdir(rank: int) -> Path:
+    """A short TMPDIR for one "node" of a multi-node run on this machine, in /tmp: the
+    dataloader worker's socket lives under TMPDIR, and under tmp_path of a parallel test run it
+    was over Linux's 107 bytes (training.checks.check_temp_dir)."""
+    return Path(tempfile.mkdtemp(prefix=f'node{rank}-', dir='/tmp'))

@@ -3,9 +3,10 @@ test that launches one, itself or through a fixture or function of its module, c
 or `e2e` (as a decorator or the module's `pytestmark`).
 
 What counts as launching one, read from the test's source and its fixtures': Composer's
-launcher (`COMPOSER`), `[PY, 'train.py', ...]`, a `scripts/bench*` command, or bench_start's
-in-process measurements. `train.main(...)` in this process is not: there it runs train.py's
-checks, which stop before any model is built.
+launcher (`COMPOSER`), `[PY, 'train.py', ...]`, `[PY, '-m', 'training.launch', ...]`, a
+`scripts/bench*` command, the Slurm batch script, or bench_start's in-process measurements.
+`train.main(...)` in this process is not: there it runs train.py's checks, which stop before
+any model is built.
 """
 from __future__ import annotations
 
@@ -14,8 +15,9 @@ import re
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-LAUNCHES = re.compile(r"\bCOMPOSER\b|\[\s*PY,\s*'(?:train\.py|scripts/bench)"
-                      r"|bench_start\.(?:node_work|first_batch)")
+LAUNCHES = re.compile(r"\bCOMPOSER\b|\[\s*PY,\s*'(?:train\.py|scripts/bench"
+                      r"|-m',\s*'training\.launch)|bench_start\.(?:node_work|first_batch)"
+                      r"|scripts/slurm/train\.sbatch")
 LEAVE_OUT = {'slow', 'e2e'}
 
 

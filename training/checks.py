@@ -26,7 +26,7 @@ from typing import Any, Iterator, Optional
 from omegaconf import DictConfig
 
 from training import fsdp
-from training.config import ConfigError, datasets, oci_urls, remotes
+from training.config import ConfigError, datasets, gpu_settings, oci_urls, remotes
 
 # flash-attn has no wheels on PyPI, only an sdist whose setup.py fetches a prebuilt wheel from
 # the project's GitHub release matching torch's major.minor, CUDA major and C++ ABI, else
@@ -301,27 +301,17 @@ def check_devices(cfg: DictConfig, where: str) -> None:
     """Settings that need CUDA GPUs, on a machine without them (a GPU recipe tried on a laptop),
     fail in Composer or llm-foundry only once the model is being built, with a traceback. FSDP
     itself does not need them: version 2 shards over gloo on CPU processes (the CPU twins)."""
-    version = fsdp.version(cfg)
-    init = (cfg.get('model') or {}).get('init_device')
-    precision = cfg.get('precision')
     import torch
     gpus = torch.cuda.device_count()
     procs = int(os.environ.get('LOCAL_WORLD_SIZE') or 1)  # set by the composer launcher
-    if gpus == 0:
-        need = []
-        if precision not in (None, 'fp32'):
-            need.append(f'precision {precision} (Composer trains in fp32 on a CPU)')
-        if init in ('mixed', 'meta') and version:  # Composer's meta init allocates on cuda
-            need.append(f'model.init_device {init}')
-        if version == 1:
-            need.append('FSDP version 1 (fsdp_config.version: 2 runs on CPU processes)')
-        if need:
-            twin = os.path.join(os.path.dirname(where), 'cpu', os.path.basename(where))
-            cpu = twin if os.path.exists(twin) else 'the recipes in yamls/cpu/'
-            raise ConfigError(f'{where}: {"; ".join(need)} need CUDA GPUs, and this machine '
-                              f'has none (this recipe is sized for a BM.H100.8: `composer '
-                              f'train.py` starts one process per GPU); on a CPU use {cpu}')
-    elif procs > gpus:
+    need = gpu_settings(cfg)
+    if gpus == 0 and need:
+        twin = os.path.join(os.path.dirname(where), 'cpu', os.path.basename(where))
+        cpu = twin if os.path.exists(twin) else 'the recipes in yamls/cpu/'
+        raise ConfigError(f'{where}: {"; ".join(need)} need CUDA GPUs, and this machine has '
+                          f'none (this recipe is sized for a BM.H100.8: `composer train.py` '
+                          f'starts one process per GPU); on a CPU use {cpu}')
+    if gpus and procs > gpus:
         raise ConfigError(f'{where}: {procs} processes on this node but {gpus} CUDA GPU(s): '
                           f'one GPU per process (composer -n {gpus} train.py ...)')
 

@@ -61,3 +61,20 @@ def oci_urls(cfg: DictConfig) -> list[str]:
         elif isinstance(item, str) and item.startswith('oci://'):
             found.append(item)
     return found
+
+
+def gpu_settings(cfg: DictConfig) -> list[str]:
+    """The recipe's settings that need CUDA GPUs, one per process, each as a message names it
+    (empty: it runs on CPU processes too, FSDP included)."""
+    from training.fsdp import version
+    fsdp = version(cfg)
+    need = []
+    precision = cfg.get('precision')
+    if precision not in (None, 'fp32'):
+        need.append(f'precision {precision} (Composer trains in fp32 on a CPU)')
+    init = (cfg.get('model') or {}).get('init_device')
+    if init in ('mixed', 'meta') and fsdp:  # Composer's meta init allocates on cuda
+        need.append(f'model.init_device {init}')
+    if fsdp == 1:
+        need.append('FSDP version 1 (fsdp_config.version: 2 runs on CPU processes)')
+    return need

@@ -17,23 +17,15 @@ import json
 import os
 import shutil
 import subprocess
-import tempfile
 from pathlib import Path
 
 import pytest
 from omegaconf import OmegaConf as om
 
-from tests.helpers import COMPOSER, ROOT, free_port, write_mds
+from tests.helpers import COMPOSER, ROOT, free_port, node_tmpdir, write_mds
 
 RECIPE = 'yamls/cpu/c4_zstd.yaml'
 SAMPLES, BATCH, NCN = 192, 16, 8   # 12 global batches of 16: 8 per node
-
-
-def _node_tmpdir(rank: int) -> Path:
-    """A short folder in /tmp: the dataloader worker's socket lives under TMPDIR, and under
-    tmp_path of a parallel test run it was over Linux's 107 bytes
-    (training.checks.check_temp_dir)."""
-    return Path(tempfile.mkdtemp(prefix=f'node{rank}-', dir='/tmp'))
 
 
 def _one_node_batches(overrides: list[str], cache: Path) -> list[list[str]]:
@@ -76,7 +68,7 @@ def test_two_launcher_nodes_read_disjoint_halves_and_report_together(oci_store, 
                    '127.0.0.1', '--master_port', str(port), '--nproc', '1',
                    f'{ROOT}/train.py', f'{ROOT}/{RECIPE}', *same,
                    f'variables.data_local={cache}', f'callbacks.sample_log.cache={cache}/train']
-            tmpdirs.append(_node_tmpdir(rank))
+            tmpdirs.append(node_tmpdir(rank))
             env = {**os.environ, 'TMPDIR': str(tmpdirs[-1])}
             work = tmp_path / f'node{rank}' / 'work'
             work.mkdir(parents=True)
