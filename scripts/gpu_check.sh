@@ -9,16 +9,16 @@
 # 2. builds the offline sample, a tokenizer (with the transformers that trains) and a zstd token
 #    dataset in a local folder (python -m data_prep.sample / .tokenizer / .convert), and starts
 #    the local OCI store (python -m local_services.oci_store start) for the checkpoints;
-# 3. trains with `python -m composer.cli -n 1 train.py`, FSDP kept at world size 1
-#    (FSDP_AT_WORLD_SIZE_1=1), each run with our four callbacks, in this order (a group is
-#    chosen with GPU_CHECK_ONLY):
+# 3. trains with `python -m composer.cli -n 1 train.py` (train.py keeps FSDP at world size 1),
+#    each run with our four callbacks, in this order (a group is chosen with GPU_CHECK_ONLY):
 #    ckpt:  yamls/gpu_check/qwen2_fsdp.yaml (8 of 28 layers, the 7B recipes' FSDP settings) to
 #           30 steps, sharded checkpoints at 20 and 30 into oci://gpu-check@local/ (the local
 #           file system if our Composer object store is not there), then again from the step-20
 #           checkpoint to 30: losses of steps 21-30 against the uninterrupted run;
 #    mpt:   yamls/gpu_check/mpt_1b.yaml (MPT-1B shape, attn_impl sdpa) at microbatch 8, 12, 4;
 #    qwen2: yamls/gpu_check/qwen2_fsdp.yaml, all 28 layers, no activation checkpointing, no
-#           checkpoint: MFU of the Qwen2.5-1.5B shape;
+#           checkpoint: MFU of the Qwen2.5-1.5B shape, with the recipes' FSDP2 and again with
+#           FSDP1 (fsdp_config.version=1), side by side;
 # 4. prints one table (scripts/gpu_check_report.py): every run beside llm-foundry's published
 #    rows, the checkpoints' save and load seconds and MB/s (from the store's request log), FSDP
 #    seen in each log, the losses after resume; copies reports and logs to $OUT.
@@ -118,7 +118,6 @@ if ! "$PYTHON" scripts/gpu_check_report.py --check-store "$CKPT/probe"; then
 fi
 
 # 3. training runs
-export FSDP_AT_WORLD_SIZE_1=1  # keep the recipes' FSDP on one GPU (data_prep.llmfoundry_ext)
 paths=(variables.data_remote="$DATA/mds" variables.tokenizer="$DATA/tokenizer")
 failed=()
 run() {  # run NAME YAML OVERRIDES...: one `python -m composer.cli -n 1 train.py` run
@@ -173,10 +172,14 @@ if [[ $ONLY == *,mpt,* ]]; then
     done
 fi
 if [[ $ONLY == *,qwen2,* ]]; then
-    run qwen2_28l yamls/gpu_check/qwen2_fsdp.yaml run_name=gpu-check-qwen2-28l \
-        save_folder=null autoresume=false fsdp_config.activation_checkpointing=false \
-        device_train_microbatch_size="${QWEN2_MFU_MICROBATCH:-4}" \
-        device_eval_batch_size="${QWEN2_MFU_MICROBATCH:-4}" max_duration=12ba ${QWEN2_OVERRIDES:-}
+    for version in 2 1; do  # the recipes' FSDP2, then FSDP1: the same run otherwise
+        run "qwen2_28l_fsdp$version" yamls/gpu_check/qwen2_fsdp.yaml \
+            run_name="gpu-check-qwen2-28l-fsdp$version" fsdp_config.version="$version" \
+            save_folder=null autoresume=false fsdp_config.activation_checkpointing=false \
+            device_train_microbatch_size="${QWEN2_MFU_MICROBATCH:-4}" \
+            device_eval_batch_size="${QWEN2_MFU_MICROBATCH:-4}" max_duration=12ba \
+            ${QWEN2_OVERRIDES:-}
+    done
 fi
 
 if (( DRY )); then

@@ -43,7 +43,8 @@ RUNS = {
     'mpt_1b_mb8': 'MPT-1B shape, SDPA, no act. ckpt, microbatch 8',
     'mpt_1b_mb12': 'MPT-1B shape, SDPA, no act. ckpt, microbatch 12',
     'mpt_1b_mb4': 'MPT-1B shape, SDPA, no act. ckpt, microbatch 4',
-    'qwen2_28l': 'Qwen2.5-1.5B shape (28 layers), SDPA, no act. ckpt',
+    'qwen2_28l_fsdp2': 'Qwen2.5-1.5B shape (28 layers), SDPA, no act. ckpt, FSDP2',
+    'qwen2_28l_fsdp1': 'the same with FSDP1 (fsdp_config.version=1)',
 }
 REFERENCES = [  # llm-foundry's published benchmarks: 8x H100 80GB, bf16, seq 2048, flash-attn
     ('8x H100 80GB (llm-foundry, published)', 'MPT-1B, flash-attn, microbatch 14',
@@ -221,9 +222,11 @@ def console_losses(log: Path) -> dict[int, float]:
 
 
 def fsdp_seen(log: Path) -> str:
-    """What the run's log says about FSDP: Composer's `FSDP: Using sharding_strategy=` line,
-    or llm-foundry's revert to DDP."""
+    """What the run's log says about FSDP: Composer's FSDP2 set-up, its FSDP1 `FSDP: Using
+    sharding_strategy=` line, or llm-foundry's revert to DDP."""
     text = log.read_text(errors='replace') if log.is_file() else ''
+    if 'Prepare FSDP2' in text:
+        return 'FSDP2'
     m = re.search(r'FSDP: Using sharding_strategy=(\S+)', text)
     if m:
         # torch's own warning when it runs a world of 1 unsharded

@@ -152,8 +152,12 @@ RUNS = {  # run name -> (recipe, what its overrides must say)
     'mpt_1b_mb8': ('yamls/gpu_check/mpt_1b.yaml', {'device_train_microbatch_size': '8'}),
     'mpt_1b_mb12': ('yamls/gpu_check/mpt_1b.yaml', {'device_train_microbatch_size': '12'}),
     'mpt_1b_mb4': ('yamls/gpu_check/mpt_1b.yaml', {'device_train_microbatch_size': '4'}),
-    'qwen2_28l': ('yamls/gpu_check/qwen2_fsdp.yaml',
-                  {'fsdp_config.activation_checkpointing': 'false', 'save_folder': 'null'}),
+    'qwen2_28l_fsdp2': ('yamls/gpu_check/qwen2_fsdp.yaml',
+                        {'fsdp_config.activation_checkpointing': 'false', 'save_folder': 'null',
+                         'fsdp_config.version': '2'}),
+    'qwen2_28l_fsdp1': ('yamls/gpu_check/qwen2_fsdp.yaml',
+                        {'fsdp_config.activation_checkpointing': 'false', 'save_folder': 'null',
+                         'fsdp_config.version': '1'}),
 }
 
 
@@ -191,8 +195,6 @@ def test_dry_run_runs_the_device_call_but_the_training(dry_run, pins_file):
             assert over['save_folder'] == f'{ckpt}/gpu-check-qwen2'
         if name == 'qwen2_resume_from_20ba':
             assert over['load_path'] == f'{ckpt}/gpu-check-qwen2/ep0-ba20'
-    # FSDP kept at world size 1 for every run
-    assert 'export FSDP_AT_WORLD_SIZE_1=1' in Path(ROOT / 'scripts/gpu_check.sh').read_text()
     # the table comes last, and the log and table are in OUT for the call to bring back
     last = log.rstrip().splitlines()
     assert last[-1].startswith('| 8x H100 80GB (llm-foundry, published) | MPT-7B')
@@ -308,3 +310,6 @@ def test_notes_measure_the_checkpoint_in_the_store_and_compare_losses(oci_store,
     assert gpu_check_report.fsdp_seen(logs / 'qwen2_fsdp_to_30ba.log') == \
         'on (FULL_SHARD -> NO_SHARD)'
     assert gpu_check_report.fsdp_seen(logs / 'qwen2_resume_from_20ba.log') == '-'
+    (logs / 'fsdp2.log').write_text('INFO: composer.distributed.prepare_distributed: Prepare '
+                                    'FSDP2 took 0.61 seconds\n')
+    assert gpu_check_report.fsdp_seen(logs / 'fsdp2.log') == 'FSDP2'

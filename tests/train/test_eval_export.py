@@ -1,5 +1,5 @@
-"""Held-out evaluation, the exported model and where a run's figures go,
-on two short real runs of the CPU recipes: one over uncompressed MDS, one over zstd MDS of the
+"""Held-out evaluation, the exported model and where a run's figures go, on two short real runs
+of the CPU recipes, FSDP over 2 processes: one over uncompressed MDS, one over zstd MDS of the
 same sample with the same shard boundaries.
 
 - the two runs train with the same loss at every step and evaluate to the same held-out loss,
@@ -12,8 +12,9 @@ same sample with the same shard boundaries.
   run_metrics.json and steps.jsonl are there beside the checkpoints;
 - the Hugging Face model exported there at the end, downloaded with our client as a user would,
   loads with `transformers` (MPT: its code travels in the folder, trust_remote_code, offline)
-  and gives the loss the trained model (the final Composer checkpoint from the bucket, rebuilt
-  through llm-foundry) gives on a fixed batch of held-out text.
+  and gives the loss the trained model gives on a fixed batch of held-out text: the final
+  sharded checkpoint (both ranks' .distcp and the .metadata, from the bucket) read with torch's
+  distributed checkpoint into the recipe's model, rebuilt through llm-foundry.
 """
 import json
 import math
@@ -44,7 +45,7 @@ def variants(sample_dir, tmp_path_factory):
 
 def train(variant: str, root, tokenizer_dir, tmp, save_folder: str, extra=()):
     name = f'eval-{variant}'
-    proc = run([COMPOSER, 'train.py', f'yamls/cpu/c4_{variant}.yaml',
+    proc = run([COMPOSER, '-n', '2', 'train.py', f'yamls/cpu/c4_{variant}.yaml',
                 f'variables.data_remote={root / variant}',
                 f'variables.data_local={tmp}/cache-{name}',
                 f'tokenizer.name={tokenizer_dir}', f'variables.run_name={name}',
@@ -76,18 +77,23 @@ def download(remote, prefix: str, to):
 
 
 def trained_model_loss(checkpoint, tokenizer, input_ids) -> float:
-    """The loss of the model as training left it: the final Composer checkpoint loaded into
-    the recipe's model, built by llm-foundry as train.py builds it."""
+    """The loss of the model as training left it: the final sharded Composer checkpoint (a
+    folder: .metadata and each rank's .distcp), gathered by torch's distributed checkpoint
+    into one state dict and loaded into the recipe's model, built by llm-foundry as train.py
+    builds it."""
     import torch
     from llmfoundry.utils.builders import build_composer_model
     from omegaconf import OmegaConf
+    from torch.distributed.checkpoint.format_utils import dcp_to_torch_save
 
     from training.config import load_config
     cfg = load_config('yamls/cpu/c4_zstd.yaml', [])
     model_cfg = {k: v for k, v in OmegaConf.to_container(cfg.model, resolve=True).items()
                  if k != 'name'}
     model = build_composer_model(name=cfg.model.name, cfg=model_cfg, tokenizer=tokenizer)
-    state = torch.load(checkpoint, map_location='cpu', weights_only=False)
+    whole = checkpoint.parent / 'whole.pt'
+    dcp_to_torch_save(checkpoint, whole)
+    state = torch.load(whole, map_location='cpu', weights_only=False)
     model.load_state_dict(state['state']['model'])
     model.eval()
     batch = {'input_ids': input_ids, 'attention_mask': torch.ones_like(input_ids),
@@ -144,7 +150,9 @@ def test_raw_and_zstd_runs_evaluate_alike_export_a_model_and_log_to_mlflow(
     from data_prep.storage import open_remote
     remote = open_remote(bucket)
     objects = remote.list('')
-    assert f'ep0-ba{STEPS}-rank0.pt' in objects, sorted(objects)
+    sharded = [f'ep0-ba{STEPS}/.metadata', f'ep0-ba{STEPS}/__0_0.distcp',
+               f'ep0-ba{STEPS}/__1_0.distcp']
+    assert set(sharded) <= set(objects), sorted(objects)
     for name in ('run_metrics.json', 'steps.jsonl'):
         assert remote.read(name) == (tmp_path / 'runs' / 'eval-zstd' / name).read_bytes()
 
@@ -155,8 +163,8 @@ def test_raw_and_zstd_runs_evaluate_alike_export_a_model_and_log_to_mlflow(
     export = tmp_path / 'downloaded'
     files = download(remote, f'huggingface/ba{STEPS}/', export)
     assert {'config.json', 'model.safetensors', 'modeling_mpt.py', 'tokenizer.json'} <= set(files)
-    checkpoint = tmp_path / 'final.pt'
-    checkpoint.write_bytes(remote.read(f'ep0-ba{STEPS}-rank0.pt'))
+    checkpoint = tmp_path / 'final'
+    download(remote, f'ep0-ba{STEPS}/', checkpoint)
     tokenizer = AutoTokenizer.from_pretrained(export)
     model = AutoModelForCausalLM.from_pretrained(export, trust_remote_code=True)
     model.eval()

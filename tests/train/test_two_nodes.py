@@ -1,9 +1,10 @@
-"""Two nodes through Composer's launcher (README "More than one node"): two
-`composer --world_size 2 --node_rank R --master_addr 127.0.0.1 --master_port P --nproc 1
-train.py ...` processes on this machine, DDP over gloo, reading one dataset from the local OCI
-store. Both finish; their samples are disjoint and, step by step, together are the global batch
-one node reads (computed here with llm-foundry's own loader, world size 1); the run report
-(rank 0's) counts both nodes' data wait and shard downloads.
+"""Two nodes through Composer's launcher (README "On N nodes"): two
+`composer --world_size 4 --node_rank R --master_addr 127.0.0.1 --master_port P --nproc 2
+train.py ...` processes on this machine, one FSDP model over the four ranks (gloo), reading one
+dataset from the local OCI store. Both finish; the ranks' samples are disjoint and, step by
+step, together are the global batch one node reads (computed here with llm-foundry's own
+loader, world size 1); the run report (rank 0's) counts every rank's data wait and both nodes'
+shard downloads.
 
 One machine stands in for two: each node has its own working directory (llm-foundry's ranks
 on a node signal each other with files in it, named alike on every node), cache folder and
@@ -25,7 +26,8 @@ from omegaconf import OmegaConf as om
 from tests.helpers import COMPOSER, ROOT, free_port, node_tmpdir, write_mds
 
 RECIPE = 'yamls/cpu/c4_zstd.yaml'
-SAMPLES, BATCH, NCN = 192, 16, 8   # 12 global batches of 16: 8 per node
+SAMPLES, BATCH, NCN = 192, 16, 8   # 12 global batches of 16: 8 per node, 4 per rank
+NODES, PER_NODE = 2, 2               # one FSDP model over 4 ranks
 
 
 def _one_node_batches(overrides: list[str], cache: Path) -> list[list[str]]:
@@ -64,8 +66,9 @@ def test_two_launcher_nodes_read_disjoint_halves_and_report_together(oci_store, 
     try:
         for rank in (0, 1):
             cache = tmp_path / f'node{rank}' / 'cache'
-            cmd = [COMPOSER, '--world_size', '2', '--node_rank', str(rank), '--master_addr',
-                   '127.0.0.1', '--master_port', str(port), '--nproc', '1',
+            cmd = [COMPOSER, '--world_size', str(NODES * PER_NODE), '--node_rank', str(rank),
+                   '--master_addr', '127.0.0.1', '--master_port', str(port),
+                   '--nproc', str(PER_NODE),
                    f'{ROOT}/train.py', f'{ROOT}/{RECIPE}', *same,
                    f'variables.data_local={cache}', f'callbacks.sample_log.cache={cache}/train']
             tmpdirs.append(node_tmpdir(rank))
@@ -83,32 +86,38 @@ def test_two_launcher_nodes_read_disjoint_halves_and_report_together(oci_store, 
     assert [node.returncode for node in nodes] == [0, 0], \
         '\n'.join(f'node {rank}:\n{out[-4000:]}' for rank, out in enumerate(outs))
 
-    # Disjoint, and each step's two halves are the batch one node reads at that step.
-    ranks = [[json.loads(line) for line in open(f'{log}.{r}')] for r in (0, 1)]
+    # FSDP over the four ranks of both nodes (the recipe's fsdp_config, Composer's FSDP2).
+    assert all('Prepare FSDP2' in out for out in outs), outs[0][-3000:]
+    # Disjoint, and each step's four parts are the batch one node reads at that step.
+    world = NODES * PER_NODE
+    ranks = [[json.loads(line) for line in open(f'{log}.{r}')] for r in range(world)]
     steps = SAMPLES // BATCH
-    assert [[row['batch'] for row in rows] for rows in ranks] == [list(range(steps))] * 2
+    assert [[row['batch'] for row in rows] for rows in ranks] == [list(range(steps))] * world
     one = _one_node_batches(same, tmp_path / 'one-node-cache')
     assert len(one) == steps
     for step in range(steps):
-        a, b = (set(rows[step]['samples']) for rows in ranks)
-        assert len(a) == len(b) == BATCH // 2 and not a & b, step
-        assert a | b == set(one[step]), f'step {step} differs from one node\'s'
+        parts = [set(rows[step]['samples']) for rows in ranks]
+        assert all(len(p) == BATCH // world for p in parts), step
+        assert len(set().union(*parts)) == BATCH, f'step {step}: ranks overlap'
+        assert set().union(*parts) == set(one[step]), f'step {step} differs from one node\'s'
     seen = [s for rows in ranks for row in rows for s in row['samples']]
     assert len(seen) == len(set(seen)) == SAMPLES
 
     # The report: both ranks' data wait, both nodes' downloads and caches.
     metrics = json.loads((report / 'run_metrics.json').read_text())
-    assert metrics['status'] == 'completed' and metrics['world_size'] == 2, metrics
+    assert metrics['status'] == 'completed' and metrics['world_size'] == world, metrics
     assert metrics['steps'] == steps and metrics['samples'] == SAMPLES
     per_rank = metrics['data_wait_per_rank']
-    assert [w['rank'] for w in per_rank] == [0, 1] and all(w['steps'] == steps for w in per_rank)
-    total = sum(w['data_wait_s'] for w in per_rank) / 2
+    assert [w['rank'] for w in per_rank] == list(range(world))
+    assert all(w['steps'] == steps for w in per_rank)
+    total = sum(w['data_wait_s'] for w in per_rank) / world
     assert abs(metrics['data_wait_s'] - total) < 1e-3, (metrics['data_wait_s'], per_rank)
     rows = [json.loads(line) for line in open(report / 'steps.jsonl')]
-    assert len(rows) == steps and all(len(r['data_wait_ms_per_rank']) == 2 for r in rows)
+    assert len(rows) == steps and all(len(r['data_wait_ms_per_rank']) == world for r in rows)
     index = json.loads((tmp_path / 'node0' / 'cache' / 'train' / 'index.json').read_text())
     sizes = {sh['raw_data']['basename']: sh['zip_data']['bytes'] for sh in index['shards']}
-    cached = [json.loads(Path(f'{log}.fit_end.{r}').read_text())['cached'] for r in (0, 1)]
+    leaders = range(0, world, PER_NODE)  # each node's local rank 0 lists its node's cache
+    cached = [json.loads(Path(f'{log}.fit_end.{r}').read_text())['cached'] for r in leaders]
     shards = [[name for name in c if name in sizes] for c in cached]
     assert all(shards), cached  # each node downloaded its own part of the dataset
     assert metrics['cache_stats_all_ranks'] is True

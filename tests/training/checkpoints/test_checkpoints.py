@@ -91,7 +91,7 @@ def pointer(store, name: str):
 def listing(store, name: str) -> dict[str, int]:
     """The checkpoints in the store's own listing of the run's checkpoint folder (not the run
     report or the Hugging Face export that the recipe also writes there): name -> size."""
-    found = Storage(store.data_dir).list_objects(BUCKET, f'ckpt/{name}/')
+    found = Storage(store.data_dir).list_objects(BUCKET, f'ckpt/{name}/', fields=('name', 'size'))
     out = {o['name'][len(f'ckpt/{name}/'):]: o['size'] for o in found['objects']}
     return {n: size for n, size in out.items() if n == POINTER or n.startswith('ep0-ba')}
 
