@@ -3,13 +3,14 @@
 llm-foundry's trainer (`train_from_yaml`) plus our layer, which runs first on every rank:
 checks the config (devices, schema, remotes and credentials, cache folders, no other live run
 on the same cache; the packages its settings need, its tokenizer and model sources, TMPDIR:
-data_prep/preflight.py), so a mistake fails in one line before any model, dataloader worker or
-download starts; installs our streaming extensions (data_prep.streaming_ext) and our oci://
-checkpoint store in Composer (data_prep.composer_ext; docs/checkpoints.md); makes the cached
-root index the remote's; clears streaming shared memory that a crashed run left (only what no
-live process holds). A failure before training starts still writes the run's report
-(run_metrics.json, status failed). Overrides are llm-foundry's: `max_duration=10ba`,
-`variables.data_remote=oci://bucket@namespace/c4_zstd`, `run_name=try2`.
+data_prep/preflight.py; the datasets as their records say they were made: tokenizer, sample
+length, vocabulary: training/dataset_checks.py), so a mistake fails in one line before any
+model, dataloader worker or download starts; installs our streaming extensions
+(data_prep.streaming_ext) and our oci:// checkpoint store in Composer (data_prep.composer_ext;
+docs/checkpoints.md); makes the cached root index the remote's; clears streaming shared memory
+that a crashed run left (only what no live process holds). A failure before training starts
+still writes the run's report (run_metrics.json, status failed). Overrides are llm-foundry's:
+`max_duration=10ba`, `variables.data_remote=oci://bucket@namespace/c4_zstd`, `run_name=try2`.
 FSDP_AT_WORLD_SIZE_1=1 keeps a recipe's FSDP on one GPU (llm-foundry reverts to DDP there).
 """
 from __future__ import annotations
@@ -23,6 +24,7 @@ from omegaconf import DictConfig
 from omegaconf import OmegaConf as om
 
 from training.config import ConfigError, datasets, load_config  # noqa: F401 (train.load_config)
+from training.dataset_checks import check_datasets
 
 # Keys llm-foundry's text loader reads from `train_loader.dataset` besides the dataset classes'
 # own parameters (llmfoundry/data/text_data.py and data/utils.py); anything else it drops silently.
@@ -249,6 +251,9 @@ def main(argv: list[str]) -> int:
         preflight.check_packages(cfg, yaml_path)
         preflight.check_sources(cfg, yaml_path)
         preflight.check_temp_dir(cfg, yaml_path)
+        for line in check_datasets(cfg, yaml_path):  # the data as the recipe reads it
+            if os.environ.get('RANK', '0') == '0':
+                print(line, flush=True)
         install()
         try:  # MPT's attn_impl sdpa; FSDP_AT_WORLD_SIZE_1=1 keeps FSDP on one GPU
             for change in llmfoundry_ext.install():
