@@ -10,9 +10,11 @@ import pytest
 
 import train
 from data_prep.pipeline.convert import ConvertConfig, convert
+from data_prep.pipeline.stats import bucket_stats
+from data_prep.pipeline.verify import verify
 from tests.helpers import PY, ROOT, one_error_line, run
 from training.config import ConfigError
-from training.dataset_checks import check_datasets
+from training.dataset_checks import OVERRIDES, check_datasets
 
 CPU = 'yamls/cpu/c4_zstd.yaml'
 GPU = 'yamls/c4_zstd.yaml'
@@ -59,6 +61,12 @@ def test_a_recipe_is_checked_against_the_tokens_it_reads(sample_dir, tokenizer_d
     data = [f'variables.data_remote={url}']
     mine = [*data, f'tokenizer.name={a}']
     assert check(CPU, mine) == []  # the same tokenizer and length: nothing to say
+    # The record in the bucket, as stats and verify read it through our OCI client.
+    stats = bucket_stats(url)
+    assert set(stats['splits']) == {'train', 'validation'}
+    assert stats['splits']['train']['tokenizer']['name'] == str(tokenizer_dir)
+    report = verify(url)
+    assert report['ok'] and report['splits']['train']['tokens_checked'], report
 
     # Another tokenizer: refused, naming both and the override.
     fp_a = _fp(url, 'train')
@@ -201,6 +209,12 @@ def test_text_and_datasets_without_a_record(sample_dir, tokenizer_dir, mds_zstd,
         for k, split in (('train_loader', 'train'), ('eval_loader', 'validation'))]
     # No dataset there at all: left to the check of the index, which names it.
     assert check(CPU, [f'variables.data_remote={tmp_path}/none', f'tokenizer.name={a}']) == []
+
+
+def test_every_override_is_documented():
+    doc = (ROOT / 'docs' / 'training.md').read_text()
+    assert len(OVERRIDES) == 3
+    assert all(f'`variables.{key}=true`' in doc for key in OVERRIDES)
 
 
 @pytest.mark.slow
