@@ -325,5 +325,8 @@ def check_datasets(cfg: DictConfig, where: str) -> list[str]:
             _check_text(s, recipe, warnings)
     _check_splits(streams, recipe, warnings)
     _check_loader_lengths(streams, warnings)
+    if recipe._vocab is not None and recipe._vocab[0] is None and recipe._vocab[1]:
+        notes.append(f'model: {recipe._vocab[1]}: token ids are not checked against its '
+                     f'vocabulary')
     return ([f'train.py: note: {where}: {n}' for n in notes] +
             [f'train.py: warning: {where}: {w}' for w in warnings])

@@ -128,6 +128,12 @@ def test_a_recipe_is_checked_against_the_tokens_it_reads(sample_dir, tokenizer_d
     (small / 'config.json').write_text(json.dumps({**config, 'vocab_size': 1024}))
     line = refusal(GPU, [*gpu, f'tokenizer.name={a}', f'variables.model_name={small}'])
     assert f'and the model has 1,024 embeddings (vocab_size in config.json of {small})' in line
+    (tmp_path / 'no_config').mkdir()  # a model whose size cannot be read: said, not refused
+    assert check(GPU, [*gpu, f'tokenizer.name={a}', f'variables.model_name={tmp_path}/no_config',
+                       'variables.max_seq_len=128']) == [
+        f'train.py: note: {GPU}: model: cannot read config.json of {tmp_path}/no_config '
+        f"(FileNotFoundError: [Errno 2] No such file or directory: "
+        f"'{tmp_path}/no_config/config.json'): token ids are not checked against its vocabulary"]
     assert not (tmp_path / 'train').exists()  # no shard, not even a cached index
 
 
