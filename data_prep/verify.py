@@ -5,6 +5,7 @@ import argparse
 import json
 import sys
 
+from data_prep.pipeline.record import NO_RECORD
 from data_prep.pipeline.verify import verify
 
 
@@ -30,9 +31,13 @@ def main(argv: list[str] | None = None) -> int:
         for problem in report['problems']:
             print(f'PROBLEM {problem}')
         for sp, info in report['splits'].items():
+            checked = ['sizes', 'hashes'] if info['hashes_checked'] else ['sizes']
+            checked += ['the record'] if info['record'] else []
+            checked += ['sample lengths and token ids'] if info['tokens_checked'] else []
             print(f'{args.remote} [{sp}]: {info["shards"]} shards, {info["samples"]:,} samples, '
-                  f'{info["bytes"]:,} bytes, '
-                  f'{"sizes and hashes" if info["hashes_checked"] else "sizes"} checked')
+                  f'{info["bytes"]:,} bytes; checked: {", ".join(checked)}')
+            if not info['record']:
+                print(f'{args.remote} [{sp}]: {NO_RECORD}: how it was made is not checked')
         print('OK' if report['ok'] else f'FAILED: {len(report["problems"])} problem(s)')
     return 0 if report['ok'] else 1
 

@@ -51,6 +51,16 @@ def tokenizer_dir(sample_dir, tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope='session')
+def other_tokenizer_dir(sample_dir, tmp_path_factory) -> Path:
+    """A second small tokenizer, not tokenizer_dir's (another vocabulary size, less text):
+    tokens made with one are not for a recipe that names the other."""
+    from data_prep.pipeline.tokenizer import train
+    out = tmp_path_factory.mktemp('other_tokenizer')
+    train(str(sample_dir), str(out), vocab_size=3000, max_mb=1)
+    return out
+
+
+@pytest.fixture(scope='session')
 def mds_zstd(sample_dir, tmp_path_factory) -> Path:
     """A zstd MDS dataset of the sample's train and validation splits at <root>/train and
     <root>/validation (the recipes' layout: they train on one and evaluate on the other)."""

@@ -75,8 +75,8 @@ BELOW = {
     'training.checkpoints': {'data_prep.storage'},
     'training.shards': {'data_prep.storage', 'data_prep.streaming_ext'},
     'callbacks': {'training.shards', 'training.checkpoints'},
-    'training': {'data_prep.storage', 'data_prep.streaming_ext', 'training.checkpoints',
-                 'training.shards', 'callbacks'},
+    'training': {'data_prep.storage', 'data_prep.streaming_ext', 'data_prep.pipeline',
+                 'training.checkpoints', 'training.shards', 'callbacks'},
     'train': {'training', 'training.checkpoints'},
 }
 

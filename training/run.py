@@ -1,8 +1,8 @@
 """`composer train.py <recipe> [key=value ...]` on every rank: load, check, install, train.
 
 1. load the recipe (training/config.py) with llm-foundry's overrides;
-2. check it (training/checks.py): every mistake one line and exit code 2, before any model,
-   dataloader worker or download starts;
+2. check it (training/checks/): every mistake one line and exit code 2, before any model,
+   dataloader worker or download starts; the datasets as their records say they were made;
 3. install our extensions of streaming, Composer and llm-foundry (training/extensions.py), and
    make the cached root indexes the remotes'; clear streaming shared memory that a crashed run
    left (only what no live process holds);
@@ -102,6 +102,7 @@ def main(argv: list[str]) -> int:
         cfg = load_config(where, overrides)
         checks.check_recipe(cfg, where)
         checks.check_machine(cfg, where)
+        notes = checks.check_datasets(cfg, where)  # the data as the recipe reads it
         changes = extensions.install(cfg, where)
         checks.check_remotes(cfg, where)
         checks.check_cache_free(cfg, where)
@@ -109,6 +110,9 @@ def main(argv: list[str]) -> int:
     except ConfigError as err:
         print(f'error: {err}', file=sys.stderr)
         return 2
+    if os.environ.get('RANK', '0') == '0':
+        for line in notes:
+            print(line, flush=True)
     for line in changes:
         print(f'train.py: {line}', flush=True)
 

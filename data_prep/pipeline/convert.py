@@ -35,6 +35,10 @@ How it works:
   folders) and the root index is then written in one atomic write (os.replace locally, a
   single PUT in a bucket). A reader therefore never sees a partial dataset; if any part must
   be redone, the root index is removed first.
+- Described: just before the root index, SPLIT/dataset.json records what the split is (format,
+  tokenizer and its fingerprint, concatenation, compression, source, counts, converter
+  version; record.py), so no index is published without it; train.py checks a recipe
+  against it.
 """
 from __future__ import annotations
 
@@ -63,6 +67,13 @@ from data_prep.pipeline.layout import (
     strays,
 )
 from data_prep.pipeline.lease import LOCK, Lease, LeaseError
+from data_prep.pipeline.record import (
+    concat_facts,
+    new_record,
+    tokenizer_facts,
+    with_counts,
+    write_record,
+)
 from data_prep.pipeline.records import REASONS, InputFile, resolve_inputs
 from data_prep.pipeline.task import ConvertConfig, PartResult, PartTask
 from data_prep.storage import Remote, RemoteError, list_checked, open_remote
@@ -171,18 +182,31 @@ def _validate(cfg: ConvertConfig) -> None:
             raise ConvertError('--concat-tokens must be >= 1')
 
 
-def _check_tokenizer(cfg: ConvertConfig) -> None:
+def _check_tokenizer(cfg: ConvertConfig):
+    """The tokenizer, loaded as the workers load it (part.py); one line if it cannot be."""
     try:
         from transformers import AutoTokenizer
-        AutoTokenizer.from_pretrained(cfg.tokenizer)
+        return AutoTokenizer.from_pretrained(cfg.tokenizer)
     except Exception as exc:
         raise ConvertError(f'cannot load tokenizer {cfg.tokenizer!r}: '
                            f'{first_line(exc, with_type=False)}') from None
 
 
+def _record(cfg: ConvertConfig, split: str, tok) -> dict:
+    """What the published split will record of itself (record.py), before its counts."""
+    if cfg.format != 'tokens':
+        return new_record(cfg, split, None, None)
+    return new_record(cfg, split, tokenizer_facts(tok, cfg.tokenizer),
+                      concat_facts(tok, cfg.concat_tokens, cfg.bos_text, cfg.eos_text))
+
+
 def publish(remote: Remote, split: str, manifests: dict[str, dict],
-            existing: bool = False) -> str:
+            existing: bool = False, record: dict | None = None) -> str:
     """Merges the verified part indexes into the root index, which is written last.
+
+    `record` (record.new_record), with the counts filled in, is written first, beside the
+    index (SPLIT/dataset.json), unless the one there already describes this dataset: an index
+    is never published without its record, and a re-publish changes nothing.
 
     The merge is streaming's `merge_index` (a version-2 index of every part's shards, in part
     order, basenames prefixed with the part's folder, the same JSON), done here because
@@ -200,6 +224,8 @@ def publish(remote: Remote, split: str, manifests: dict[str, dict],
     got = sum(s['samples'] for s in merged['shards'])
     if got != want:
         raise ConvertError(f'merged index counts {got} samples, the parts {want}; not published')
+    if record is not None:
+        write_record(remote, split, with_counts(record, manifests, merged))
     if existing:
         try:
             if remote.read(f'{split}/{INDEX}') == data:
@@ -392,8 +418,7 @@ def _sweep(remote: Remote, split: str, listing: dict[str, int],
 def _convert(cfg: ConvertConfig, remote: Remote, split: str, inputs: list[InputFile],
              lease: Lease, engine: Engine, t0: float) -> dict:
     cfg.compression = _normalize_compression(cfg.compression)  # imports streaming (seconds)
-    if cfg.format == 'tokens':
-        _check_tokenizer(cfg)
+    tok = _check_tokenizer(cfg) if cfg.format == 'tokens' else None
     import datasets  # noqa: F401  (here, once: forked workers inherit it)
     # Spark: an executor imports our code, reaches the remote (sees the lease), reads inputs
     engine.check(remote, split, lease, inputs[0].url)
@@ -443,7 +468,10 @@ def _convert(cfg: ConvertConfig, remote: Remote, split: str, inputs: list[InputF
             f'({sum(m["documents"] for m in manifests.values())} documents; skipped: {why}): '
             f'a dataset with no samples is not published')
     lease.check()
-    index_url = publish(remote, split, manifests, existing=f'{split}/{INDEX}' in listing)
+    # (the record's tokenizer facts here, not before the pool forks: `tokenizers` warns of a
+    # fork after it has encoded anything)
+    index_url = publish(remote, split, manifests, existing=f'{split}/{INDEX}' in listing,
+                        record=_record(cfg, split, tok))
     listing = remote.list(f'{split}/')
     listing.pop(f'{split}/{LOCK}', None)  # the lease is not part of the dataset
     return run_summary(cfg, remote, split, p, manifests, results, listing, engine=engine.name,

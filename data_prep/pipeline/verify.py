@@ -10,6 +10,10 @@ and every hash the index records is recomputed, the compressed file is decompres
 raw size and hashes checked too, and the sample count in the shard's own header must equal
 the index's. Where the parts carry our manifests, their sample counts must add up as well. An
 index that names no sample at all is a problem too (nothing to train on).
+Where the split has its record (dataset.json, record.py), it must agree with the shards: format
+and columns, compression, every count; with hashes on, also every sample's length and every
+token id (below the tokenizer's vocabulary). A split without a record is reported as such, not
+as a problem (datasets published before records have none).
 Exit status 0 when all is well; 1 with one line per problem otherwise; 2 if it cannot look.
 """
 from __future__ import annotations
@@ -20,6 +24,14 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 
 from data_prep.pipeline.layout import INDEX, MANIFEST, shard_file_infos
+from data_prep.pipeline.record import (
+    RECORD,
+    RecordError,
+    index_problems,
+    read_record,
+    token_problems,
+    token_stats,
+)
 from data_prep.storage import Remote, open_remote
 
 
@@ -43,31 +55,35 @@ def _hash_problems(data: bytes, info: dict, where: str) -> list[str]:
     return problems
 
 
-def _check_shard(remote: Remote, prefix: str, shard: dict) -> list[str]:
+def _check_shard(remote: Remote, prefix: str, shard: dict,
+                 tokens: bool = False) -> tuple[list[str], tuple | None]:
+    """(problems, token_stats of the shard when `tokens` and it reads whole)."""
     from streaming.base.compression import decompress
-    problems = []
+    problems, stats = [], None
     for stored, raw in shard_file_infos(shard):
         name = f'{prefix}{stored["basename"]}'
         where = remote.join(name)
         try:
             data = remote.read(name)
         except Exception as exc:
-            return [f'{where}: cannot read: {type(exc).__name__}: {exc}']
+            return [f'{where}: cannot read: {type(exc).__name__}: {exc}'], None
         problems += _hash_problems(data, stored, where)
         if problems:
-            return problems
+            return problems, None
         if raw is not None:
             try:
                 data = decompress(shard['compression'], data)
             except Exception as exc:
-                return [f'{where}: does not decompress with {shard["compression"]}: {exc}']
+                return [f'{where}: does not decompress with {shard["compression"]}: {exc}'], None
             problems += _hash_problems(data, raw, f'{where} (decompressed)')
         is_data = stored is shard_file_infos(shard)[0][0]
         if is_data and shard.get('format') == 'mds' and len(data) >= 4:
             n = int(np.frombuffer(data[:4], np.uint32)[0])
             if n != shard['samples']:
                 problems.append(f'{where}: holds {n} samples, index says {shard["samples"]}')
-    return problems
+            elif tokens and not problems:
+                stats = token_stats(shard, data)
+    return problems, stats
 
 
 def verify(url: str, split: str | None = None, hashes: bool = True, workers: int = 8) -> dict:
@@ -89,8 +105,14 @@ def verify(url: str, split: str | None = None, hashes: bool = True, workers: int
         except Exception as exc:
             problems.append(f'{remote.join(prefix + INDEX)}: unreadable: {exc}')
             continue
+        try:
+            record = read_record(remote, sp)
+        except RecordError as exc:
+            problems.append(str(exc))
+            record = None
         samples = stored_bytes = 0
         per_part: dict[str, int] = {}
+        documents: int | None = 0
         missing_before = len(problems)
         for shard in shards:
             samples += shard['samples']
@@ -120,21 +142,41 @@ def verify(url: str, split: str | None = None, hashes: bool = True, workers: int
                 problems.append(f'{remote.join(name)}: a shard the index does not name')
         for part, n in sorted(per_part.items()):
             mname = f'{prefix}{part}/{MANIFEST}' if part else f'{prefix}{MANIFEST}'
-            if mname in listing:
-                try:
-                    want = json.loads(remote.read(mname))['samples']
-                except Exception as exc:
-                    problems.append(f'{remote.join(mname)}: unreadable: {exc}')
-                    continue
-                if want != n:
-                    problems.append(f'{remote.join(prefix + part)}: index counts {n} samples, '
-                                    f'its manifest {want}')
+            if mname not in listing:
+                documents = None  # not our conversion's parts: no document count to compare
+                continue
+            try:
+                manifest = json.loads(remote.read(mname))
+                want = manifest['samples']
+            except Exception as exc:
+                problems.append(f'{remote.join(mname)}: unreadable: {exc}')
+                documents = None
+                continue
+            if documents is not None:
+                documents = (documents + manifest['documents']
+                             if 'documents' in manifest else None)
+            if want != n:
+                problems.append(f'{remote.join(prefix + part)}: index counts {n} samples, '
+                                f'its manifest {want}')
         deep = hashes and len(problems) == missing_before  # no downloads if sizes already fail
+        where = remote.join(prefix + RECORD)
+        if record is not None:
+            problems += [f'{where}: {p}' for p in index_problems(
+                record, index, len(per_part) if documents is not None else None, documents)]
+        tokens = record is not None and record.get('format') == 'tokens'
+        stats = []
         if deep:
             with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
-                for found in pool.map(lambda s: _check_shard(remote, prefix, s), shards):
+                for found, shard_stats in pool.map(
+                        lambda s: _check_shard(remote, prefix, s, tokens), shards):
                     problems += found
+                    if shard_stats is not None:
+                        stats.append(shard_stats)
+            if tokens and len(stats) == len(shards):
+                problems += [f'{where}: {p}' for p in token_problems(record, stats)]
         report['splits'][sp or '.'] = {'shards': len(shards), 'samples': samples,
-                                       'bytes': stored_bytes, 'hashes_checked': deep}
+                                       'bytes': stored_bytes, 'hashes_checked': deep,
+                                       'record': record is not None,
+                                       'tokens_checked': bool(deep and tokens)}
     report['ok'] = not problems
     return report

@@ -121,6 +121,9 @@ def test_hub_conversion_matches_data_files(hub, hub_dir, sample_dir, tmp_path):
                           .read_text())
     assert manifest['input'].startswith('hf://datasets/allenai/c4@')
     assert manifest['input'].endswith('/en/c4-train.00001-of-01024.json.gz')
+    record = json.loads((tmp_path / 'raw' / 'train' / 'dataset.json').read_text())
+    assert record['source'] == {'dataset': 'allenai/c4', 'subset': 'en', 'split': 'train',
+                                'max_docs': None}
     reads = {r['path'].rsplit('/', 1)[1] for r in hub.requests()
              if r['path'].startswith('/_lfs/') and r['status'] == 206}
     assert reads == {c4_name(p.name).split('/')[1] for p in sample_dir.glob('c4-train.*')}

@@ -86,7 +86,8 @@ def test_conversion_killed_while_uploading_and_while_merging(sample_dir, tmp_pat
         assert sample_digest(url, 'train') == expected_digest([t for f in per_file for t in f])
         report = verify(url)
         assert report['ok'], report['problems']
-        # no stray objects: exactly the root index, and per part its index, manifest, shards
+        # no stray objects: exactly the root index and the split's record, and per part its
+        # index, manifest, shards
         index = json.loads((objects / 'index.json').read_text())
         named = {sh['zip_data']['basename'] for sh in index['shards']}
         listed = set(OCIRemote(url).list())
@@ -94,7 +95,8 @@ def test_conversion_killed_while_uploading_and_while_merging(sample_dir, tmp_pat
         assert len(manifests) == 4
         parts = {f'{m["part"]}/{n}' for m in manifests
                  for n in ('manifest.json', f'{m["attempt"]}/index.json')}
-        assert listed == {'train/index.json'} | {f'train/{n}' for n in named | parts}
+        assert listed == ({'train/index.json', 'train/dataset.json'} |
+                          {f'train/{n}' for n in named | parts})
     assert list(tmp_bodies.iterdir()) == []  # no half-received body left in the store
 
 

@@ -19,6 +19,7 @@ from data_prep.pipeline import spark as spark_engine
 from data_prep.pipeline.convert import ConvertConfig, convert
 from data_prep.pipeline.layout import INDEX, MANIFEST, shard_files
 from data_prep.pipeline.part import convert_part
+from data_prep.pipeline.record import RECORD
 from data_prep.pipeline.records import BadRecordError
 from data_prep.pipeline.task import PartTask
 from data_prep.pipeline.verify import verify
@@ -61,9 +62,9 @@ def _files(root) -> set[str]:
 
 
 def _named(root, split='train') -> set[str]:
-    """What the published dataset consists of: its root index, and per part its manifest, its
-    index and the shards it names (in the committed attempt's folder)."""
-    names = {f'{split}/{INDEX}'}
+    """What the published dataset consists of: its root index and record, and per part its
+    manifest, its index and the shards it names (in the committed attempt's folder)."""
+    names = {f'{split}/{INDEX}', f'{split}/{RECORD}'}
     for manifest in (root / split).glob(f'part-*/{MANIFEST}'):
         m = json.loads(manifest.read_text())
         folder = f'{split}/{m["part"]}/{m["attempt"]}'

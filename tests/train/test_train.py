@@ -26,6 +26,11 @@ def test_loss_goes_down(mds_zstd, tokenizer_dir, tmp_path):
     ]
     assert len(losses) == 30
     assert sum(losses[-5:]) / 5 < sum(losses[:5]) / 5 - 0.5, losses
+    # A dataset written before datasets recorded how they were made: one line per split.
+    assert [line.split(' has ')[0] for line in proc.stdout.splitlines()
+            if 'dataset.json' in line] == [
+        f'train.py: note: {RECIPE}: {loader}.dataset: {mds_zstd}/{split}'
+        for loader, split in (('train_loader', 'train'), ('eval_loader', 'validation'))]
 
 
 def test_two_ranks_see_disjoint_samples(mds_zstd, tokenizer_dir, tmp_path):

@@ -1,23 +1,17 @@
-"""Every check train.py runs before training starts, on every rank, before any model,
-tokenizer, dataloader worker or download: each mistake is one line naming the recipe and key
-(ConfigError; Missing for what is not installed or not reachable here), not a traceback from
-deep inside llm-foundry, Composer or streaming after every rank has started.
+"""What this machine has for a recipe: the CUDA GPUs its settings need, cache and checkpoint
+folders it can create, the optional packages its settings ask for, the tokenizer and Hugging
+Face model it names, a temporary folder its dataloader workers can use.
 
-- the recipe: llm-foundry's schema, dataset keys it would drop silently, the devices its
-  settings need, the export folder, cache and checkpoint folders that can be created;
-- this machine: the optional packages its settings ask for, the tokenizer and Hugging Face
-  model it names, a temporary folder its dataloader workers can use (a long TMPDIR is a first
-  batch that never comes: see check_temp_dir);
-- the remotes: every URL's scheme and credentials (save_folder through the object store
-  Composer will save with), and no other live run on the same shard cache.
+Without these checks each one fails late, after the launcher has started every rank: a missing
+flash-attn in llm-foundry's model build ("flash-attention 2 is not installed"), a missing
+wandb when the logger is built, a tokenizer folder that was never made (`make tokenizer`) as
+a 130-line traceback about huggingface.co, a long TMPDIR as a first batch that never comes.
 """
 from __future__ import annotations
 
-import difflib
 import importlib
 import importlib.metadata
 import importlib.util
-import inspect
 import os
 import tempfile
 from dataclasses import dataclass
@@ -25,8 +19,7 @@ from typing import Any, Iterator, Optional
 
 from omegaconf import DictConfig
 
-from training import fsdp
-from training.config import ConfigError, datasets, gpu_settings, oci_urls, remotes
+from training.config import ConfigError, datasets, gpu_settings
 
 # flash-attn has no wheels on PyPI, only an sdist whose setup.py fetches a prebuilt wheel from
 # the project's GitHub release matching torch's major.minor, CUDA major and C++ ABI, else
@@ -264,39 +257,6 @@ def check_temp_dir(cfg, where: str) -> None:
                   f'folder of at most {TMPDIR_MAX} bytes, e.g. TMPDIR=/tmp')
 
 
-# ----------------------------------------------------------------------------- the recipe
-
-# Keys llm-foundry's text loader reads from `train_loader.dataset` besides the dataset classes'
-# own parameters (llmfoundry/data/text_data.py and data/utils.py); anything else it drops silently.
-_LOADER_KEYS = {'streams', 'eos_token_id', 'bos_token_id', 'override_eos_token_id_mismatch_error',
-                'override_bos_token_id_mismatch_error', 'seq_parallel_replication'}
-
-
-def _valid_dataset_keys() -> set[str]:
-    from llmfoundry.data.text_data import StreamingTextDataset
-    from streaming import StreamingDataset
-    return (set(inspect.signature(StreamingTextDataset).parameters)
-            | set(inspect.signature(StreamingDataset).parameters)
-            | _LOADER_KEYS) - {'self', 'kwargs'}
-
-
-def check_dataset_keys(cfg: DictConfig, where: str) -> None:
-    """llm-foundry drops unknown keys under `train_loader.dataset`; we refuse them instead."""
-    valid = _valid_dataset_keys()
-    for loader in ('train_loader', 'eval_loader'):
-        dataset = cfg.get(loader, {}).get('dataset', {}) if cfg.get(loader) else {}
-        for key in dataset:
-            if key not in valid:
-                near = difflib.get_close_matches(key, sorted(valid), n=1)
-                hint = f' (did you mean {near[0]!r}?)' if near else ''
-                raise ConfigError(f'{where}: unknown key {loader}.dataset.{key}{hint}')
-        # streaming uses download_retry as the number of tries: 0 fails deep in dataset setup.
-        retry = dataset.get('download_retry') if dataset else None
-        if retry is not None and (not isinstance(retry, int) or retry < 1):
-            raise ConfigError(f'{where}: {loader}.dataset.download_retry must be an integer '
-                              f'>= 1 (streaming counts tries, not re-tries), got {retry!r}')
-
-
 def check_devices(cfg: DictConfig, where: str) -> None:
     """Settings that need CUDA GPUs, on a machine without them (a GPU recipe tried on a laptop),
     fail in Composer or llm-foundry only once the model is being built, with a traceback. FSDP
@@ -314,43 +274,6 @@ def check_devices(cfg: DictConfig, where: str) -> None:
     if gpus and procs > gpus:
         raise ConfigError(f'{where}: {procs} processes on this node but {gpus} CUDA GPU(s): '
                           f'one GPU per process (composer -n {gpus} train.py ...)')
-
-
-def check_fsdp(cfg: DictConfig, where: str) -> None:
-    """`fsdp_config.version` (ours, training/fsdp.py) is 1 or 2, and version 2 carries no FSDP1
-    setting that it would ignore (Composer only warns)."""
-    section = fsdp.fsdp_section(cfg)
-    if not section or 'version' not in section:
-        return
-    want = section.get('version')
-    if want not in fsdp.VERSIONS:
-        raise ConfigError(f'{where}: fsdp_config.version must be 1 (torch FSDP, CUDA only) or '
-                          f'2 (torch fully_shard), got {want!r}')
-    ignored = [k for k in fsdp.FSDP1_ONLY if k in section] if want == 2 else []
-    if ignored:
-        raise ConfigError(f'{where}: fsdp_config.{ignored[0]} is an FSDP1 setting that '
-                          f'fsdp_config.version 2 ignores: remove it, or use version: 1')
-
-
-def check_schema(cfg: DictConfig, where: str) -> None:
-    """llm-foundry's own validation of the whole config (unknown top-level keys, types)."""
-    from llmfoundry.command_utils.train import TRAIN_CONFIG_KEYS, TrainConfig
-    from llmfoundry.utils.config_utils import make_dataclass_and_log_config
-    try:
-        make_dataclass_and_log_config(cfg.copy(), TrainConfig, TRAIN_CONFIG_KEYS,
-                                      transforms='all')
-    except Exception as err:  # llm-foundry raises several types; the message is what matters
-        raise ConfigError(f'{where}: {err}') from None
-
-
-def check_export_folder(cfg: DictConfig, where: str) -> None:
-    """The recipes' hf_checkpointer exports into ${save_folder}; with save_folder=null it would
-    fail inside llm-foundry with an AttributeError once the trainer is being built."""
-    export = (cfg.get('callbacks') or {}).get('hf_checkpointer')
-    if export is not None and not export.get('save_folder'):
-        raise ConfigError(f'{where}: callbacks.hf_checkpointer.save_folder is empty (the '
-                          f'recipes export the model into save_folder): set save_folder, or '
-                          f'callbacks.hf_checkpointer.save_folder=PATH for the exported model')
 
 
 def check_local_folders(cfg: DictConfig, where: str) -> None:
@@ -373,53 +296,11 @@ def check_local_folders(cfg: DictConfig, where: str) -> None:
             raise ConfigError(f'{where}: {key} {path!r}: no permission to write in {parent}')
 
 
-def check_recipe(cfg: DictConfig, where: str) -> None:
-    """What the recipe alone tells, on any machine."""
-    check_fsdp(cfg, where)
-    check_schema(cfg, where)
-    check_dataset_keys(cfg, where)
-    check_export_folder(cfg, where)
-
-
 def check_machine(cfg: DictConfig, where: str) -> None:
-    """What this machine has for the recipe: devices, folders, packages, the tokenizer and
+    """What this machine has for the recipe: packages, devices, folders, the tokenizer and
     model sources, TMPDIR."""
     check_packages(cfg, where)
     check_devices(cfg, where)
     check_local_folders(cfg, where)
     check_sources(cfg, where)
     check_temp_dir(cfg, where)
-
-
-# ----------------------------------------------------------------------------- the remotes
-
-def check_remotes(cfg: DictConfig, where: str) -> None:
-    """Every remote's scheme is known and its credentials usable; save_folder in oci:// is
-    listed through the object store Composer will save with (training.checkpoints)."""
-    from data_prep.storage import RemoteError, check_url
-    from training import checkpoints
-    save = cfg.get('save_folder')
-    for url in remotes(cfg):
-        try:
-            checkpoints.install(oci_urls(cfg))
-            if url == save and url.startswith('oci://'):
-                checkpoints.check_folder(url, str(cfg.get('run_name')))
-            else:
-                check_url(url)
-        except RemoteError as err:
-            raise ConfigError(f'{where}: {err}') from None
-
-
-def check_cache_free(cfg: DictConfig, where: str) -> None:
-    """Two runs sharing one cache folder evict each other's shards; streaming refuses it only
-    deep in dataset setup (and only while its shared memory survives)."""
-    from training.shards import shared_memory
-    for key, _, local, split in datasets(cfg):
-        if not local:
-            continue
-        folder = os.path.abspath(os.path.join(local, split or ''))
-        pids = shared_memory.live_users([folder]).get(folder)
-        if pids:
-            raise ConfigError(f'{where}: {key}.local {local!r} is the cache of a run still '
-                              f'going on this machine (pid {", ".join(map(str, pids))}): give '
-                              f'this run its own cache folder, or wait for that one to end')
