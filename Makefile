@@ -101,22 +101,22 @@ train: convert tokenizer  ## fine-tune with a recipe on the converted data, FSDP
 	$(ENV) $(VENV)/bin/composer -n $(TRAIN_PROCS) train.py $(YAML)
 
 bench: $(STAMP)  ## the six tests, loader headroom, zstd vs link speed, offline; the report (REMOTE=..., YAML=...)
-	$(PY) scripts/bench.py $(BENCH_ARGS)
+	$(PY) -m scripts.bench.end_to_end $(BENCH_ARGS)
 
 bench-start: $(STAMP) sample tokenizer  ## start-up at C4 size per shuffle setting: first batch, resume, memory (~20-40 min)
-	$(PY) scripts/bench_start.py
+	$(PY) -m scripts.bench.start
 
 bench-convert: $(STAMP)  ## ours vs the seed's loop vs the per-core limit, whole processes (BENCH_MB=1000 of text)
-	$(PY) scripts/bench_convert.py --size-mb $(BENCH_MB)
+	$(PY) -m scripts.bench.convert --size-mb $(BENCH_MB)
 
 bench-hub: $(STAMP)  ## ours vs the seed's single stream, from a far-away hub (50 MB/s, 40 ms; BENCH_MB=192)
-	$(PY) scripts/bench_hub.py --size-mb $(BENCH_MB)
+	$(PY) -m scripts.bench.hub --size-mb $(BENCH_MB)
 
 dataflow-archive: $(STAMP)  ## OCI Data Flow's dependency archive: build/dataflow/archive.zip (TORCH=torch wheel or spec)
-	$(PY) scripts/dataflow_archive.py --out $(BUILD)/dataflow $(if $(TORCH),--torch $(TORCH))
+	$(PY) -m scripts.dataflow.archive --out $(BUILD)/dataflow $(if $(TORCH),--torch $(TORCH))
 
 bench-store: $(STAMP)  ## GET throughput of the local OCI store on loopback (MB/s)
-	$(PY) scripts/bench_store.py
+	$(PY) -m scripts.bench.store
 
 # A one-host Slurm for trying scripts/slurm/train.sbatch here (tests/scripts/test_slurm_batch.py
 # starts its own the same way). Root: installs Debian's slurm-wlm and munge when missing.
@@ -128,14 +128,14 @@ slurm-stop:  ## stop the one-host Slurm started by make slurm
 
 # The GPU machine's packages (docs/gpu_check.md): rebuilt when the pins or entry points change.
 GPU_PACK := $(BUILD)/gpu/gpu-site.tar.xz
-$(GPU_PACK): gpu-constraints.txt setup.py scripts/gpu_pack.sh | $(STAMP)
-	PY=$(PY) scripts/gpu_pack.sh $@
+$(GPU_PACK): gpu-constraints.txt setup.py scripts/gpu_check/pack.sh | $(STAMP)
+	PY=$(PY) scripts/gpu_check/pack.sh $@
 
 gpu-pack: $(GPU_PACK)  ## pack what the GPU machine lacks for CPython 3.12 (build/gpu/gpu-site.tar.xz, <= 60 MiB)
 
 # No dependency on the archive: on the GPU machine there is no registry to rebuild it from.
 gpu-check:  ## on a GPU machine: unpack the archive, train MPT-1B and Qwen2, one table (--dry-run: GPU_CHECK_ARGS=--dry-run)
-	scripts/gpu_check.sh $(GPU_CHECK_ARGS)
+	scripts/gpu_check/run.sh $(GPU_CHECK_ARGS)
 
 clean:  ## remove build outputs and results (keeps .venv and the store's data)
 	rm -rf $(BUILD) results

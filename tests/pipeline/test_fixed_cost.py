@@ -1,5 +1,5 @@
 """What a conversion costs before its first record and after its last part, checked by what
-the processes do, not by timing them (machines are noisy): see scripts/bench_convert.py for
+the processes do, not by timing them (machines are noisy): see scripts/bench/convert.py for
 the seconds."""
 import json
 import re

@@ -22,7 +22,8 @@ ROW_FROM_METRICS = {'samples_per_s': 'throughput_samples_per_s',
 @pytest.mark.e2e
 @pytest.mark.timeout(900)  # make bench end to end, six trainings: 371 s in a fresh-clone run
 def test_smallest_bench_rows_agree_with_each_runs_metrics(tmp_path):
-    proc = run([PY, 'scripts/bench.py', '--sample-mb', '1', '--steps', '3', '--no-plain-pair',
+    proc = run([PY, '-m', 'scripts.bench.end_to_end', '--sample-mb', '1', '--steps', '3',
+                '--no-plain-pair',
                 '--bandwidths', '3', '--loader-formats', 'tokens',
                 '--build', str(tmp_path / 'build'), '--store-dir', str(tmp_path / 'store'),
                 '--out', str(tmp_path / 'results'), '--startup', str(tmp_path / 'none')],

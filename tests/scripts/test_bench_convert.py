@@ -15,7 +15,7 @@ pytestmark = [pytest.mark.slow, pytest.mark.e2e]
 
 def test_smallest_bench_convert_rows_are_whole_and_consistent(sample_dir, tmp_path):
     out = tmp_path / 'bench.json'
-    proc = run([PY, 'scripts/bench_convert.py', '--input-dir', str(sample_dir), '--rounds', '1',
+    proc = run([PY, '-m', 'scripts.bench.convert', '--input-dir', str(sample_dir), '--rounds', '1',
                 '--build', str(tmp_path / 'build'), '--json', str(out)], timeout=900)
     res = json.loads(out.read_text())
     rows = res['rows']

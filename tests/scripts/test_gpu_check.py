@@ -1,5 +1,5 @@
 """The GPU check is prepared here and runs in one call on a bare GPU machine: the archive it
-carries fits and holds the training stack, and scripts/gpu_check.sh --dry-run runs the same
+carries fits and holds the training stack, and scripts/gpu_check/run.sh --dry-run runs the same
 script, archive and commands with only the training replaced, so the call cannot fail on a
 missing file or a wrong path."""
 import json
@@ -46,9 +46,9 @@ def pins_file(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope='module')
 def archive(pins_file) -> Path:
-    """scripts/gpu_pack.sh (what `make gpu-pack` runs) on the small pin set."""
+    """scripts/gpu_check/pack.sh (what `make gpu-pack` runs) on the small pin set."""
     out = pins_file.parent / 'gpu-site.tar.xz'
-    run(['bash', 'scripts/gpu_pack.sh', str(out)], timeout=900,
+    run(['bash', 'scripts/gpu_check/pack.sh', str(out)], timeout=900,
         env={'GPU_PINS': str(pins_file), 'PY': PY})
     assert out.is_file()
     return out
@@ -56,14 +56,15 @@ def archive(pins_file) -> Path:
 
 @pytest.fixture(scope='module')
 def dry_run(archive, pins_file, tmp_path_factory):
-    """`scripts/gpu_check.sh --dry-run` in a fresh folder: (its work folder, OUT, its output)."""
+    """`scripts/gpu_check/run.sh --dry-run` in a fresh folder: (its work folder, OUT, its
+    output)."""
     tmp = tmp_path_factory.mktemp('gpu_check')
     work, out = tmp / 'work', tmp / 'out'
     env = {'PYTHON': PY, 'GPU_CHECK_DIR': str(work), 'OUT': str(out),
            'GPU_CHECK_SAMPLE_MB': '1', 'GPU_CHECK_ARCHIVE': str(archive),
            'GPU_PINS': str(pins_file),
            'GPU_CHECK_STORE_PORT': str(free_port())}  # not 9300: make store's, in other tests
-    proc = run(['bash', 'scripts/gpu_check.sh', '--dry-run'], timeout=1200, env=env)
+    proc = run(['bash', 'scripts/gpu_check/run.sh', '--dry-run'], timeout=1200, env=env)
     return work, out, proc.stdout
 
 
@@ -132,7 +133,7 @@ def test_pack_over_its_limit_keeps_nothing(tmp_path):
     out = tmp_path / 'gpu-site.tar.xz'
     pins_file = tmp_path / 'pins.txt'
     pins_file.write_text(SMALL_PINS[0] + '\n')  # one small package is enough to be over 0
-    proc = subprocess.run(['bash', 'scripts/gpu_pack.sh', str(out)], cwd=ROOT,
+    proc = subprocess.run(['bash', 'scripts/gpu_check/pack.sh', str(out)], cwd=ROOT,
                           env={**os.environ, 'GPU_PINS': str(pins_file), 'PY': PY,
                                'GPU_PACK_LIMIT_MIB': '0'},
                           capture_output=True, text=True, timeout=900)
@@ -213,7 +214,7 @@ def gpu_check_report_running(store_dir: Path) -> bool:
 def test_missing_archive_fails_in_one_line_before_any_work(tmp_path):
     env = {**os.environ, 'PYTHON': PY, 'GPU_CHECK_DIR': str(tmp_path / 'w'),
            'GPU_CHECK_ARCHIVE': str(tmp_path / 'nope.tar.xz')}
-    proc = subprocess.run(['bash', 'scripts/gpu_check.sh'], cwd=ROOT, env=env,
+    proc = subprocess.run(['bash', 'scripts/gpu_check/run.sh'], cwd=ROOT, env=env,
                           capture_output=True, text=True, timeout=60)
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines() == [

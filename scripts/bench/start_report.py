@@ -1,15 +1,12 @@
-"""`make bench-start`'s report (scripts/bench_start.py): results.json and report.md, the
+"""`make bench-start`'s report (scripts/bench/start.py): results.json and report.md, the
 start-up table, its sentence and notes, or `--compare`'s side-by-side table. `make bench`'s
-report (scripts/bench_report.py) includes the latest start-up table."""
+report (scripts/bench/end_to_end_report.py) includes the latest start-up table."""
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from scripts.benchlib import fmt, machine  # noqa: E402
+from scripts.bench.lib import fmt, machine
 
 # One BM.H100.8's front-end link (docs/design.md): 100 Gbps.
 LINK_MB_S = 12_500

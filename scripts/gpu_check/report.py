@@ -1,4 +1,4 @@
-"""The GPU check's checks and its closing table (scripts/gpu_check.sh calls each mode).
+"""The GPU check's checks and its closing table (scripts/gpu_check/run.sh calls each mode).
 
   --check-site SITE [--need-gpu]   the unpacked archive holds every package pinned in
                                    gpu-constraints.txt and our entry points; on Python 3.12 the
@@ -23,10 +23,9 @@ import shutil
 import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+from scripts.bench.lib import fmt
 
-from scripts.benchlib import fmt  # noqa: E402
+ROOT = Path(__file__).resolve().parents[2]
 
 # GPU_PINS: another pins file (the tests pack and check a few packages, not all 102)
 PINS = Path(os.environ.get('GPU_PINS') or ROOT / 'gpu-constraints.txt')
@@ -144,7 +143,6 @@ def _check_stack(site: Path, need_gpu: bool) -> list[str]:
 
 def check_recipes(planned: Path) -> list[str]:
     """train.py's checks on each planned run: one line `YAML KEY=VALUE ...`, shell-quoted."""
-    sys.path.insert(0, str(ROOT))
     from training import checks
     from training.config import ConfigError, load_config
     problems = []
@@ -169,7 +167,6 @@ def check_store(url: str) -> list[str]:
     import tempfile
     import time
     from urllib.parse import urlparse
-    sys.path.insert(0, str(ROOT))
     try:
         from training import checkpoints
     except ImportError:
@@ -355,7 +352,7 @@ def table(runs: Path, out: Path, dry_run: bool, logs: Path | None = None) -> tup
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog='scripts/gpu_check_report.py', description=__doc__,
+    parser = argparse.ArgumentParser(prog='python -m scripts.gpu_check.report', description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     mode = parser.add_mutually_exclusive_group(required=True)
     mode.add_argument('--check-site', metavar='SITE', help='the unpacked archive')

@@ -10,12 +10,12 @@
      reads the same samples in the same order (same shard boundaries, seed and shuffle), so the
      training losses, step for step, and the held-out losses must be equal across runs: the
      proof that compression changes nothing the model sees (checked; exit 1 if not);
-7-8. loader only, no model (scripts/bench_loader.py): what one loader core delivers with the
+7-8. loader only, no model (scripts/bench/loader.py): what one loader core delivers with the
      GPU recipes' dataloader settings, text and pre-tokenized, cold and warm, and the same
      cold passes over the store shaped at several per-connection bandwidths.
 Shards are small (the sample's size / 96), so every part spans >= 8 and each pass crosses
 shard boundaries as it does at C4 size. Start-up at C4 size is `make bench-start`
-(scripts/bench_start.py); its latest results join this report when they exist.
+(scripts/bench/start.py); its latest results join this report when they exist.
 
 Offline by default, against the local OCI store (data in .store/data, started here).
 `--remote oci://bucket@namespace/prefix` or `s3://bucket/prefix` runs the same steps there
@@ -37,12 +37,11 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+from scripts.bench.end_to_end_report import write_report
+from scripts.bench.lib import link_latest, results_folder
+from scripts.bench.loader import BANDWIDTHS, shard_limit
 
-from scripts.bench_loader import BANDWIDTHS, shard_limit  # noqa: E402
-from scripts.bench_report import write_report  # noqa: E402
-from scripts.benchlib import link_latest, results_folder  # noqa: E402
+ROOT = Path(__file__).resolve().parents[2]
 
 VARIANTS = {'uncompressed': 'none', 'zstd': 'zstd'}
 LOCAL_TOKENIZER = 'build/tokenizer'  # what the CPU recipes name
@@ -215,10 +214,10 @@ def train_run(args, recipe: Path, remote: str, env: dict, name: str, cache: Path
 
 
 def loader_stages(args, out: Path) -> dict | None:
-    """Stages 7-8 (scripts/bench_loader.py, its own process: it imports llm-foundry)."""
+    """Stages 7-8 (scripts/bench/loader.py, its own process: it imports llm-foundry)."""
     path = out / 'loader.json'
     build = Path(args.build)
-    cmd = [sys.executable, 'scripts/bench_loader.py', '--sample', str(build / 'c4_sample'),
+    cmd = [sys.executable, '-m', 'scripts.bench.loader', '--sample', str(build / 'c4_sample'),
            '--tokenizer', str(build / 'tokenizer'), '--store-dir', args.store_dir,
            '--size-limit', str(shard_limit(args.sample_mb)), '--bandwidths', args.bandwidths,
            '--cache', str(build / 'bench-loader-cache'), '--stages', f'7,8/{STAGES}',
@@ -251,7 +250,7 @@ def plan_runs(shaping: bool, plain_pair: bool = True) -> list[tuple[str, str, st
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog='scripts/bench.py', description=__doc__,
+    p = argparse.ArgumentParser(prog='python -m scripts.bench.end_to_end', description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument(
         '--remote',

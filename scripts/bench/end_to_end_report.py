@@ -5,18 +5,15 @@ from __future__ import annotations
 import json
 import math
 import os
-import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from scripts.bench_start_report import (  # noqa: E402
+from scripts.bench.lib import fmt, machine, pct
+from scripts.bench.start_report import (
     LINK_MB_S,
     start_rows,
     start_sentence,
     start_table,
 )
-from scripts.benchlib import fmt, machine, pct  # noqa: E402
 
 
 def convert_figure(summary: dict) -> tuple[float | None, str]:

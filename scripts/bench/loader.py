@@ -13,7 +13,7 @@ predownload, prefetch, 2048-token samples), one rank, from the local OCI store.
 Per-core rates come from CPU seconds (user + system of the loader's processes), so they hold
 while other programs share the cores; wall rates on this machine are given beside them.
 
-    python scripts/bench_loader.py --sample build/c4_sample --out loader.json
+    python -m scripts.bench.loader --sample build/c4_sample --out loader.json
 """
 from __future__ import annotations
 
@@ -25,10 +25,9 @@ import sys
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+from scripts.bench.lib import in_child, machine
 
-from scripts.benchlib import in_child, machine  # noqa: E402
+ROOT = Path(__file__).resolve().parents[2]
 
 BUCKET = 'c4-bench'
 VARIANTS = {'uncompressed': None, 'zstd': 'zstd'}
@@ -82,7 +81,7 @@ def loader_pass(loader: dict, url: str, cache: Path, tokenizer: str, env: dict,
     from llmfoundry.data.text_data import build_text_dataloader
     from transformers import AutoTokenizer
 
-    from scripts.benchlib import tree_cpu
+    from scripts.bench.lib import tree_cpu
     from training.shards.shared_memory import clean_stale_shared_memory
     os.environ.update(env)
     clean_stale_shared_memory()
@@ -219,7 +218,7 @@ def run_all(args) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog='scripts/bench_loader.py', description=__doc__,
+    p = argparse.ArgumentParser(prog='python -m scripts.bench.loader', description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument('--sample', default='build/c4_sample', help='C4-format sample (make sample)')
     p.add_argument('--tokenizer', default='build/tokenizer', help='tokenizer folder')

@@ -1,6 +1,6 @@
 """GET throughput of the local OCI store on loopback: it must not be the bottleneck.
 
-    python scripts/bench_store.py [--objects 8 --size-mb 64 --connections 1,4 --json out.json]
+    python -m scripts.bench.store [--objects 8 --size-mb 64 --connections 1,4 --json out.json]
                                   [--baseline CHECKOUT]   (another commit's store, side by side)
 
 Starts a store on a free port with no shaping, puts shard-sized objects in it, then reads
@@ -25,10 +25,9 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from local_services.oci_store import Knobs, RunningStore, start_store  # noqa: E402
-from local_services.oci_store.auth import sign  # noqa: E402
-from scripts.benchlib import machine, process_cpu  # noqa: E402
+from local_services.oci_store import Knobs, RunningStore, start_store
+from local_services.oci_store.auth import sign
+from scripts.bench.lib import machine, process_cpu
 
 BUCKET = 'bench'
 

@@ -13,7 +13,7 @@ with what converting needs, for Data Flow's Spark 3.5.0 / Python 3.11 on x86_64 
 3. Zip, and check: unpack into a temporary folder and convert the sample into the store again
    with a Python that sees only the standard library and the archive (python -S).
 
-    python scripts/dataflow_archive.py [--out build/dataflow] [--torch SPEC_OR_WHEEL] [--no-check]
+    python -m scripts.dataflow.archive [--out build/dataflow] [--torch SPEC_OR_WHEEL] [--no-check]
 
 The registries it needs: PyPI (or its mirror in pip's configuration) and, for the default
 torch, https://download.pytorch.org/whl/cpu; a wheel file can be given instead (--torch).
@@ -31,7 +31,7 @@ import tempfile
 import zipfile
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 SITE = 'python/lib/python3.11/site-packages'
 TORCH_INDEX = 'https://download.pytorch.org/whl/cpu'
 DATAFLOW_HAS = {'pyspark', 'py4j'}
@@ -229,5 +229,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == '__main__':
-    sys.path.insert(0, str(ROOT))
     sys.exit(main())

@@ -15,7 +15,7 @@ uncompressed input JSON per second of the whole process (start-up included), and
 alone (after imports and checks); CPU seconds are the process's and its workers', so MB per
 CPU-second does not drop when other programs share the cores.
 
-    python scripts/bench_hub.py [--size-mb 192] [--files 8] [--workers N] [--rounds 1]
+    python -m scripts.bench.hub [--size-mb 192] [--files 8] [--workers N] [--rounds 1]
 """
 from __future__ import annotations
 
@@ -27,10 +27,9 @@ import sys
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+from scripts.bench.lib import machine, run_timed, save_json
 
-from scripts.benchlib import machine, run_timed, save_json  # noqa: E402
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def seed_loop(out: str) -> int:
@@ -38,7 +37,7 @@ def seed_loop(out: str) -> int:
     import datasets  # noqa: F401  (imports are not the work)
     import streaming  # noqa: F401
 
-    from scripts.bench_convert import side_naive
+    from scripts.bench.convert import side_naive
     shutil.rmtree(out, ignore_errors=True)
     t0, c0 = time.perf_counter(), time.process_time()
     result = side_naive([], out, dataset='allenai/c4', subset='en')
@@ -114,7 +113,7 @@ def main(argv: list[str] | None = None) -> int:
                            '--subset', 'en', '--remote', out, '--compression', 'zstd',
                            '--workers', str(args.workers), '--no-progress', '--json']
                 else:
-                    cmd = [sys.executable, 'scripts/bench_hub.py', '--seed-loop', out]
+                    cmd = [sys.executable, '-m', 'scripts.bench.hub', '--seed-loop', out]
                 seconds, cpu_seconds, stdout = timed(cmd, env)
                 inner = json.loads(stdout[stdout.index('{'):])
                 # inner seconds: the work after imports (ours: after its checks too)

@@ -2,7 +2,7 @@
 # The GPU check: FSDP fine-tuning steps with our callbacks on one GPU, in one call
 # (docs/gpu_check.md).
 #
-#   scripts/gpu_check.sh [--dry-run]      (make gpu-check; make gpu-pack first, here)
+#   scripts/gpu_check/run.sh [--dry-run]      (make gpu-check; make gpu-pack first, here)
 #
 # 1. unpacks build/gpu/gpu-site.tar.xz (make gpu-pack: the packages the GPU machine lacks, for
 #    CPython 3.12) and puts it on PYTHONPATH after the repository;
@@ -19,7 +19,7 @@
 #    qwen2: yamls/gpu_check/qwen2_fsdp.yaml, all 28 layers, no activation checkpointing, no
 #           checkpoint: MFU of the Qwen2.5-1.5B shape, with the recipes' FSDP2 and again with
 #           FSDP1 (fsdp_config.version=1), side by side;
-# 4. prints one table (scripts/gpu_check_report.py): every run beside llm-foundry's published
+# 4. prints one table (scripts/gpu_check/report.py): every run beside llm-foundry's published
 #    rows, the checkpoints' save and load seconds and MB/s (from the store's request log), FSDP
 #    seen in each log, the losses after resume; copies reports and logs to $OUT.
 #
@@ -38,7 +38,7 @@
 #   QWEN2_MICROBATCH (checkpoint runs, 4), QWEN2_MFU_MICROBATCH (28-layer run, 4),
 #   QWEN2_CKPT_LAYERS (8), GPU_CHECK_STORE_PORT (9300), QWEN2_OVERRIDES (added to every Qwen2 run).
 set -euo pipefail
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/../.."
 ROOT=$PWD
 
 DRY=0
@@ -68,7 +68,7 @@ say() { echo "[gpu-check +${SECONDS}s] $*"; }
 die() { echo "gpu_check: error: $*" >&2; exit 2; }
 
 # Every file the call needs, checked before anything is spent on it.
-for f in train.py "$ARCHIVE" scripts/gpu_check_report.py yamls/gpu_check/mpt_1b.yaml \
+for f in train.py "$ARCHIVE" scripts/gpu_check/report.py yamls/gpu_check/mpt_1b.yaml \
          yamls/gpu_check/qwen2_fsdp.yaml yamls/gpu_check/qwen2_1.5b/config.json; do
     [[ -f $f ]] || die "$f is missing (the archive: make gpu-pack here, and carry build/gpu)"
 done
@@ -90,7 +90,7 @@ elif (( DRY )); then
 else
     die "$PYTHON is Python $pyver; the carried packages are for 3.12"
 fi
-"$PYTHON" scripts/gpu_check_report.py --check-site "$SITE" $( ((DRY)) || echo --need-gpu)
+"$PYTHON" -m scripts.gpu_check.report --check-site "$SITE" $( ((DRY)) || echo --need-gpu)
 
 # 2. data: the same commands as `make sample tokenizer` and a conversion into a local folder
 "$PYTHON" -m local_services.oci_store stop --data-dir "$STORE" >/dev/null 2>&1 || true
@@ -112,7 +112,7 @@ eval "$(grep '^export ' <<< "$store_out")"
 stop_store() { "$PYTHON" -m local_services.oci_store stop --data-dir "$STORE" >/dev/null 2>&1 || true; }
 trap stop_store EXIT
 CKPT=oci://gpu-check@local/checkpoints
-if ! "$PYTHON" scripts/gpu_check_report.py --check-store "$CKPT/probe"; then
+if ! "$PYTHON" -m scripts.gpu_check.report --check-store "$CKPT/probe"; then
     CKPT=$WORK/checkpoints
     say "oci:// checkpoints need our Composer object store (data_prep's); saving to $CKPT"
 fi
@@ -183,12 +183,12 @@ if [[ $ONLY == *,qwen2,* ]]; then
 fi
 
 if (( DRY )); then
-    "$PYTHON" scripts/gpu_check_report.py --check-recipes "$WORK/planned_runs.txt" \
+    "$PYTHON" -m scripts.gpu_check.report --check-recipes "$WORK/planned_runs.txt" \
         || failed+=(recipes)
 fi
 
 # 4. the table, last
 say "reports and logs in $OUT${failed[*]:+; failed: ${failed[*]}}"
-"$PYTHON" scripts/gpu_check_report.py --runs "$RUNS" --out "$OUT" --logs "$OUT" \
+"$PYTHON" -m scripts.gpu_check.report --runs "$RUNS" --out "$OUT" --logs "$OUT" \
     --store-log "$STORE/run/requests.jsonl" --checkpoints "$CKPT" $( ((DRY)) && echo --dry-run)
 (( ${#failed[@]} == 0 ))

@@ -23,7 +23,7 @@ are interleaved so a change of load hits all sides alike; each side's best round
 whole-process time) is kept. Targets on this 2-core machine: start-up <= 1.5 s,
 end <= 0.3 s, (a) >= 1.7x (b) as whole processes on >= 1 GB of JSON.
 
-    python scripts/bench_convert.py [--size-mb 1000] [--files 8] [--rounds 2]
+    python -m scripts.bench.convert [--size-mb 1000] [--files 8] [--rounds 2]
                                     [--input-dir DIR] [--json results/bench_convert.json]
 """
 from __future__ import annotations
@@ -37,10 +37,9 @@ import sys
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+from scripts.bench.lib import fmt, machine, run_timed, save_json
 
-from scripts.benchlib import fmt, machine, run_timed, save_json  # noqa: E402
+ROOT = Path(__file__).resolve().parents[2]
 
 C4_EN_TEXT_GB = 828.6   # allenai/c4 en: text only
 C4_EN_JSON_GB = 897.0   # the same as JSON lines (text / JSON of C4-like records)
@@ -155,7 +154,7 @@ def _row(report: dict, start: float, end: float, cpu: float, input_bytes: int) -
 def run_side(side: str, files: list[str], out: str, input_bytes: int = 0) -> dict:
     """(b) or (c) in a process of its own: this script with --side. (b) does not count its
     input bytes: `input_bytes` are (c)'s, of the same files."""
-    cmd = [sys.executable, str(Path(__file__).resolve()), '--side', side, '--out', out,
+    cmd = [sys.executable, '-m', 'scripts.bench.convert', '--side', side, '--out', out,
            '--', *files]
     report, start, end, cpu = _timed(cmd, out if side == 'naive' else None)
     nbytes = report.get('input_bytes', input_bytes)

@@ -7,15 +7,15 @@
 # into one folder with --no-deps (the list is the whole set: torch must not come along), trimmed
 # (tests, headers, pyarrow's Flight library), plus a dist-info holding this project's entry
 # points (llm-foundry finds our callbacks through them; the code itself comes from the tree).
-# scripts/gpu_check.sh unpacks it and puts it on PYTHONPATH.
+# scripts/gpu_check/run.sh unpacks it and puts it on PYTHONPATH.
 #
-#   scripts/gpu_pack.sh [OUT]        (default build/gpu/gpu-site.tar.xz)
+#   scripts/gpu_check/pack.sh [OUT]        (default build/gpu/gpu-site.tar.xz)
 #
 # GPU_PINS: another pins file (default gpu-constraints.txt; the tests pack a few packages).
 # The archive is checked before it is kept: at most LIMIT_MIB, and every pin and our entry
-# points in it (scripts/gpu_check_report.py --check-site, the check the GPU machine runs).
+# points in it (scripts/gpu_check/report.py --check-site, the check the GPU machine runs).
 set -euo pipefail
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/../.."
 PY=${PY:-.venv/bin/python}
 OUT=${1:-build/gpu/gpu-site.tar.xz}
 PINS=${GPU_PINS:-gpu-constraints.txt}
@@ -94,7 +94,7 @@ with open(os.path.join(info, 'entry_points.txt'), 'w') as f:
 EOF
 
 # What the GPU machine checks first, checked here before anything is kept.
-if ! "$PY" scripts/gpu_check_report.py --check-site "$site" >&2; then
+if ! "$PY" -m scripts.gpu_check.report --check-site "$site" >&2; then
     echo "gpu-pack: error: the packed folder lacks pins or entry points (above)" >&2
     exit 1
 fi

@@ -22,7 +22,7 @@ Per setting (shuffle_algo, num_canonical_nodes, shuffle_block_size) it reports
     DataLoader (one rank, the recipe's 8 workers): dataset construction to first batch,
     fresh and resumed, with the loader processes' peak memory.
 
-    python scripts/bench_start.py [--formats tokens,text] [--quick] [--out results/bench-start]
+    python -m scripts.bench.start [--formats tokens,text] [--quick] [--out results/bench-start]
 """
 from __future__ import annotations
 
@@ -36,10 +36,9 @@ import time
 import warnings
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+from scripts.bench.lib import in_child, link_latest, results_folder
 
-from scripts.benchlib import in_child, link_latest, results_folder  # noqa: E402
+ROOT = Path(__file__).resolve().parents[2]
 
 SHARD_LIMIT = 1 << 26  # streaming's default size_limit, 64 MiB, as the recipes' data is written
 # C4 `en` train (docs/design.md): documents, and ~156 B tokens concatenated into 2048-token samples.
@@ -247,7 +246,7 @@ def first_batch(loader: dict, remote: Path, cache: Path, tokenizer: str, overrid
     import psutil
     from llmfoundry.data.text_data import build_text_dataloader
 
-    from scripts.benchlib import TreeSampler, tree_cpu, tree_memory
+    from scripts.bench.lib import TreeSampler, tree_cpu, tree_memory
     from training.shards.shared_memory import clean_stale_shared_memory
     clean_stale_shared_memory()
     shutil.rmtree(cache, ignore_errors=True)
@@ -406,7 +405,7 @@ def compare(args, loader: dict, work: Path, shapes: dict) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog='scripts/bench_start.py', description=__doc__,
+    p = argparse.ArgumentParser(prog='python -m scripts.bench.start', description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument('--recipe', default='yamls/c4_zstd.yaml',
                    help="the recipe whose train_loader is measured (default yamls/c4_zstd.yaml)")
@@ -445,7 +444,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.compare:
         args.formats = 'tokens'
     results = run(args)
-    from scripts.bench_start_report import write_start_report
+    from scripts.bench.start_report import write_start_report
     report = write_start_report(out, results, seconds=time.time() - started)
     latest = link_latest(out)
     print('\n' + report)

@@ -37,7 +37,7 @@ try:
 except ImportError:  # gpu_check_report imports fmt on the device's bare Python, before its site
     psutil = None
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 STACK = ['llm-foundry', 'mosaicml', 'mosaicml-streaming', 'torch', 'transformers', 'datasets',
          'oci']
 
