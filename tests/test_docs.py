@@ -47,7 +47,7 @@ def named_paths(text: str) -> set[str]:
 
 
 def exists(path: str) -> bool:
-    """A file or folder, or `scripts/bench_convert.side_naive`: a name in a module."""
+    """A file or folder, or `scripts/bench/convert.side_naive`: a name in a module."""
     module = path.rsplit('.', 1)[0] + '.py'
     return (ROOT / path).exists() or ('.' in path.rsplit('/', 1)[-1] and (ROOT / module).is_file())
 

@@ -8,7 +8,7 @@ exit, each with its own empty HF_HOME (the README, listings and files come from 
 (a) ours: `python -m data_prep.convert --dataset allenai/c4 --subset en --compression zstd`
     with all workers: each hub file is one part, so the workers download in parallel;
 (b) the seed walkthrough: one `load_dataset('allenai/c4', 'en', streaming=True)` loop into
-    one MDSWriter (scripts/bench_convert.side_naive), one stream.
+    one MDSWriter (scripts/bench/convert.side_naive), one stream.
 
 Both write zstd MDS to a local folder, so the hub path is what is measured. MB/s are of
 uncompressed input JSON per second of the whole process (start-up included), and of the work
