@@ -8,7 +8,7 @@ written as it goes (flushed per step, so the record survives SIGKILL).
   local shards of FSDP's DTensor parameters) and how many the model has.
 
 Pacing, so a test can act between checkpoints whatever the machine's load: at the step after a
-save (every `every` steps), every rank waits until the checkpoint is whole in the bucket:
+save of this run's (every `every` steps), every rank waits until it is whole in the bucket:
 `hold_for` (a path template with {batch}: its folder in the local store's data folder) holds
 `.metadata` and every rank's `__<rank>_0.distcp`; then `settle_s` more, so that Composer, which
 polls for the files in the background and moves the `latest` pointer from the training loop,
@@ -38,6 +38,7 @@ class StepLog(Callback):
             f.write(json.dumps({'pid': os.getpid(), 'launch': os.getppid(), **row}) + '\n')
 
     def fit_start(self, state: State, logger: Logger) -> None:
+        self.resumed_at = int(state.timestamp.batch)  # a checkpoint there is another run's
         local = full = 0
         for p in state.model.parameters():
             full += p.numel()  # a DTensor's numel is the whole tensor's
@@ -47,7 +48,8 @@ class StepLog(Callback):
 
     def batch_start(self, state: State, logger: Logger) -> None:
         done = int(state.timestamp.batch)
-        if not (self.hold_for and self.every and done and done % self.every == 0):
+        if not (self.hold_for and self.every and done > self.resumed_at
+                and done % self.every == 0):
             return
         folder = self.hold_for.format(batch=done)
         whole = ['.metadata'] + [f'__{r}_0.distcp' for r in range(dist.get_world_size())]
