@@ -17,9 +17,7 @@ LONGEST_FIRST = [
     'training/test_launch_nodes.py',     # ~230 s (two two-node runs)
     'callbacks/test_callbacks.py',       # ~200 s in all
     'train/test_train.py',               # ~130 s
-    'train/test_two_nodes.py',           # ~40-140 s
     'scripts/test_slurm_batch.py',       # ~100 s (+ ~30 s installing Slurm on a new machine)
-    'train/test_resume.py',
     'scripts/test_gpu_check.py',
     'train/test_store_outage.py',
     'pipeline/test_pool.py',
