@@ -7,15 +7,12 @@ import os
 import re
 import shlex
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
+from scripts.gpu_check import report as gpu_check_report
 from tests.helpers import PY, ROOT, free_port, run
-
-sys.path.insert(0, str(ROOT / 'scripts'))
-import gpu_check_report  # noqa: E402
 
 ARCHIVE = ROOT / 'build' / 'gpu' / 'gpu-site.tar.xz'
 LIMIT = 60 * 1024 * 1024

@@ -84,9 +84,9 @@ def test_store_down_at_start_and_mid_run_then_autoresume(sample_dir, tokenizer_d
         first = subprocess.Popen([COMPOSER, 'train.py', *[a.replace('$RUN', '1') for a in args]],
                                  cwd=ROOT, stdout=out, stderr=subprocess.STDOUT,
                                  env={**os.environ}, start_new_session=True)
-        latest = ckpt / 'latest-rank0.pt'
+        latest = ckpt / 'latest-sharded-rank0'  # FSDP's sharded checkpoint: a folder
         deadline = time.monotonic() + 240
-        while not (latest.is_symlink() and os.readlink(latest).endswith(f'ba{SAVE_AT}-rank0.pt')):
+        while not (latest.is_symlink() and os.readlink(latest).endswith(f'ep0-ba{SAVE_AT}')):
             assert first.poll() is None, (tmp_path / 'run1.log').read_text()[-3000:]
             assert time.monotonic() < deadline, 'no checkpoint'
             time.sleep(0.05)
@@ -121,7 +121,7 @@ def test_store_down_at_start_and_mid_run_then_autoresume(sample_dir, tokenizer_d
     assert report1['steps'] >= SAVE_AT and 'stage' not in report1
     ran = [json.loads(line) for line in open(f'{log}.0')]
     assert SAVE_AT <= len(ran) < STEPS
-    saved = int(re.search(r'ba(\d+)-rank0', os.readlink(latest)).group(1))  # usually SAVE_AT
+    saved = int(re.search(r'ep0-ba(\d+)$', os.readlink(latest)).group(1))  # usually SAVE_AT
 
     # The store back on the same port and data: the same command resumes and finishes.
     raw_names = {sh['raw_data']['basename'] for sh in index['shards']}
