@@ -12,7 +12,7 @@ import pytest
 from data_prep.pipeline.convert import ConvertConfig, convert
 from data_prep.pipeline.stats import bucket_stats
 from data_prep.pipeline.verify import verify
-from tests.helpers import PY, ROOT, one_error_line, run
+from tests.helpers import COMPOSER, PY, ROOT, one_error_line, run
 from training.checks.datasets import OVERRIDES, check_datasets
 from training.config import ConfigError, load_config
 
@@ -244,11 +244,13 @@ def test_train_py_stops_on_another_tokenizer_and_trains_on_its_own(
     assert line.endswith('variables.allow_other_tokenizer=true'), line
     assert not (tmp_path / 'cache').exists()
 
-    # Its own tokenizer and length: not a word about the data, and it trains.
-    proc = run([PY, 'train.py', CPU, *common, f'tokenizer.name={tokenizer_dir}',
+    # Its own tokenizer and length: not a word about the data, and it trains, FSDP over two
+    # processes as the recipe runs (every rank checks before torch.distributed starts).
+    proc = run([COMPOSER, '-n', '2', 'train.py', CPU, *common, f'tokenizer.name={tokenizer_dir}',
                 'max_duration=3ba', 'eval_interval=3ba', 'console_log_interval=1ba'])
     out = proc.stdout + proc.stderr
     assert 'train.py: warning' not in out and 'train.py: note' not in out, out[-3000:]
     assert len([x for x in out.splitlines() if 'loss/train/total' in x]) == 3, out[-3000:]
     report = json.loads(Path(tmp_path / 'report' / 'run_metrics.json').read_text())
     assert report['status'] == 'completed' and report['steps'] == 3, report
+    assert report['world_size'] == 2, report

@@ -86,11 +86,22 @@ class _Recipe:
     @property
     def tokenizer(self):
         if self._tok is None:
-            from llmfoundry.utils.builders import build_tokenizer
+            # As llm-foundry 0.22's build_tokenizer builds it (its registry, else
+            # AutoTokenizer), less its cross-rank sync: these checks run on every rank before
+            # torch.distributed starts, where that sync raises for a world size above 1.
+            from llmfoundry.registry import tokenizers
+            from llmfoundry.utils.registry_utils import construct_from_registry
+            from transformers import AutoTokenizer, PreTrainedTokenizerBase
             tokenizer = self.cfg.get('tokenizer') or {}
             kwargs = om.to_container(tokenizer.get('kwargs') or {}, resolve=True)
             try:
-                self._tok = build_tokenizer(self.tokenizer_name, kwargs)
+                if self.tokenizer_name in tokenizers:
+                    self._tok = construct_from_registry(
+                        name=self.tokenizer_name, registry=tokenizers, partial_function=True,
+                        pre_validation_function=PreTrainedTokenizerBase,
+                        post_validation_function=None, kwargs=kwargs)
+                else:
+                    self._tok = AutoTokenizer.from_pretrained(self.tokenizer_name, **kwargs)
             except Exception as exc:
                 raise ConfigError(f'{self.where}: tokenizer.name {self.tokenizer_name!r} cannot '
                                   f'be loaded: {first_line(exc)}') from None
