@@ -718,9 +718,9 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(report))
         return 0
 
-    build = Path(args.build)
+    build = Path(args.build).resolve()  # absolute: --baseline's runs start in its checkout
     if args.input_dir:
-        data = Path(args.input_dir)
+        data = Path(args.input_dir).resolve()
     else:
         from data_prep.pipeline.sample import generate
         data = build / f'input_{args.size_mb:g}mb_{args.files}f'

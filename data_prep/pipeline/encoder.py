@@ -293,8 +293,11 @@ def tiktoken_encoder(tok) -> Encoder:
     # The added tokens are split out here (below); tiktoken knows them only so that its scan
     # for special tokens has something to look for (with none it crawls) and never matches one
     # (nothing allowed, nothing refused: each is ordinary text, and no text here holds one).
-    enc = tiktoken.Encoding('ours', pat_str=pattern, mergeable_ranks=ranks,
-                            special_tokens=added)
+    try:
+        enc = tiktoken.Encoding('ours', pat_str=pattern, mergeable_ranks=ranks,
+                                special_tokens=added)
+    except Exception as exc:  # a regex its engine (fancy-regex) does not take
+        raise Inexact(f'tiktoken cannot load its split regex ({str(exc)[:80]})') from None
     if added:
         def encode_ordinary(text: str) -> np.ndarray:
             return enc.encode_to_numpy(text, disallowed_special=()).view(np.int32)

@@ -1,8 +1,8 @@
 """Offline tokenizers: a small byte-level BPE trained on the C4-format sample, and one built
 as Qwen2.5's is (train_qwen2_like) for measuring at the real vocabulary's size.
 
-Built in seconds, so it is never committed or downloaded. Saved as a Hugging Face
-`PreTrainedTokenizerFast` directory, so llm-foundry loads it with `tokenizer.name: <dir>`.
+Built in seconds (the Qwen2.5-like one in ~40 s), so never committed or downloaded. Saved as
+Hugging Face fast tokenizer directories: llm-foundry loads them with `tokenizer.name: <dir>`.
 llm-foundry's on-the-fly tokenization needs a pad token, so one is set beside eos.
 """
 from __future__ import annotations
@@ -92,12 +92,13 @@ def _made_up_words(words_per_script: int, seed: int) -> list[str]:
 
 
 def train_qwen2_like(out: str, english_docs: int = 10_000, words_per_script: int = 100_000,
-                     seed: int = 3):
+                     seed: int = 3, bpe_tokens: int = QWEN2_BPE_TOKENS):
     """A tokenizer built as Qwen2.5's is (above), its 151,643 BPE tokens learnt offline: from
     `english_docs` documents of the C4-like sample generator (seed `seed`: other documents
     than the sample's and the benchmarks', which use seed 17) and, since those hold only ~15k
     distinct words, made-up words in 8 other scripts. About 40 s and 1.2 GB here; saved as a
-    Qwen2TokenizerFast directory (tokenizer.json, vocab.json, merges.txt)."""
+    Qwen2TokenizerFast directory (tokenizer.json, vocab.json, merges.txt). The tests make a
+    smaller one (fewer documents, words and `bpe_tokens`) in seconds."""
     from tokenizers import (
         AddedToken,
         Regex,
@@ -119,7 +120,7 @@ def train_qwen2_like(out: str, english_docs: int = 10_000, words_per_script: int
         pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)])
     tok.decoder = decoders.ByteLevel()
     tok.post_processor = processors.ByteLevel(trim_offsets=False)
-    trainer = trainers.BpeTrainer(vocab_size=QWEN2_BPE_TOKENS, show_progress=False,
+    trainer = trainers.BpeTrainer(vocab_size=bpe_tokens, show_progress=False,
                                   initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
     corpus = list(documents(english_docs, seed=seed)) + _made_up_words(words_per_script, seed + 1)
     tok.train_from_iterator(corpus, trainer=trainer)
