@@ -20,7 +20,7 @@ def test_smallest_bench_convert_rows_are_whole_and_consistent(sample_dir, tokeni
     out = tmp_path / 'bench.json'
     proc = run([PY, 'scripts/bench_convert.py', '--input-dir', str(sample_dir), '--rounds', '1',
                 '--build', str(tmp_path / 'build'), '--json', str(out), '--tokenizer',
-                str(tokenizer_dir), '--one-core-files', '1'], timeout=1200)
+                str(tokenizer_dir), '--one-core-files', '1', '--token-rounds', '1'], timeout=1200)
     res = json.loads(out.read_text())
     rows = res['rows']
     files = sorted(sample_dir.glob('c4-train.*.json.gz'))
