@@ -12,14 +12,15 @@ from __future__ import annotations
 import os
 from urllib.parse import urlparse
 
-# MB of input JSON per CPU-second of one worker. Source: docs/benchmarks.md, `make
-# bench-convert` on the 2-core x86_64 development machine (no GPU, shared): text 2026-11-26
-# at 862cae7 (row (a)); tokens 2026-12-06 (rows (t1), (t2): one worker, the Qwen2.5-like
-# tokenizer of `python -m data_prep.tokenizer --like qwen2.5`, 2048-token samples, zstd).
+# MB of input JSON per CPU-second of one worker. Source: docs/benchmarks.md, "make
+# bench-convert" and "Tokens: the recipes' format", on the 2-core x86_64 development machine
+# (no GPU, shared): text 2026-11-26 at 862cae7 (row (a)); tokens 2026-12-06 (rows (t0): the
+# pool's workers, tiktoken; (t1): one worker, tokenizers), with the Qwen2.5-like tokenizer of
+# `python -m data_prep.tokenizer --like qwen2.5`, 2048-token samples, zstd.
 MB_PER_CPU_S = {
     'text': 44.1,
-    'tokens/tiktoken': 13.0,
-    'tokens/tokenizers': 2.05,
+    'tokens/tiktoken': 12.45,
+    'tokens/tokenizers': 1.83,
 }
 RATES_MEASURED = '2026-12-06, docs/benchmarks.md'
 JSON_PER_GZ = 897.0 / 305.0  # C4 en: 897 GB of JSON lines, 305 GB as json.gz
