@@ -106,7 +106,7 @@ bench: $(STAMP)  ## the six tests, loader headroom, zstd vs link speed, offline;
 bench-start: $(STAMP) sample tokenizer  ## start-up at C4 size per shuffle setting: first batch, resume, memory (~20-40 min)
 	$(PY) -m scripts.bench.start
 
-bench-convert: $(STAMP)  ## ours vs the seed's loop vs the per-core limit, whole processes (BENCH_MB=1000 of text)
+bench-convert: $(STAMP)  ## text and tokens: ours vs the seed's loop, llm-foundry's converter, the per-core limits (BENCH_MB=1000; ~30 min)
 	$(PY) -m scripts.bench.convert --size-mb $(BENCH_MB)
 
 bench-hub: $(STAMP)  ## ours vs the seed's single stream, from a far-away hub (50 MB/s, 40 ms; BENCH_MB=192)

@@ -11,6 +11,9 @@ STACK = [
     'datasets==3.6.0',
     'oci>=2.130',
     'tokenizers',
+    # --format tokens: tiktoken encodes byte-level BPE several times faster per core, used only
+    # where its ids are the tokenizer's (data_prep/pipeline/encoder.py checks at load)
+    'tiktoken==0.14.0',
     'tqdm',
     'matplotlib',
     'zstandard',

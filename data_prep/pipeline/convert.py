@@ -55,6 +55,7 @@ from dataclasses import dataclass, replace
 from typing import Callable
 
 from data_prep.errors import first_line
+from data_prep.pipeline.estimate import estimate, estimate_line, is_real_bucket
 from data_prep.pipeline.identity import describe_change, input_identities
 from data_prep.pipeline.layout import (
     INDEX,
@@ -176,6 +177,10 @@ def _validate(cfg: ConvertConfig) -> None:
         raise ConvertError(f'a tokenizer ({cfg.tokenizer}) is for --format tokens, and the '
                            f'format is text: drop it to write text, or use --format tokens')
     if cfg.format == 'tokens':
+        from data_prep.pipeline.encoder import ENCODERS
+        if cfg.encoder not in ENCODERS:
+            raise ConvertError(f'--encoder must be one of {", ".join(ENCODERS)}, not '
+                               f'{cfg.encoder!r}')
         if not cfg.tokenizer:
             raise ConvertError('--format tokens needs --tokenizer')
         if cfg.concat_tokens < 1:
@@ -183,13 +188,24 @@ def _validate(cfg: ConvertConfig) -> None:
 
 
 def _check_tokenizer(cfg: ConvertConfig):
-    """The tokenizer, loaded as the workers load it (part.py); one line if it cannot be."""
+    """Loads the tokenizer and its encoder here, once (forked pool workers inherit both):
+    one ConvertError line if it cannot be loaded, or if --encoder tiktoken cannot give the
+    tokenizer's ids; a note when auto falls back to tokenizers. Returns (the transformers
+    tokenizer, its Encoder)."""
+    from data_prep.pipeline.encoder import Inexact
+    from data_prep.pipeline.part import tokens_encoder
     try:
-        from transformers import AutoTokenizer
-        return AutoTokenizer.from_pretrained(cfg.tokenizer)
+        tok, encoder = tokens_encoder(cfg)
+    except Inexact as exc:
+        raise ConvertError(f'--encoder tiktoken: it cannot give the same ids as tokenizer '
+                           f'{cfg.tokenizer!r}: {exc}; use --encoder auto or tokenizers') from None
     except Exception as exc:
         raise ConvertError(f'cannot load tokenizer {cfg.tokenizer!r}: '
                            f'{first_line(exc, with_type=False)}') from None
+    if encoder.name != 'tiktoken' and cfg.encoder == 'auto':
+        print(f'note: tokenizing with tokenizers, not the faster tiktoken: {encoder.why}',
+              file=sys.stderr)
+    return tok, encoder
 
 
 def _record(cfg: ConvertConfig, split: str, tok) -> dict:
@@ -418,7 +434,7 @@ def _sweep(remote: Remote, split: str, listing: dict[str, int],
 def _convert(cfg: ConvertConfig, remote: Remote, split: str, inputs: list[InputFile],
              lease: Lease, engine: Engine, t0: float) -> dict:
     cfg.compression = _normalize_compression(cfg.compression)  # imports streaming (seconds)
-    tok = _check_tokenizer(cfg) if cfg.format == 'tokens' else None
+    tok, encoder = _check_tokenizer(cfg) if cfg.format == 'tokens' else (None, None)
     import datasets  # noqa: F401  (here, once: forked workers inherit it)
     # Spark: an executor imports our code, reaches the remote (sees the lease), reads inputs
     engine.check(remote, split, lease, inputs[0].url)
@@ -426,6 +442,14 @@ def _convert(cfg: ConvertConfig, remote: Remote, split: str, inputs: list[InputF
 
     listing = remote.list(f'{split}/')  # taken under the lease: no other run changes it now
     p = plan(cfg, remote, split, inputs, listing)
+    workers = max(1, min(engine.workers, len(p.todo) or 1))
+    est = estimate([(p.parts[part].url, p.parts[part].identity.get('size') or 0,
+                     p.parts[part].identity) for part in p.todo],
+                   cfg.format, encoder.name if encoder else None, workers)
+    if cfg.estimate_only:  # before anything in the remote changes
+        return {'estimate': est, 'estimate_line': estimate_line(est)}
+    if is_real_bucket(cfg.remote):
+        print(estimate_line(est), file=sys.stderr, flush=True)
     if p.foreign and not cfg.replace:
         raise ConvertError(_refusal(remote, split, p.foreign, f'{split}/{INDEX}' in listing))
     if p.todo or p.removed:
@@ -435,7 +459,6 @@ def _convert(cfg: ConvertConfig, remote: Remote, split: str, inputs: list[InputF
     present = parts_in(listing, split)
     _delete(remote, [f'{split}/{part}' for part in p.todo + p.removed if part in present])
 
-    workers = max(1, min(engine.workers, len(p.todo) or 1))
     upload_threads = max(1, -(-cfg.upload_workers // min(engine.per_machine, workers)))
     staging = (_staging(cfg, remote, split, lease.run_id)
                if p.todo and remote.local_root is None and engine.name == 'pool' else None)
@@ -517,6 +540,8 @@ def run_summary(cfg: ConvertConfig, remote: Remote, split: str, p: Plan,
         'remote': cfg.remote, 'split': split, 'dataset': remote.join(split),
         'published': True, 'index': index_url, 'engine': engine,
         'format': cfg.format, 'compression': cfg.compression or 'none', 'workers': workers,
+        # tokens: the encoder(s) this run's parts used (encoder.py), e.g. 'tiktoken 0.14.0 (...)'
+        'encoder': '; '.join(sorted({r.encoder for r in results if r.encoder})) or None,
         'upload_threads_per_worker': upload_threads,
         'parts': len(p.parts), 'parts_converted': len(results),
         'parts_already_complete': len(p.done),

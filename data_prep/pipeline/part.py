@@ -74,29 +74,46 @@ def import_writer() -> None:
     install_transport()
 
 
-def _tokens_writer_samples(cfg: ConvertConfig, texts):
-    """llm-foundry's ConcatTokensDataset, batched: {'tokens': int32 array of concat_tokens}."""
-    import numpy as np
-    tok = _W.get('tokenizer')
-    if tok is None:
+def tokens_encoder(cfg: ConvertConfig):
+    """(the transformers tokenizer, its Encoder: encoder.py) for cfg, loaded once per process:
+    the driver loads it before forking the pool's workers, which inherit it; Spark executors
+    load their own. Raises encoder.Inexact where --encoder tiktoken cannot be exact."""
+    key = (cfg.tokenizer, cfg.encoder)
+    if _W.get('encoder_key') != key:
         from transformers import AutoTokenizer
-        tok = _W['tokenizer'] = AutoTokenizer.from_pretrained(cfg.tokenizer)
+
+        from data_prep.pipeline.encoder import load_encoder
+        tok = AutoTokenizer.from_pretrained(cfg.tokenizer)
+        _W['tokenizer'], _W['encoder'] = tok, load_encoder(tok, cfg.encoder)
+        _W['encoder_key'] = key
+    return _W['tokenizer'], _W['encoder']
+
+
+def _tokens_writer_samples(cfg: ConvertConfig, texts):
+    """llm-foundry's ConcatTokensDataset, batched: {'tokens': int32 array of concat_tokens}.
+    Each document's ids (bos, the text's as `tokenizer(text)` gives them, eos) go into one
+    stream, cut every concat_tokens; 256 documents are encoded at a time, and the stream is
+    numpy (a list cut per sample copies the rest of the batch each time)."""
+    import numpy as np
+    tok, encoder = tokens_encoder(cfg)
     eos_text = cfg.eos_text if cfg.eos_text is not None else (tok.eos_token or '')
     bos = tok(cfg.bos_text, add_special_tokens=False)['input_ids'] if cfg.bos_text else []
     eos = tok(eos_text, add_special_tokens=False)['input_ids'] if eos_text else []
+    bos, eos = np.array(bos, dtype=np.int32), np.array(eos, dtype=np.int32)
     n = cfg.concat_tokens
-    buf: list[int] = []
+    carry = np.empty(0, dtype=np.int32)
     batch: list[str] = []
 
     def drain(batch):
-        nonlocal buf
-        for ids in tok(batch, truncation=False, padding=False)['input_ids']:
-            buf.extend(bos)
-            buf.extend(ids)
-            buf.extend(eos)
-        while len(buf) >= n:
-            yield {'tokens': np.asarray(buf[:n], dtype=np.int32)}
-            buf = buf[n:]
+        nonlocal carry
+        pieces = [carry]
+        for ids in encoder.encode_batch(batch):
+            pieces += (bos, ids, eos)
+        flat = np.concatenate(pieces)
+        full = len(flat) // n * n
+        for start in range(0, full, n):
+            yield {'tokens': flat[start:start + n]}  # written (copied) before the next
+        carry = flat[full:]
 
     for text in texts:
         batch.append(text)
@@ -280,4 +297,5 @@ def _commit(task: PartTask, remote, base: str, attempt: str, stats: dict, skippe
             manifest = theirs
     return PartResult(manifest, pid=os.getpid(), cpu_seconds=time.process_time() - c0,
                       committed=manifest['attempt'] == attempt,
-                      first_record_at=stats.get('first_record_at'), done_at=time.monotonic())
+                      first_record_at=stats.get('first_record_at'), done_at=time.monotonic(),
+                      encoder=_W['encoder'].describe() if task.cfg.format == 'tokens' else None)

@@ -24,6 +24,8 @@ class ConvertConfig:
     concat_tokens: int = 2048
     bos_text: str = ''
     eos_text: str | None = None           # None: the tokenizer's eos token
+    encoder: str = 'auto'                 # tokens: auto (tiktoken where its ids are the
+                                          # tokenizer's, else tokenizers), tiktoken, tokenizers
     workers: int = 0                      # 0: the cores
     upload_workers: int = 32              # upload threads in all, shared by the workers
     max_docs: int | None = None
@@ -36,6 +38,7 @@ class ConvertConfig:
     tmp_dir: str | None = None            # local staging of shards for bucket remotes
     progress: bool = True
     replace: bool = False                 # may delete parts converted from other inputs
+    estimate_only: bool = False           # plan and say what it would cost (estimate.py), stop
 
 
 @dataclass(frozen=True)
@@ -63,6 +66,7 @@ class PartResult:
     committed: bool                       # whether this attempt's manifest is the part's
     first_record_at: float | None = None  # time.monotonic(), one clock for every process
     done_at: float | None = None          # of a machine (start-up and end costs)
+    encoder: str | None = None            # tokens: the encoder this attempt used (describe())
 
     @property
     def part(self) -> str:
