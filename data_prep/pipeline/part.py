@@ -95,11 +95,12 @@ def _tokens_writer_samples(cfg: ConvertConfig, texts):
     stream, cut every concat_tokens; 256 documents are encoded at a time, and the stream is
     numpy (a list cut per sample copies the rest of the batch each time)."""
     import numpy as np
+
+    from data_prep.pipeline.record import concat_facts  # what the dataset records of it
     tok, encoder = tokens_encoder(cfg)
-    eos_text = cfg.eos_text if cfg.eos_text is not None else (tok.eos_token or '')
-    bos = tok(cfg.bos_text, add_special_tokens=False)['input_ids'] if cfg.bos_text else []
-    eos = tok(eos_text, add_special_tokens=False)['input_ids'] if eos_text else []
-    bos, eos = np.array(bos, dtype=np.int32), np.array(eos, dtype=np.int32)
+    facts = concat_facts(tok, cfg.concat_tokens, cfg.bos_text, cfg.eos_text)
+    bos = np.array(facts['bos_ids'], dtype=np.int32)
+    eos = np.array(facts['eos_ids'], dtype=np.int32)
     n = cfg.concat_tokens
     carry = np.empty(0, dtype=np.int32)
     batch: list[str] = []

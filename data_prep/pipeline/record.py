@@ -79,9 +79,9 @@ def tokenizer_facts(tok, name: str) -> dict:
 
 
 def concat_facts(tok, concat_tokens: int, bos_text: str, eos_text: Optional[str]) -> dict:
-    """The concatenation as part.py's token writer does it: each document's ids between the
-    ids of bos_text and eos_text (eos_text None: the tokenizer's eos), cut into samples of
-    exactly `concat_tokens`."""
+    """The concatenation, as part.py's token writer takes it from here: each document's ids
+    between the ids of bos_text and eos_text (eos_text None: the tokenizer's eos), cut into
+    samples of exactly `concat_tokens`."""
     eos_text = eos_text if eos_text is not None else (tok.eos_token or '')
 
     def ids(text: str) -> list[int]:

@@ -158,11 +158,22 @@ def verify(url: str, split: str | None = None, hashes: bool = True, workers: int
             if want != n:
                 problems.append(f'{remote.join(prefix + part)}: index counts {n} samples, '
                                 f'its manifest {want}')
+        # A part whose input gave no sample (an empty or a skipped file) has a manifest and no
+        # shard: it counts as a part of the dataset, with its documents (none kept).
+        empty = sorted({n[len(prefix):].split('/')[0] for n in listing
+                        if n.startswith(prefix + 'part-') and n.endswith('/' + MANIFEST)}
+                       - set(per_part))
+        for part in empty if documents is not None else ():
+            try:
+                documents += json.loads(remote.read(f'{prefix}{part}/{MANIFEST}'))['documents']
+            except Exception:
+                documents = None
+                break
         deep = hashes and len(problems) == missing_before  # no downloads if sizes already fail
         where = remote.join(prefix + RECORD)
         if record is not None:
-            problems += [f'{where}: {p}' for p in index_problems(
-                record, index, len(per_part) if documents is not None else None, documents)]
+            parts = len(per_part) + len(empty) if documents is not None else None
+            problems += [f'{where}: {p}' for p in index_problems(record, index, parts, documents)]
         tokens = record is not None and record.get('format') == 'tokens'
         stats = []
         if deep:

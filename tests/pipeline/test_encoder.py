@@ -15,8 +15,8 @@ from data_prep.convert import main as convert_main
 from data_prep.pipeline.encoder import Inexact, load_encoder
 from data_prep.pipeline.estimate import estimate, estimate_line, is_real_bucket, json_bytes
 from data_prep.pipeline.tokenizer import QWEN2_ADDED
-from data_prep.pipeline.verify import sample_digest
 from tests.helpers import one_error_line, sample_texts
+from tests.mds import sample_digest
 
 
 @pytest.fixture(scope='module')
