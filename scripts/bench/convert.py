@@ -11,8 +11,7 @@ process, timed from its start to its exit and split into start-up, conversion an
     text encoded and compressed with zstd level 3 in shard-sized chunks. Lines are split by
     bytes.split on 16 MiB reads: no per-line file calls, no MDS framing, nothing written;
 (d) Spark local[2]: `python -m data_prep.convert --engine spark --spark-master local[2]` on
-    the same input, run when the command has `--engine`; until then
-    its row says so (`spark_local` below is the one place to change).
+    the same input.
 
 Every side reports, on the clock all processes of a machine share (time.monotonic), when it
 read its first record and when its output was complete (for (a): the summary's
@@ -262,18 +261,8 @@ def run_ours(files_glob: str, out: str, workers: int, extra: tuple[str, ...] = (
     return row
 
 
-def spark_available() -> bool:
-    from data_prep.convert import build_parser
-    return '--engine' in build_parser()._option_string_actions
-
-
-def spark_local(files_glob: str, out: str) -> dict | None:
-    """(d) Spark in local[2], the same command with the Spark engine; None until the command
-    has one. Its summary must carry first_record_at / parts_done_at (the first record read by
-    any task, the last part done) for start-up and end; without them only the whole process
-    is reported."""
-    if not spark_available():
-        return None
+def spark_local(files_glob: str, out: str) -> dict:
+    """(d) Spark in local[2], the same command with the Spark engine."""
     return run_ours(files_glob, out, 2, ('--engine', 'spark', '--spark-master', 'local[2]'))
 
 
@@ -630,8 +619,6 @@ def run_text_sides(args, files: list[str], files_glob: str, build: Path) -> dict
         d = spark_local(files_glob, str(build / 'spark'))
         a0 = run_ours(files_glob, str(build / 'baseline'), args.workers,
                       cwd=Path(args.baseline).resolve()) if args.baseline else None
-        if d is None:
-            not_run['d'] = '`--engine spark` is not built yet; spark_local() runs it'
         if not (a['samples'] == b['samples'] == c['samples']) or \
                 a['input_bytes'] != c['input_bytes']:
             print(f'MISMATCH: samples (a) {a["samples"]} (b) {b["samples"]} (c) {c["samples"]}, '
