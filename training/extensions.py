@@ -6,7 +6,8 @@ calls install() on every rank before llm-foundry builds anything.
 - Composer: every oci:// object store it builds is ours (training/checkpoints), and a run
   autoresumed at its max_duration returns from fit() instead of raising;
 - llm-foundry: MPT accepts `attn_impl: sdpa` (training/attention.py); the recipe's FSDP version
-  is selected and kept at every world size (training/fsdp.py).
+  is selected and kept at every world size (training/fsdp.py); the Hugging Face export's
+  uploader processes start on rank 0 only (training/export.py).
 """
 from __future__ import annotations
 
@@ -26,7 +27,7 @@ def install(cfg: DictConfig, where: str) -> list[str]:
     """Installs everything (idempotent); returns what the run's log should say, a line each.
     Takes `fsdp_config.version` out of `cfg` (training/fsdp.py)."""
     from data_prep.storage import RemoteError
-    from training import attention, checkpoints, fsdp, shards
+    from training import attention, checkpoints, export, fsdp, shards
     from training.checkpoints import compat
     lines = []
     shards.install()
@@ -37,6 +38,7 @@ def install(cfg: DictConfig, where: str) -> list[str]:
     save = cfg.get('save_folder')
     compat.finish_resumed_runs(lambda state: _finished(state, save))
     attention.allow_sdpa_in_mpt()
+    export.upload_from_rank_0_only()
     chosen = fsdp.select(cfg)
     if chosen:
         lines.append(chosen)

@@ -101,10 +101,10 @@ def main(argv: list[str]) -> int:
     try:
         cfg = load_config(where, overrides)
         checks.check_recipe(cfg, where)
+        checks.check_remotes(cfg, where)
         checks.check_machine(cfg, where)
         notes = checks.check_datasets(cfg, where)  # the data as the recipe reads it
         changes = extensions.install(cfg, where)
-        checks.check_remotes(cfg, where)
         checks.check_cache_free(cfg, where)
         changes += sync_cached_indexes(cfg, where)
     except ConfigError as err:

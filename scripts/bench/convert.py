@@ -324,7 +324,7 @@ def run_tokens_ours(files_glob: str, out: str, workers: int, tokenizer: str, enc
 def run_tokens_limit(files: list[str], out: str, tokenizer: str, encoder: str,
                      concat: int) -> dict:
     """(c-hf), (c-tt) in a process of their own."""
-    cmd = [sys.executable, str(Path(__file__).resolve()), '--side', 'tokens-limit', '--out', out,
+    cmd = [sys.executable, '-m', 'scripts.bench.convert', '--side', 'tokens-limit', '--out', out,
            '--tokenizer', tokenizer, '--encoder', encoder, '--', *files]
     report, start, end, cpu = _timed(cmd, out)
     row = _token_figures(_row(report, start, end, cpu, report['input_bytes']), concat)
@@ -342,7 +342,7 @@ def run_foundry(files_glob: str, out: str, tokenizer: str, concat: int, build: P
     cache = build / 'hf_datasets_cache'
     shutil.rmtree(cache, ignore_errors=True)
     env = {**os.environ, 'HF_DATASETS_CACHE': str(cache)}
-    cmd = [sys.executable, str(Path(__file__).resolve()), '--side', 'foundry', '--out', out,
+    cmd = [sys.executable, '-m', 'scripts.bench.convert', '--side', 'foundry', '--out', out,
            '--tokenizer', tokenizer, '--', files_glob]
     try:
         report, start, end, cpu = _timed(cmd, out, env=env)

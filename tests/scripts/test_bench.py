@@ -7,7 +7,10 @@ import os
 
 import pytest
 
-from scripts import bench, bench_report, bench_start, bench_start_report
+from scripts.bench import end_to_end as bench
+from scripts.bench import end_to_end_report as bench_report
+from scripts.bench import start as bench_start
+from scripts.bench import start_report as bench_start_report
 from tests.helpers import PY, ROOT, run
 
 ROW_FROM_METRICS = {'samples_per_s': 'throughput_samples_per_s',

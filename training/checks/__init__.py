@@ -6,11 +6,12 @@ training/run.py runs them:
 
 - recipe.py    what the recipe alone tells (FSDP version and keys, llm-foundry's schema, dataset
                keys it would drop, the export folder);
+- remotes.py   every remote's credentials (and, once our extensions are installed, no other
+               live run on the same shard cache);
 - machine.py   what this machine has for it (CUDA GPUs, folders, packages, the tokenizer and
                model sources, TMPDIR);
 - datasets.py  the datasets as their records say they were made, against the recipe (tokenizer,
-               sample length, vocabulary);
-- remotes.py   every remote's credentials, and no other live run on the same shard cache.
+               sample length, vocabulary).
 """
 from training.checks.datasets import check_datasets
 from training.checks.machine import (

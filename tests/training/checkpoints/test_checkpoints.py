@@ -55,7 +55,11 @@ def command(tmp: Path, mds: Path, tokenizer: Path, name: str, store_dir: Path,
             f'code_paths=[{ROOT}/tests/programs/step_log.py]',
             f'callbacks.step_log.path={tmp}/steps-{name}.jsonl',
             f"callbacks.step_log.hold_for='{saved}'",
-            f'callbacks.step_log.every={EVERY}']
+            f'callbacks.step_log.every={EVERY}',
+            # the reference starts the uploader processes with the run (the default, and what
+            # its report's rows are checked for); the killed run's starts spawn them at the
+            # first save, as Composer does, which costs less CPU for saves this early
+            f'callbacks.bucket_keep.start_uploaders={str(name == "ref").lower()}']
 
 
 def rows(path: Path) -> list[dict]:
