@@ -11,12 +11,11 @@ from tests.helpers import free_port, sample_texts
 # pytest-xdist's --dist loadfile hands files out in collection order, so starting the long
 # ones first keeps one of them from running alone at the end (longest-first scheduling).
 LONGEST_FIRST = [
-    'training/checkpoints/test_checkpoints.py',  # ~970 s (five FSDP runs of 2-4 processes)
-    'train/test_eval_export.py',         # ~470 s (two FSDP runs of 2 processes)
+    'training/checkpoints/test_checkpoints.py',  # ~440 s alone (four FSDP runs of 2-4 processes)
+    'train/test_eval_export.py',         # ~140 s alone (an FSDP and a DDP run of 2 processes)
     'training/test_launch_nodes.py',     # ~420 s (two two-node runs)
     'scripts/test_bench.py',             # ~320 s
     'callbacks/test_callbacks.py',       # ~200 s in all
-    'train/test_train.py',               # ~140 s
     'scripts/test_slurm_batch.py',       # ~100 s (+ ~30 s installing Slurm on a new machine)
     'scripts/test_gpu_check.py',
     'train/test_store_outage.py',

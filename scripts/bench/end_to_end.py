@@ -167,13 +167,15 @@ def bucket_stats(remote: str) -> dict:
 
 def train_run(args, recipe: Path, remote: str, env: dict, name: str, cache: Path, out: Path,
               tokenizer: Path) -> dict:
-    """One fine-tune through `composer train.py`, progress from its console; returns run_metrics."""
+    """One fine-tune through train.py (`composer -n NPROC train.py` for more than one process),
+    progress from its console; returns run_metrics."""
     from omegaconf import OmegaConf
     run_dir = out / 'runs' / name
+    # One process needs no launcher (Composer's costs a second import of composer).
+    launcher = ([str(Path(sys.executable).parent / 'composer'), '-n', str(args.nproc)]
+                if args.nproc > 1 else [sys.executable])
     cmd = [
-        str(Path(sys.executable).parent / 'composer'),
-        '-n',
-        str(args.nproc),
+        *launcher,
         'train.py',
         str(recipe),
         f'variables.data_remote={remote}',

@@ -60,7 +60,7 @@ def train(store, tokenizer_dir, tmp: Path, name: str, cache: Path, ranks: int = 
     """One real run of the recipe; returns (run_metrics.json, steps.jsonl rows, store requests)."""
     store.clear_log()
     folder = tmp / 'runs' / name
-    launcher = [COMPOSER, '-n', str(ranks)] if ranks > 1 else [COMPOSER]
+    launcher = [COMPOSER, '-n', str(ranks)] if ranks > 1 else [PY]  # one needs no launcher
     run([*launcher, 'train.py', RECIPE, f'variables.data_remote={REMOTE}',
          f'variables.data_local={cache}', f'tokenizer.name={tokenizer_dir}',
          f'save_folder={tmp}/ckpt-{name}', f'variables.run_name={name}',
@@ -235,8 +235,7 @@ def test_store_latency_raises_data_wait(cold_two_ranks, store, tokenizer_dir, tm
     slow = start_store(store.data_dir, knobs=Knobs(latency_ms=LATENCY_MS),
                        log_path=tmp_path / 'slow.jsonl')
     try:
-        report, steps, log = train(slow, tokenizer_dir, tmp_path, 'slow2', tmp_path / 'cache',
-                                   ranks=2)
+        report, steps, log = train(slow, tokenizer_dir, tmp_path, 'slow1', tmp_path / 'cache')
     finally:
         slow.stop()
     assert report['status'] == 'completed' and report['cache_hit_rate'] == 0.0

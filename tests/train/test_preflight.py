@@ -37,26 +37,28 @@ def start(args: list[str], cwd, env: dict | None = None) -> str:
 
 
 @pytest.mark.slow
-def test_missing_package_and_tokenizer_each_fail_in_one_line(tmp_path):
+def test_missing_package_and_tokenizer_each_fail_in_one_line(tmp_path, capsys, monkeypatch):
     assert importlib.util.find_spec('flash_attn') is None, 'this venv is not a stock install'
     data = local(tmp_path)
 
     # The 7B recipe asking for flash-attn (its package is checked before its devices).
-    line = start([str(ROOT / 'yamls/c4_zstd.yaml'), f'variables.bucket={tmp_path}',
-                  f'variables.data_local={tmp_path}/cache', 'model.use_flash_attention_2=true'],
-                 cwd=ROOT)
+    line = _main_of([str(ROOT / 'yamls/c4_zstd.yaml'), f'variables.bucket={tmp_path}',
+                     f'variables.data_local={tmp_path}/cache', 'model.use_flash_attention_2=true'],
+                    capsys)
     assert line.startswith('error: ') and 'c4_zstd.yaml: model.use_flash_attention_2: true ' \
         'needs the package flash-attn (import flash_attn), which is not installed' in line, line
     assert 'model.attn_implementation: sdpa' in line and \
         '--no-build-isolation flash-attn==2.8.3' in line, line
 
     # No `make tokenizer` (run elsewhere than the repository, so a built one is not found).
-    line = start([CPU, *data], cwd=tmp_path)
+    monkeypatch.chdir(tmp_path)
+    line = _main_of([CPU, *data], capsys)
     assert line == (f"error: {CPU}: tokenizer.name 'build/tokenizer': no such folder: run "
                     f"`make tokenizer` to build it")
     assert not (tmp_path / 'build').exists() and not (tmp_path / 'results').exists()
 
-    # A hub name, not in the cache, the hub down.
+    # A hub name, not in the cache, the hub down (a process of its own: huggingface_hub reads
+    # HF_ENDPOINT when it is imported).
     hub = f'http://127.0.0.1:{free_port()}'
     line = start([CPU, *data, 'tokenizer.name=Qwen/Qwen2.5-7B'], cwd=tmp_path,
                  env={'HF_ENDPOINT': hub, 'HF_HUB_CACHE': str(tmp_path / 'hf')})
@@ -65,10 +67,16 @@ def test_missing_package_and_tokenizer_each_fail_in_one_line(tmp_path):
         f"(`huggingface-cli download Qwen/Qwen2.5-7B`)" in line, line
 
 
-def _main(args: list[str], capsys) -> str:
+def _main_of(args: list[str], capsys) -> str:
+    """train.py in this process (its checks stop it before any import of llm-foundry's
+    training): its one error line."""
     capsys.readouterr()
-    assert train.main([CPU, *args]) == 2
+    assert train.main(args) == 2
     return one_error_line(capsys.readouterr().err)
+
+
+def _main(args: list[str], capsys) -> str:
+    return _main_of([CPU, *args], capsys)
 
 
 @pytest.mark.parametrize('hidden, overrides, says', [
@@ -145,7 +153,7 @@ def _tmpdir_of_length(base: str, n: int) -> str:
 
 
 def test_a_tmpdir_too_long_for_the_workers_sockets_fails_in_one_line(tmp_path, tokenizer_dir,
-                                                                     monkeypatch):
+                                                                     monkeypatch, capsys):
     from training import checks
     longest = checks.TMPDIR_MAX
     base = tempfile.mkdtemp(prefix='tmp-', dir='/tmp')
@@ -159,8 +167,9 @@ def test_a_tmpdir_too_long_for_the_workers_sockets_fails_in_one_line(tmp_path, t
             assert out == says, (n, out)
 
         long_tmp = _tmpdir_of_length(os.path.join(base, 'run'), longest + 1)
-        line = start([CPU, *local(tmp_path), f'tokenizer.name={tokenizer_dir}'], cwd=ROOT,
-                     env={'TMPDIR': long_tmp})
+        monkeypatch.setenv('TMPDIR', long_tmp)
+        monkeypatch.setattr(tempfile, 'tempdir', None)  # gettempdir() reads TMPDIR again
+        line = _main([*local(tmp_path), f'tokenizer.name={tokenizer_dir}'], capsys)
         assert line == (f'error: {CPU}: train_loader.num_workers > 0 needs a shorter temporary '
                         f'folder: the workers\' sockets under {long_tmp} would be 108 bytes '
                         f'long, over Linux\'s 107 (the first batch would never come); set TMPDIR '
@@ -168,8 +177,6 @@ def test_a_tmpdir_too_long_for_the_workers_sockets_fails_in_one_line(tmp_path, t
 
         # with no dataloader workers the same folder is fine for the check
         cfg = load_config(CPU, ['train_loader.num_workers=0', 'eval_loader.num_workers=0'])
-        monkeypatch.setenv('TMPDIR', long_tmp)
-        monkeypatch.setattr(tempfile, 'tempdir', None)  # gettempdir() reads TMPDIR again
         assert tempfile.gettempdir() == long_tmp
         checks.check_temp_dir(cfg, CPU)
     finally:
