@@ -251,7 +251,7 @@ def plan_runs(shaping: bool, plain_pair: bool = True) -> list[tuple[str, str, st
     return runs
 
 
-def main(argv: list[str] | None = None) -> int:
+def parse_args(argv: list[str] | None):
     p = argparse.ArgumentParser(prog='python -m scripts.bench.end_to_end', description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument(
@@ -285,13 +285,38 @@ def main(argv: list[str] | None = None) -> int:
                    help="make bench-start's results to include in the report, if there")
     p.add_argument('override', nargs='*', help='extra key=value overrides for every run')
     args = p.parse_args(argv)
-    recipes = {v: Path(args.recipes) / f'c4_{v}.yaml' for v in VARIANTS}
-    missing = [str(r) for r in recipes.values() if not r.exists()]
+    missing = [v for v in VARIANTS if not (Path(args.recipes) / f'c4_{v}.yaml').exists()]
     if missing:
-        p.error(
-            f'no recipe {missing[0]} (--recipes must hold c4_uncompressed.yaml and c4_zstd.yaml)'
-        )
+        p.error(f'no recipe {Path(args.recipes) / f"c4_{missing[0]}.yaml"} (--recipes must hold '
+                f'c4_uncompressed.yaml and c4_zstd.yaml)')
+    return args
 
+
+def fine_tunes(args, remote: str, envs: dict, shaping: bool, tokenizer: Path,
+               out: Path) -> list[dict]:
+    """Stages 5-6: every run of the plan, cold then warm per variant; their metrics."""
+    recipes = {v: Path(args.recipes) / f'c4_{v}.yaml' for v in VARIANTS}
+    plan = plan_runs(shaping=shaping, plain_pair=not args.no_plain_pair)
+    caches = Path(args.build) / 'bench-cache'  # shard caches are data, not results
+    runs = []
+    for n, variant in enumerate(VARIANTS, start=5):
+        mine = [(s, c) for s, v, c in plan if v == variant]
+        stage(n, f'fine-tune on {variant}: ' + ', '.join(f'{c} cache ({s} store)' for s, c in mine))
+        for store, cache_state in mine:
+            cache = caches / f'{store}-{variant}'
+            if cache_state == 'cold':
+                shutil.rmtree(cache, ignore_errors=True)
+            name = f'{variant}-{cache_state}-{store}'
+            metrics = train_run(args, recipes[variant], f'{remote}/{variant}', envs[store], name,
+                                cache, out, tokenizer)
+            runs.append({'name': name, 'variant': variant, 'cache': cache_state, 'store': store,
+                         'metrics': metrics,
+                         'steps_file': str(out / 'runs' / name / 'steps.jsonl')})
+    return runs
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
     started = time.time()
     out = results_folder(args.out)
     print(f'bench -> {out}')
@@ -321,25 +346,7 @@ def main(argv: list[str] | None = None) -> int:
             for v in VARIANTS:
                 buckets[v]['list_seconds_shaped'] = stats(f'{remote}/{v}')['list_seconds']
 
-        runs = []
-        plan = plan_runs(shaping=bool(stores), plain_pair=not args.no_plain_pair)
-        caches = Path(args.build) / 'bench-cache'  # shard caches are data, not results
-        for n, variant in enumerate(VARIANTS, start=5):
-            mine = [(s, c) for s, v, c in plan if v == variant]
-            stage(
-                n,
-                f'fine-tune on {variant}: ' + ', '.join(f'{c} cache ({s} store)' for s, c in mine),
-            )
-            for store, cache_state in mine:
-                cache = caches / f'{store}-{variant}'
-                if cache_state == 'cold':
-                    shutil.rmtree(cache, ignore_errors=True)
-                name = f'{variant}-{cache_state}-{store}'
-                metrics = train_run(args, recipes[variant], f'{remote}/{variant}', envs[store],
-                                    name, cache, out, tokenizer)
-                runs.append({'name': name, 'variant': variant, 'cache': cache_state, 'store': store,
-                             'metrics': metrics,
-                             'steps_file': str(out / 'runs' / name / 'steps.jsonl')})
+        runs = fine_tunes(args, remote, envs, bool(stores), tokenizer, out)
         loader = None
         if stores and not args.no_loader:
             for s in stores.values():  # the loader stages start their own, shaped per stage

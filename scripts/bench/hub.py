@@ -66,7 +66,7 @@ def traffic(hub) -> dict:
             'file_gets': sum(1 for r in log if r['path'].startswith('/_lfs/'))}
 
 
-def main(argv: list[str] | None = None) -> int:
+def parse_args(argv: list[str] | None):
     p = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
     p.add_argument('--size-mb', type=float, default=192,
                    help='MB of text in the input (default 192)')
@@ -82,7 +82,61 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument('--build', default='build/bench_hub', help='work folder')
     p.add_argument('--json', default='results/bench_hub.json', help='where to save figures')
     p.add_argument('--seed-loop', metavar='OUT', help=argparse.SUPPRESS)  # (b), in a child
-    args = p.parse_args(argv)
+    return p.parse_args(argv)
+
+
+def one_round(args, hub, build: Path) -> dict:
+    """(a) and (b) once each, from a cold Hugging Face cache: name -> figures."""
+    runs = {}
+    for name in ('ours', 'seed'):
+        home = build / 'hf_home' / name
+        shutil.rmtree(home, ignore_errors=True)  # cold: nothing cached from a run before
+        env = {**hub.env(), 'HF_HOME': str(home)}
+        out = str(build / name)
+        shutil.rmtree(out, ignore_errors=True)
+        if name == 'ours':
+            cmd = [sys.executable, '-m', 'data_prep.convert', '--dataset', 'allenai/c4',
+                   '--subset', 'en', '--remote', out, '--compression', 'zstd',
+                   '--workers', str(args.workers), '--no-progress', '--json']
+        else:
+            cmd = [sys.executable, '-m', 'scripts.bench.hub', '--seed-loop', out]
+        seconds, cpu_seconds, stdout = timed(cmd, env)
+        inner = json.loads(stdout[stdout.index('{'):])
+        # inner seconds: the work after imports (ours: after its checks too)
+        runs[name] = {**inner, 'work_seconds': inner['seconds'], 'seconds': seconds,
+                      'process_cpu_seconds': cpu_seconds, 'hub': traffic(hub)}
+    a = runs['ours']
+    for x in runs.values():
+        x['mb_per_s'] = a['input_bytes'] / 1e6 / x['seconds']
+        x['work_mb_per_s'] = a['input_bytes'] / 1e6 / x['work_seconds']
+        x['mb_per_cpu_s'] = a['input_bytes'] / 1e6 / x['process_cpu_seconds']
+    return runs
+
+
+def print_table(args, result: dict, a: dict, b: dict) -> None:
+    json_mb, gz_mb = result['input']['json_mb'], result['input']['gz_mb']
+    floor = result['network_floor_seconds']
+    rows = [(f'(a) ours, {a["workers"]} workers, one part per file', a),
+            ('(b) seed, one load_dataset stream', b)]
+    print(f'\ninput: {args.files} hub files, {json_mb:.1f} MB JSON ({gz_mb:.1f} MB gzipped); '
+          f'hub {args.bandwidth_mbps:g} MB/s per connection, {args.latency_ms:g} ms per request')
+    print(f'{"":38s} whole process  MB/s  | work only  MB/s | CPU s  MB/CPU-s | requests')
+    for label, x in rows:
+        print(f'{label:38s} {x["seconds"]:8.1f} s {x["mb_per_s"]:6.1f} | '
+              f'{x["work_seconds"]:7.1f} s {x["work_mb_per_s"]:6.1f} | '
+              f'{x["process_cpu_seconds"]:5.1f} {x["mb_per_cpu_s"]:8.1f} | '
+              f'{x["hub"]["requests"]:8d}')
+    print(f'{"(a) / (b)":38s} {result["speedup_vs_seed"]:8.2f}x        | '
+          f'{result["work_speedup_vs_seed"]:7.2f}x')
+    print(f'network alone (gzipped bytes / bandwidth): (a) {floor["ours"]:.1f} s, '
+          f'(b) {floor["seed"]:.1f} s')
+    load0, load1 = result['loadavg_before'], result['loadavg_after']
+    print(f'load average before {load0[0]:.2f}, after {load1[0]:.2f}, on '
+          f'{result["machine"]["cores"]} cores; best of {args.rounds} round(s)')
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
     if args.seed_loop:
         return seed_loop(args.seed_loop)
 
@@ -101,69 +155,31 @@ def main(argv: list[str] | None = None) -> int:
               f'{args.bandwidth_mbps:g} MB/s per connection, {args.latency_ms:g} ms per request',
               flush=True)
         for r in range(args.rounds):  # interleaved, so a change of load hits both alike
-            runs = {}
-            for name in ('ours', 'seed'):
-                home = build / 'hf_home' / name
-                shutil.rmtree(home, ignore_errors=True)  # cold: nothing cached from a run before
-                env = {**hub.env(), 'HF_HOME': str(home)}
-                out = str(build / name)
-                shutil.rmtree(out, ignore_errors=True)
-                if name == 'ours':
-                    cmd = [sys.executable, '-m', 'data_prep.convert', '--dataset', 'allenai/c4',
-                           '--subset', 'en', '--remote', out, '--compression', 'zstd',
-                           '--workers', str(args.workers), '--no-progress', '--json']
-                else:
-                    cmd = [sys.executable, '-m', 'scripts.bench.hub', '--seed-loop', out]
-                seconds, cpu_seconds, stdout = timed(cmd, env)
-                inner = json.loads(stdout[stdout.index('{'):])
-                # inner seconds: the work after imports (ours: after its checks too)
-                runs[name] = {**inner, 'work_seconds': inner['seconds'], 'seconds': seconds,
-                              'process_cpu_seconds': cpu_seconds, 'hub': traffic(hub)}
+            runs = one_round(args, hub, build)
             a, b = runs['ours'], runs['seed']
             if a['samples'] != b['samples']:
                 print(f'MISMATCH: ours {a["samples"]} samples, seed {b["samples"]}',
                       file=sys.stderr)
                 return 1
-            for x in (a, b):
-                x['mb_per_s'] = a['input_bytes'] / 1e6 / x['seconds']
-                x['work_mb_per_s'] = a['input_bytes'] / 1e6 / x['work_seconds']
-                x['mb_per_cpu_s'] = a['input_bytes'] / 1e6 / x['process_cpu_seconds']
             print(f'round {r + 1}: ours {a["seconds"]:.1f} s, seed {b["seconds"]:.1f} s, '
                   f'load {os.getloadavg()[0]:.2f}', flush=True)
             rounds.append(runs)
     a = min((x['ours'] for x in rounds), key=lambda x: x['seconds'])
     b = min((x['seed'] for x in rounds), key=lambda x: x['seconds'])
-    load1 = os.getloadavg()
-    speedup = b['seconds'] / a['seconds']
-    work_speedup = b['work_seconds'] / a['work_seconds']
-    json_mb = a['input_bytes'] / 1e6
     # The network alone: every gzipped byte through one connection (b) or `workers` (a).
     floor_b = gz_mb / args.bandwidth_mbps
     floor_a = floor_b / min(a['workers'], args.files)
-    result = {'input': {'files': args.files, 'json_mb': json_mb, 'gz_mb': gz_mb},
+    result = {'input': {'files': args.files, 'json_mb': a['input_bytes'] / 1e6, 'gz_mb': gz_mb},
               'hub': {'bandwidth_mbps_per_connection': args.bandwidth_mbps,
                       'latency_ms': args.latency_ms},
               'ours': {k: a[k] for k in KEYS + ('workers', 'startup_seconds')},
               'seed': {k: b[k] for k in KEYS},
-              'speedup_vs_seed': speedup, 'work_speedup_vs_seed': work_speedup,
+              'speedup_vs_seed': b['seconds'] / a['seconds'],
+              'work_speedup_vs_seed': b['work_seconds'] / a['work_seconds'],
               'network_floor_seconds': {'ours': floor_a, 'seed': floor_b},
-              'rounds': args.rounds, 'loadavg_before': load0, 'loadavg_after': load1,
+              'rounds': args.rounds, 'loadavg_before': load0, 'loadavg_after': os.getloadavg(),
               'machine': machine()}
-    rows = [(f'(a) ours, {a["workers"]} workers, one part per file', a),
-            ('(b) seed, one load_dataset stream', b)]
-    print(f'\ninput: {args.files} hub files, {json_mb:.1f} MB JSON ({gz_mb:.1f} MB gzipped); '
-          f'hub {args.bandwidth_mbps:g} MB/s per connection, {args.latency_ms:g} ms per request')
-    print(f'{"":38s} whole process  MB/s  | work only  MB/s | CPU s  MB/CPU-s | requests')
-    for label, x in rows:
-        print(f'{label:38s} {x["seconds"]:8.1f} s {x["mb_per_s"]:6.1f} | '
-              f'{x["work_seconds"]:7.1f} s {x["work_mb_per_s"]:6.1f} | '
-              f'{x["process_cpu_seconds"]:5.1f} {x["mb_per_cpu_s"]:8.1f} | '
-              f'{x["hub"]["requests"]:8d}')
-    print(f'{"(a) / (b)":38s} {speedup:8.2f}x        | {work_speedup:7.2f}x')
-    print(f'network alone (gzipped bytes / bandwidth): (a) {floor_a:.1f} s, (b) {floor_b:.1f} s')
-    cores = result['machine']['cores']
-    print(f'load average before {load0[0]:.2f}, after {load1[0]:.2f}, on {cores} '
-          f'cores; best of {args.rounds} round(s)')
+    print_table(args, result, a, b)
     if args.json:
         save_json(args.json, result)
     return 0

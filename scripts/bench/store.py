@@ -102,7 +102,7 @@ def start_baseline(checkout: Path, data_dir: Path) -> RunningStore:
     return RunningStore(proc, data_dir, json.loads(line)['port'], data_dir / 'run' / 'none')
 
 
-def main() -> int:
+def parse_args():
     p = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     p.add_argument('--objects', type=int, default=8, help='objects to read (default 8)')
     p.add_argument('--size-mb', type=int, default=64, help='object size in MiB (default 64, '
@@ -117,9 +117,71 @@ def main() -> int:
                         'side: same objects, interleaved rounds, ratios printed')
     p.add_argument('--data-dir', help='store data dir (default: a temp dir, removed after)')
     p.add_argument('--json', help='also write the figures to this file')
-    args = p.parse_args()
+    return p.parse_args()
+
+
+def write_objects(data_dir: Path, names: list[str], size_mb: int) -> None:
+    """The objects are files: written straight into the bucket (kept if already whole)."""
+    block = os.urandom(1 << 20)
+    for name in names:
+        path = data_dir / 'buckets' / BUCKET / name
+        if not path.exists() or path.stat().st_size != size_mb << 20:
+            with open(path, 'wb') as f:
+                for _ in range(size_mb):
+                    f.write(block)
+    (data_dir / 'buckets' / BUCKET / 'small').write_bytes(b's' * 1024)
+
+
+def measure_unshaped(args, stores: dict, names: list[str], out_dir: Path,
+                     results: dict) -> None:
+    """Raw GETs, small GETs and our SDK client's GETs against each store, best of the rounds
+    (interleaved, order rotated), into results."""
     conns = [int(c) for c in args.connections.split(',')]
     size = args.size_mb << 20
+
+    def best(measure) -> dict:
+        got = {k: [] for k in stores}
+        for r in range(args.rounds):
+            order = list(stores)[r % len(stores):] + list(stores)[:r % len(stores)]
+            for k in order:
+                got[k].append(measure(stores[k]))
+        return {k: max(v) for k, v in got.items()}
+
+    def record(key, value: dict, sub=None) -> None:
+        for who, figures in (('this', results), ('baseline', results.get('baseline'))):
+            if who in value:
+                if sub is None:
+                    figures[key] = round(value[who])
+                else:
+                    figures[key][sub] = round(value[who])
+
+    def show(what: str, value: dict, unit: str, extra: str = '') -> None:
+        line = f'  {what}: {value["this"]:8.0f} {unit}'
+        if 'baseline' in value:
+            line += (f'   baseline {value["baseline"]:8.0f} {unit}, ratio '
+                     f'{value["this"] / value["baseline"]:.2f}')
+        print(line + extra, flush=True)
+
+    for st in stores.values():
+        raw_gets(st, names[:1], 1, size)  # warm the page cache
+    print(f'local OCI store GET throughput, loopback, no shaping: {args.objects} x '
+          f'{args.size_mb} MiB objects, best of {args.rounds}, {os.cpu_count()} CPUs')
+    for c in conns:
+        mbps = best(lambda st: raw_gets(st, names, c, size))
+        record('raw', mbps, c)
+        show(f'raw HTTP GET   {c:2d} connection(s)', mbps, 'MB/s')
+    rps = best(small_gets)
+    record('small_get_rps', rps)
+    show('1 KiB GETs, one connection ', rps, 'requests/s')
+    for c in conns:
+        mbps = best(lambda st: sdk_gets(st, names, c, out_dir))
+        record('oci_sdk', mbps, c)
+        show(f'oci SDK (ours) {c:2d} connection(s)', mbps, 'MB/s',
+             '  (signed GET, temp file, size + MD5 check)')
+
+
+def main() -> int:
+    args = parse_args()
     names = [f'shard.{i:05d}.mds' for i in range(args.objects)]
     tmp = tempfile.TemporaryDirectory(prefix='bench_store_')
     data_dir = Path(args.data_dir or Path(tmp.name) / 'data')
@@ -129,58 +191,13 @@ def main() -> int:
     out_dir.mkdir()
 
     with start_store(data_dir, buckets=[BUCKET]) as store:
-        block = os.urandom(1 << 20)
-        for name in names:  # objects are files: write them straight into the bucket
-            path = data_dir / 'buckets' / BUCKET / name
-            if not path.exists() or path.stat().st_size != size:
-                with open(path, 'wb') as f:
-                    for _ in range(args.size_mb):
-                        f.write(block)
-        (data_dir / 'buckets' / BUCKET / 'small').write_bytes(b's' * 1024)
+        write_objects(data_dir, names, args.size_mb)
         stores = {'this': store}
         if args.baseline:
             stores['baseline'] = start_baseline(args.baseline.resolve(), data_dir)
             results['baseline'] = {'checkout': str(args.baseline), 'raw': {}, 'oci_sdk': {}}
         cpu0 = {k: process_cpu(st.proc.pid) for k, st in stores.items()}
-
-        def best(measure) -> dict:
-            """Best of the rounds for each store; rounds interleaved, order rotated."""
-            got = {k: [] for k in stores}
-            for r in range(args.rounds):
-                order = list(stores)[r % len(stores):] + list(stores)[:r % len(stores)]
-                for k in order:
-                    got[k].append(measure(stores[k]))
-            return {k: max(v) for k, v in got.items()}
-
-        def show(what: str, value: dict, unit: str, extra: str = '') -> None:
-            line = f'  {what}: {value["this"]:8.0f} {unit}'
-            if 'baseline' in value:
-                line += (f'   baseline {value["baseline"]:8.0f} {unit}, ratio '
-                         f'{value["this"] / value["baseline"]:.2f}')
-            print(line + extra, flush=True)
-
-        for st in stores.values():
-            raw_gets(st, names[:1], 1, size)  # warm the page cache
-        print(f'local OCI store GET throughput, loopback, no shaping: {args.objects} x '
-              f'{args.size_mb} MiB objects, best of {args.rounds}, {os.cpu_count()} CPUs')
-        for c in conns:
-            mbps = best(lambda st: raw_gets(st, names, c, size))
-            results['raw'][c] = round(mbps['this'])
-            if args.baseline:
-                results['baseline']['raw'][c] = round(mbps['baseline'])
-            show(f'raw HTTP GET   {c:2d} connection(s)', mbps, 'MB/s')
-        rps = best(small_gets)
-        results['small_get_rps'] = round(rps['this'])
-        if args.baseline:
-            results['baseline']['small_get_rps'] = round(rps['baseline'])
-        show('1 KiB GETs, one connection ', rps, 'requests/s')
-        for c in conns:
-            mbps = best(lambda st: sdk_gets(st, names, c, out_dir))
-            results['oci_sdk'][c] = round(mbps['this'])
-            if args.baseline:
-                results['baseline']['oci_sdk'][c] = round(mbps['baseline'])
-            show(f'oci SDK (ours) {c:2d} connection(s)', mbps, 'MB/s',
-                 '  (signed GET, temp file, size + MD5 check)')
+        measure_unshaped(args, stores, names, out_dir, results)
         cpu = {k: process_cpu(st.proc.pid) - cpu0[k] for k, st in stores.items()}
         results['store_cpu_s'] = {k: round(v, 2) for k, v in cpu.items()}
         print('  store process CPU for all of the above: ' +
@@ -190,8 +207,8 @@ def main() -> int:
 
     knobs = Knobs(latency_ms=args.latency_ms, bandwidth_mbps=args.bandwidth_mbps)
     with start_store(data_dir, knobs=knobs) as store:
-        c = max(conns)
-        mbps = raw_gets(store, names[:c], c, size)
+        c = max(int(c) for c in args.connections.split(','))
+        mbps = raw_gets(store, names[:c], c, args.size_mb << 20)
         results['shaped'] = {'latency_ms': args.latency_ms,
                              'bandwidth_mbps': args.bandwidth_mbps, 'connections': c,
                              'mbps': round(mbps)}
