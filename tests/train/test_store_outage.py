@@ -15,7 +15,7 @@ from streaming import MDSWriter
 
 from local_services.oci_store import start_store
 from tests.helpers import (
-    COMPOSER,
+    PY,
     ROOT,
     run,
     sample_texts,
@@ -81,7 +81,7 @@ def test_store_down_at_start_and_mid_run_then_autoresume(sample_dir, tokenizer_d
     store = start_store(store.data_dir, port=store.port)
     try:
         out = open(tmp_path / 'run1.log', 'w+')
-        first = subprocess.Popen([COMPOSER, 'train.py', *[a.replace('$RUN', '1') for a in args]],
+        first = subprocess.Popen([PY, 'train.py', *[a.replace('$RUN', '1') for a in args]],
                                  cwd=ROOT, stdout=out, stderr=subprocess.STDOUT,
                                  env={**os.environ}, start_new_session=True)
         latest = ckpt / 'latest-sharded-rank0'  # FSDP's sharded checkpoint: a folder
@@ -129,7 +129,7 @@ def test_store_down_at_start_and_mid_run_then_autoresume(sample_dir, tokenizer_d
     store = start_store(store.data_dir, port=store.port)
     store.clear_log()  # the log file is the data dir's: it holds the earlier runs too
     try:
-        run([COMPOSER, 'train.py', *[a.replace('$RUN', '2') for a in args]], timeout=300)
+        run([PY, 'train.py', *[a.replace('$RUN', '2') for a in args]], timeout=300)
         gets = [r for r in store.requests()
                 if r['method'] == 'GET' and '/shard.' in r['path'] and r['status'] == 200]
     finally:
