@@ -138,6 +138,7 @@ def trained_model_loss(checkpoint, tokenizer, input_ids) -> float:
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(900)  # two trainings of 2 processes: 435 s in a fresh-clone run
 def test_raw_and_zstd_runs_evaluate_alike_export_a_model_and_log_to_mlflow(
         variants, sample_dir, tokenizer_dir, tmp_path, oci_store):
     mlruns, bucket = tmp_path / 'mlruns', 'oci://c4-bench@local/checkpoints/eval-zstd'
