@@ -43,10 +43,14 @@ ENV = $(if $(USE_STORE),$(STORE_ENV))
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-17s %s\n", $$1, $$2}'
 
+# uv installs the same pins as pip in about a third of the time (parallel downloads and bytecode
+# compilation: 1 min 24 s against 3 min 14 s here, docs/benchmarks.md). uv reads no pip.conf:
+# where only pip reaches the package index (a mirror set there), pip installs instead.
 $(STAMP): setup.py constraints.txt
 	python3 -m venv $(VENV)
-	$(PY) -m pip install -q -U pip
-	$(PY) -m pip install -c constraints.txt -e '.[dev]'
+	$(PY) -m pip install -q uv && $(VENV)/bin/uv pip install --python $(PY) --compile-bytecode \
+	  -c constraints.txt -e '.[dev]' \
+	  || $(PY) -m pip install -c constraints.txt -e '.[dev]'
 	touch $@
 
 install: $(STAMP)  ## create .venv and install the project with its test tools (once)
