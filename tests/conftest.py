@@ -11,12 +11,12 @@ from tests.helpers import free_port, sample_texts
 # pytest-xdist's --dist loadfile hands files out in collection order, so starting the long
 # ones first keeps one of them from running alone at the end (longest-first scheduling).
 LONGEST_FIRST = [
-    'training/checkpoints/test_checkpoints.py',  # ~440 s alone (four FSDP runs of 2-4 processes)
-    'train/test_eval_export.py',         # ~140 s alone (an FSDP and a DDP run of 2 processes)
-    'training/test_launch_nodes.py',     # ~420 s (two two-node runs)
-    'scripts/test_bench.py',             # ~320 s
-    'callbacks/test_callbacks.py',       # ~200 s in all
-    'scripts/test_slurm_batch.py',       # ~100 s (+ ~30 s installing Slurm on a new machine)
+    'training/checkpoints/test_checkpoints.py',  # ~455 s (four FSDP runs of 2-4 processes)
+    'train/test_eval_export.py',         # ~430 s (an FSDP and a DDP run of 2 processes)
+    'training/test_launch_nodes.py',     # ~370 s (two two-node runs)
+    'scripts/test_bench.py',             # ~155 s
+    'callbacks/test_callbacks.py',       # ~160 s in all
+    'scripts/test_slurm_batch.py',       # ~75 s (+ ~30 s installing Slurm on a new machine)
     'scripts/test_gpu_check.py',
     'train/test_store_outage.py',
     'pipeline/test_pool.py',
