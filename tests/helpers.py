@@ -170,25 +170,3 @@ def node_tmpdir(rank: int) -> Path:
     dataloader worker's socket lives under TMPDIR, and under tmp_path of a parallel test run it
     was over Linux's 107 bytes (training.checks.check_temp_dir)."""
     return Path(tempfile.mkdtemp(prefix=f'node{rank}-', dir='/tmp'))
-
-
-def global_batches(recipe: Path, overrides: list[str], cache: Path, batch: int) -> list[list[str]]:
-    """The recipe's training batches of `batch` samples as one process of a one-node job reads
-    them with llm-foundry's own loader: per step, a digest of each row (as the test callbacks
-    tests/programs/sample_log.py and step_log.py write them). With the recipe's fixed
-    num_canonical_nodes, the ranks of any job read these steps between them."""
-    from llmfoundry.data.text_data import build_text_dataloader
-    from omegaconf import OmegaConf as om
-    from transformers import AutoTokenizer
-
-    from training.shards import install
-    install()
-    cfg = om.merge(om.load(recipe), om.from_cli(overrides))
-    loader_cfg = om.to_container(cfg.train_loader, resolve=True)
-    loader_cfg.pop('name')
-    loader_cfg['dataset']['local'] = str(cache)
-    tokenizer = AutoTokenizer.from_pretrained(cfg.tokenizer.name)
-    loader = build_text_dataloader(tokenizer=tokenizer, device_batch_size=batch,
-                                   **loader_cfg).dataloader
-    return [[hashlib.sha1(r.numpy().tobytes()).hexdigest() for r in b['input_ids']]
-            for b in loader]

@@ -98,20 +98,22 @@ def test_clean_up_during_get_shm_prefix_barriers_spares_the_new_prefix(tmp_path,
         shm.cleanup()
 
 
-def _exit_then_clean_up(work) -> tuple[str, dict]:
+def _exit_then_clean_up(work) -> dict:
     """Builds a dataset in a process that exits normally, then runs the clean-up in another:
-    the prefix, streaming's lock files it left, and what was there before and after."""
+    its prefix, and what of it was there before (streaming's lock files, our marker, the
+    shared memory) and after."""
     env = {**os.environ, 'TMPDIR': str(work)}
     build = subprocess.run([PY, BUILD, _mds(work / 'mds'), '0', '1'], cwd=ROOT, text=True,
                            capture_output=True, check=True, env=env)
     prefix = f'{int(build.stdout):06}'
-    state = {'lock_files': sorted(n for n in os.listdir(work) if n.startswith(prefix)),
+    state = {'prefix': prefix,
+             'lock_files': sorted(n for n in os.listdir(work) if n.startswith(prefix)),
              'marker': shared_memory._marker_locked(prefix),
              'memory': [n for n in os.listdir(shared_memory.SHM_DIR) if n.startswith(f'{prefix}_')]}
     subprocess.run([PY, '-c', CLEAN], cwd=ROOT, check=True, capture_output=True, env=env)
     state['marker_after'] = shared_memory._marker_locked(prefix)
     state['lock_files_after'] = [n for n in os.listdir(work) if n.startswith(prefix)]
-    return prefix, state
+    return state
 
 
 def test_clean_up_removes_what_a_normal_exit_leaves(tmp_path):
@@ -121,7 +123,7 @@ def test_clean_up_removes_what_a_normal_exit_leaves(tmp_path):
     for attempt in range(5):
         work = tmp_path / str(attempt)
         work.mkdir()
-        prefix, state = _exit_then_clean_up(work)
+        state = _exit_then_clean_up(work)
         if True not in (state['marker'], state['marker_after']):
             break
     else:
